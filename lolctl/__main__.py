@@ -1,0 +1,3 @@
+from lolctl.cli import main
+
+main()

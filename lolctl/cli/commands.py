@@ -1,0 +1,28 @@
+"""Which command modules make up the CLI. Each module exposes ``register(app)``; a module not yet written is
+skipped, so command groups can land one at a time."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+MODULES = [
+    "lolctl.cli.inspect",  # lolctl inspect
+    "lolctl.cli.score",  # lolctl score
+    "lolctl.cli.scan",  # lolctl scan
+    "lolctl.cli.gate",  # lolctl gate
+    "lolctl.cli.train",  # lolctl train / lolctl eval
+    "lolctl.cli.zoo",  # lolctl zoo build / info
+]
+
+
+def register(app: typer.Typer) -> None:
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue
+            raise
+        module.register(app)
