@@ -46,7 +46,9 @@ class GL:
     ) -> torch.Tensor:
         import torch
 
-        q, _ = torch.linalg.qr(torch.randn((*batch, self.r, self.r), generator=generator, dtype=dtype or torch.float64))
+        q, _ = torch.linalg.qr(
+            torch.randn((*batch, self.r, self.r), generator=generator, dtype=dtype or torch.float64)
+        )
         return q
 
     @staticmethod
@@ -71,7 +73,11 @@ class GLProduct:
     ranks: tuple[int, ...]
 
     def random(
-        self, *batch: int, cond: float = 4.0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+        self,
+        *batch: int,
+        cond: float = 4.0,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
     ) -> list[torch.Tensor]:
         return [GL(r).random(*batch, cond=cond, generator=generator, dtype=dtype) for r in self.ranks]
 

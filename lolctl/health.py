@@ -112,37 +112,84 @@ def findings(adapter: Adapter, stats: list[dict[str, Any]]) -> list[Finding]:
         out.append(_aggregate("H201", "error", bad, "contain NaN or Inf", "retrain or re-export the adapter", total))
     inert = [n for n, s in zip(names, stats) if s.get("fro_norm") == 0.0]
     if total and len(inert) == total:
-        out.append(Finding("H202", "error", "every module has ΔW = 0 (all lora_B are zero): the adapter is inert, "
-                           "probably saved before training", None, "save the adapter after training"))
+        out.append(
+            Finding(
+                "H202",
+                "error",
+                "every module has ΔW = 0 (all lora_B are zero): the adapter is inert, probably saved before training",
+                None,
+                "save the adapter after training",
+            )
+        )
     elif inert:
-        out.append(_aggregate("H202", "warning", inert, "have ΔW = 0 (lora_B is zero)",
-                              "check that these modules were trained", total))
+        out.append(
+            _aggregate(
+                "H202",
+                "warning",
+                inert,
+                "have ΔW = 0 (lora_B is zero)",
+                "check that these modules were trained",
+                total,
+            )
+        )
     collapsed = [
         f"{n} ({s['numerical_rank']}/{m.rank})"
         for n, s, m in zip(names, stats, adapter.modules)
         if s.get("fro_norm", 0.0) > 0 and s["numerical_rank"] < m.rank
     ]
     if collapsed:
-        out.append(_aggregate("H203", "warning" if len(collapsed) > total // 2 else "info", collapsed,
-                              f"use fewer directions than their rank (singular values < {COLLAPSE_RTOL:g}·max)",
-                              "a lower rank would store the same update", total))
-    odd = [f"{m.name} (s={m.scale:.3g})" for m in adapter.modules
-           if not (SCALE_RANGE[0] <= abs(m.scale) <= SCALE_RANGE[1])]
+        out.append(
+            _aggregate(
+                "H203",
+                "warning" if len(collapsed) > total // 2 else "info",
+                collapsed,
+                f"use fewer directions than their rank (singular values < {COLLAPSE_RTOL:g}·max)",
+                "a lower rank would store the same update",
+                total,
+            )
+        )
+    odd = [
+        f"{m.name} (s={m.scale:.3g})"
+        for m in adapter.modules
+        if not (SCALE_RANGE[0] <= abs(m.scale) <= SCALE_RANGE[1])
+    ]
     if odd:
-        out.append(_aggregate("H206", "info", odd, f"have a scale outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]",
-                              "check lora_alpha and r in the config", total))
+        out.append(
+            _aggregate(
+                "H206",
+                "info",
+                odd,
+                f"have a scale outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]",
+                "check lora_alpha and r in the config",
+                total,
+            )
+        )
     lora_bytes = sum((m.U.numel() + m.V.numel()) * _itemsize(m.dtype) for m in adapter.modules)
     payload_bytes = sum(p.nbytes for p in adapter.payload)
     if adapter.payload:
         severity: Severity = "warning" if payload_bytes > PAYLOAD_RATIO * max(lora_bytes, 1) else "info"
         keys = ", ".join(p.key for p in adapter.payload[:3]) + (" ..." if len(adapter.payload) > 3 else "")
-        out.append(Finding("H207", severity, f"{len(adapter.payload)} non-LoRA tensors ({_human(payload_bytes)}, "
-                           f"LoRA factors {_human(lora_bytes)}): {keys}", None,
-                           "full matrices (modules_to_save, heads) are not scored; they change the model directly"))
+        out.append(
+            Finding(
+                "H207",
+                severity,
+                f"{len(adapter.payload)} non-LoRA tensors ({_human(payload_bytes)}, "
+                f"LoRA factors {_human(lora_bytes)}): {keys}",
+                None,
+                "full matrices (modules_to_save, heads) are not scored; they change the model directly",
+            )
+        )
     float_dtypes = sorted(d for d in adapter.meta.dtypes if d.startswith(("F", "BF", "float", "bfloat")))
     if len(float_dtypes) > 1:
-        out.append(Finding("H208", "info", f"tensors use several float dtypes: {', '.join(float_dtypes)}", None,
-                           "usually harmless; a mix can signal a partial re-export"))
+        out.append(
+            Finding(
+                "H208",
+                "info",
+                f"tensors use several float dtypes: {', '.join(float_dtypes)}",
+                None,
+                "usually harmless; a mix can signal a partial re-export",
+            )
+        )
     return out
 
 

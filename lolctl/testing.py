@@ -43,8 +43,10 @@ def _random_gs(factors: Factors, generator: torch.Generator | None, orthogonal: 
     for U, _ in factors:
         batch, r = tuple(U.shape[:-2]), int(U.shape[-1])
         group = GL(r)
-        g = group.random_orthogonal(*batch, generator=generator) if orthogonal else group.random(
-            *batch, generator=generator
+        g = (
+            group.random_orthogonal(*batch, generator=generator)
+            if orthogonal
+            else group.random(*batch, generator=generator)
         )
         gs.append(g)
     return gs

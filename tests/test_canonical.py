@@ -12,7 +12,7 @@ from lolctl.testing import assert_invariant, assert_sensitive, random_factors
 @pytest.mark.parametrize("n,m,r", [(10, 7, 4), (32, 32, 1), (5, 40, 8), (3, 9, 6), (16, 12, 16)])
 def test_matches_dense_svd(n, m, r):
     gen = torch.Generator().manual_seed(n * m + r)
-    (U, V), = random_factors([(n, m)], r, 2, generator=gen)
+    ((U, V),) = random_factors([(n, m)], r, 2, generator=gen)
     left, S, right = svd_factors(U, V)
     delta = U @ V.mT
     dense = torch.linalg.svdvals(delta)[..., :r]
@@ -37,7 +37,7 @@ def test_signs_are_deterministic_and_invariant():
 
 def test_rank_deficient_factors():
     gen = torch.Generator().manual_seed(8)
-    (U, V), = random_factors([(15, 12)], 4, generator=gen)
+    ((U, V),) = random_factors([(15, 12)], 4, generator=gen)
     U[:, 2] = U[:, 0] + U[:, 1]
     U[:, 3] = 0.0
     S = singular_values(U, V)
@@ -61,7 +61,7 @@ def test_low_precision_inputs_are_upcast():
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 24), m=st.integers(1, 24), r=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_property_reconstruction(n, m, r, seed):
-    (U, V), = random_factors([(n, m)], r, generator=torch.Generator().manual_seed(seed))
+    ((U, V),) = random_factors([(n, m)], r, generator=torch.Generator().manual_seed(seed))
     left, S, right = svd_factors(U, V)
     assert S.shape == (r,) and left.shape == (n, r) and right.shape == (m, r)
     assert (S[:-1] >= S[1:] - 1e-12).all()

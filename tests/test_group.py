@@ -20,7 +20,7 @@ def test_random_elements_are_well_conditioned(r):
 
 def test_action_preserves_delta_and_wrong_action_does_not():
     gen = torch.Generator().manual_seed(0)
-    (U, V), = random_factors([(12, 9)], 4, generator=gen)
+    ((U, V),) = random_factors([(12, 9)], 4, generator=gen)
     g = GL(4).random(generator=gen)
     U2, V2 = GL.act(U, V, g)
     torch.testing.assert_close(U2 @ V2.T, U @ V.T, rtol=0, atol=1e-12)
