@@ -1,0 +1,128 @@
+"""`lolctl inspect`: read adapters and report their health (works for every base model, no checkpoint needed)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from lolctl.cli.options import FailOnOpt, Format, FormatOpt, SeverityLevel, TrustPickleOpt
+
+SCHEMA = "lolctl.inspect/v1"
+
+EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl inspect ./my-adapter                     [dim]# a PEFT folder: summary, findings, modules[/dim]
+  lolctl inspect lora.safetensors --modules       [dim]# a kohya/diffusers file, every module listed[/dim]
+  lolctl inspect runs/*/adapter --format json     [dim]# machine-readable (schema: docs/schema.md)[/dim]
+  lolctl inspect ./adapter --fail-on warning      [dim]# exit 1 on any warning or error finding[/dim]
+"""
+
+
+def inspect(
+    sources: Annotated[list[str], typer.Argument(help="Adapter folders, weight files or globs.", show_default=False)],
+    fmt: FormatOpt = Format.table,
+    fail_on: FailOnOpt = SeverityLevel.error,
+    modules: Annotated[bool, typer.Option("--modules", help="List every module instead of layer groups.")] = False,
+    trust_pickle: TrustPickleOpt = False,
+) -> None:
+    """Read LoRA adapters and report their health: singular values, norms, ranks and coded findings.
+
+    Everything reported is invariant to the GL(r) symmetry of LoRA factors and computed without forming ΔW.
+    """
+    from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, LolctlError
+    from lolctl.factors import severity_rank
+    from lolctl.health import health
+    from lolctl.output import Output
+    from lolctl.read import read_adapter
+
+    out = Output(fmt.value)
+    paths = _expand(sources)
+    records: list[dict[str, Any]] = []
+    worst = -1
+    errors = 0
+    for path in paths:
+        try:
+            adapter = read_adapter(path, trust_pickle=trust_pickle)
+        except LolctlError as err:
+            errors += 1
+            out.log(err.one_line())
+            records.append({"source": str(path), "status": "error", "error": err.to_dict()})
+            continue
+        report = health(adapter)
+        worst = max([worst] + [severity_rank(f.severity) for f in report.findings])
+        rec = {"source": str(path), "status": "ok", **report.to_dict(), "meta": _meta(adapter)}
+        records.append(rec)
+        if out.human:
+            _render(out, rec, grouped=not modules)
+    if not out.human:
+        out.records(records, {"schema": SCHEMA, "adapters": records})
+    if not paths or errors == len(paths) and all(r["error"]["exit_code"] == EXIT_NOTHING for r in records):
+        raise typer.Exit(EXIT_NOTHING)
+    if errors:
+        raise typer.Exit(EXIT_INPUT)
+    if fail_on != SeverityLevel.never and worst >= severity_rank(fail_on.value):
+        out.log(f"findings at or above '{fail_on.value}': exit {EXIT_FINDINGS}")
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _expand(sources: list[str]) -> list[str]:
+    """Local sources: paths as given, globs expanded (sorted); a missing path is an input error."""
+    import glob
+    from pathlib import Path
+
+    from lolctl.errors import LolctlError
+
+    out: list[str] = []
+    for src in sources:
+        if any(c in src for c in "*?["):
+            hits = sorted(glob.glob(src))
+            if not hits:
+                raise LolctlError("L101", src, "the pattern matched nothing", "check the glob; quote it for lolctl")
+            out += hits
+        elif not Path(src).exists():
+            raise LolctlError("L100", src, "no such file or folder", "check the path")
+        else:
+            out.append(src)
+    return out
+
+
+def _meta(adapter: Any) -> dict[str, Any]:
+    meta = adapter.meta
+    return {
+        "format": meta.format,
+        "files": meta.files,
+        "base_model": meta.base_model,
+        "base_revision": meta.base_revision,
+        "peft_type": meta.peft_type,
+        "target_modules": meta.target_modules,
+        "config_rank": meta.config_rank,
+        "config_alpha": meta.config_alpha,
+        "use_rslora": meta.use_rslora,
+        "use_dora": meta.use_dora,
+        "fan_in_fan_out": meta.fan_in_fan_out,
+        "rank_pattern": meta.rank_pattern,
+        "alpha_pattern": meta.alpha_pattern,
+        "dtypes": meta.dtypes,
+        "bytes": meta.nbytes,
+        "file_metadata": meta.file_metadata,
+        "payload": [{"key": p.key, "shape": list(p.shape), "dtype": p.dtype, "bytes": p.nbytes} for p in adapter.payload],
+    }
+
+
+def _render(out: Any, rec: dict[str, Any], grouped: bool) -> None:
+    from lolctl.render import findings_table, modules_table, summary_table
+
+    out.print(summary_table(rec["source"], rec["summary"]))
+    if rec["findings"]:
+        out.print(findings_table(rec["findings"]))
+    else:
+        out.print("[green]no findings[/green]")
+    if rec["modules"]:
+        out.print(modules_table(rec["modules"], grouped=grouped))
+    out.print("")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect", epilog=EPILOG)(inspect)

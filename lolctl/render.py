@@ -1,0 +1,108 @@
+"""Rich renderings of health reports (human mode only). Tables stay readable at 80 columns."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from lolctl.factors import Finding
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_LAYER = re.compile(r"(?<=[._])\d+(?=[._]|$)")
+
+
+def module_group(name: str) -> str:
+    """`encoder.layer.3.attention.self.query` -> `encoder.layer.*.attention.self.query` (layers grouped)."""
+    return _LAYER.sub("*", name)
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def findings_table(findings: list[Finding] | list[dict[str, Any]]) -> Table:
+    table = Table(title="findings", title_justify="left", expand=False, show_lines=False)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("finding", overflow="fold")
+    for f in findings:
+        d = f.to_dict() if isinstance(f, Finding) else f
+        style = SEVERITY_STYLE.get(d["severity"], "")
+        message = d["message"] + (f"  [dim]→ {d['remedy']}[/dim]" if d.get("remedy") else "")
+        table.add_row(Text(d["severity"], style=style), d["code"], message)
+    return table
+
+
+def summary_table(source: str, summary: dict[str, Any]) -> Table:
+    table = Table(title=source, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    ranks = summary.get("ranks") or []
+    rows = [
+        ("format", summary.get("format")),
+        ("base model", summary.get("base_model")),
+        ("modules", f"{summary.get('modules')} (rank {', '.join(map(str, ranks)) or '-'})"),
+        ("parameters", f"{summary.get('parameters'):,}" if summary.get("parameters") is not None else None),
+        ("tensor bytes", human_bytes(summary.get("bytes"))),
+        ("‖ΔW‖_F (all)", fmt(summary.get("delta_fro_norm"))),
+        ("max σ₁", fmt(summary.get("max_spectral_norm"))),
+        ("stable / eff. rank", f"{fmt(summary.get('mean_stable_rank'))} / {fmt(summary.get('mean_effective_rank'))}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+def modules_table(modules: list[dict[str, Any]], grouped: bool = True) -> Table:
+    """One row per module group (layers folded into `*`), or per module when not grouped."""
+    title = "modules (grouped over layers; --modules for each)" if grouped else "modules"
+    table = Table(title=title, title_justify="left")
+    table.add_column("module", overflow="fold", min_width=16)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("r", justify="right", no_wrap=True)
+    table.add_column("‖ΔW‖_F", justify="right", no_wrap=True)
+    table.add_column("σ₁", justify="right", no_wrap=True)
+    table.add_column("st.rk", justify="right", no_wrap=True)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in modules:
+        groups[module_group(m["name"]) if grouped else m["name"]].append(m)
+    for name, ms in groups.items():
+        shapes = sorted({"×".join(map(str, m["shape"])) for m in ms})
+        ranks = sorted({m["rank"] for m in ms})
+        table.add_row(
+            name,
+            str(len(ms)),
+            ",".join(shapes),
+            ",".join(map(str, ranks)),
+            _range([m.get("fro_norm") for m in ms]),
+            _range([m.get("spectral_norm") for m in ms]),
+            _range([m.get("stable_rank") for m in ms]),
+        )
+    return table
+
+
+def _range(xs: list[float | None]) -> str:
+    vals = [x for x in xs if x is not None]
+    if not vals:
+        return "-"
+    lo, hi = min(vals), max(vals)
+    return fmt(lo) if abs(hi - lo) <= 1e-3 * max(abs(hi), 1e-12) else f"{fmt(lo)}–{fmt(hi)}"
