@@ -107,7 +107,9 @@ def _meta(adapter: Any) -> dict[str, Any]:
         "dtypes": meta.dtypes,
         "bytes": meta.nbytes,
         "file_metadata": meta.file_metadata,
-        "payload": [{"key": p.key, "shape": list(p.shape), "dtype": p.dtype, "bytes": p.nbytes} for p in adapter.payload],
+        "payload": [
+            {"key": p.key, "shape": list(p.shape), "dtype": p.dtype, "bytes": p.nbytes} for p in adapter.payload
+        ],
     }
 
 
