@@ -35,10 +35,10 @@ def inspect(
     from lolctl.factors import severity_rank
     from lolctl.health import health
     from lolctl.output import Output
-    from lolctl.read import read_adapter
-
     out = Output(fmt.value)
     paths = _expand(sources)
+    from lolctl.read import read_adapter
+
     records: list[dict[str, Any]] = []
     worst = -1
     errors = 0
