@@ -1,0 +1,127 @@
+"""What every lolctl model shares: a config dataclass, an input spec, task heads, and input normalisation.
+
+A model computes a feature vector per adapter (``features(batch)`` → (B, D)); an MLP with one linear output per task
+turns it into predictions. ``forward(batch)`` returns ``{task name: (B, out_dim)}`` — normalised values for regression,
+logits for classification. Data-dependent buffers (the per-module input scale; O-Align's template) are fitted by
+``prepare(train_batch)`` before training and saved with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lolctl.errors import LolctlError
+from lolctl.nn.batch import GroupFactors, LoraBatch
+from lolctl.nn.spec import InputSpec, TaskSpec
+
+
+@dataclass
+class ModelConfig:
+    """Fields shared by all models (the invariant head)."""
+
+    head_hidden: int = 128  # width of the head MLP (h_inv)
+    head_layers: int = 2  # hidden layers of the head MLP
+    dropout: float = 0.0  # dropout in the head MLP
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (not isinstance(value, int) or value < 0):
+                raise LolctlError("L180", f"model config {f.name}", f"must be a non-negative integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LolctlError("L180", "model config dropout", f"must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mlp(d_in: int, hidden: int, layers: int, dropout: float) -> tuple[nn.Sequential, int]:
+    """``layers`` × (Linear, GELU, Dropout); returns the stack and its output width."""
+    mods: list[nn.Module] = []
+    d = d_in
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.GELU()]
+        if dropout:
+            mods.append(nn.Dropout(dropout))
+        d = hidden
+    return nn.Sequential(*mods), d
+
+
+def frobenius_norms(batch: LoraBatch) -> torch.Tensor:
+    """‖ΔW_i‖_F per module (B, L) from the r × r Gram matrices: ‖U Vᵀ‖² = tr((UᵀU)(VᵀV)); ΔW is never formed."""
+    out = torch.zeros(batch.size, len(batch.spec), dtype=batch.dtype, device=batch.device)
+    for g in batch.groups:
+        gu = g.U.transpose(-1, -2) @ g.U  # (B, L_g, R, R)
+        gv = g.V.transpose(-1, -2) @ g.V
+        out[:, list(g.indices)] = (gu * gv).sum((-1, -2)).clamp_min(0).sqrt()
+    return out
+
+
+class LoraModel(nn.Module):
+    """Base class: subclasses set ``name``/``config_class`` and implement ``features`` (and ``feature_dim``)."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    invariance: ClassVar[str] = "GL(r) per module"  # documented symmetry of the outputs
+
+    def __init__(self, config: ModelConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        self.tasks = tuple(tasks)
+        # ΔW_i is divided by input_scale[i] before anything else (U and V each by its square root): a scalar per
+        # module commutes with GL(r), so every symmetry of the model survives.
+        self.register_buffer("input_scale", torch.ones(len(spec)))
+
+    @property
+    def max_rank(self) -> int | None:
+        """Largest rank the model accepts (None: any rank)."""
+        return None
+
+    def build_head(self, d_in: int) -> None:
+        self.head, d = mlp(d_in, self.config.head_hidden, self.config.head_layers, self.config.dropout)
+        self.outputs = nn.ModuleDict({t.name: nn.Linear(d, t.out_dim) for t in self.tasks})
+
+    def features(self, batch: LoraBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def prepare(self, batch: LoraBatch) -> None:
+        """Fit data-dependent buffers on the training set: the median ‖ΔW_i‖_F of each module."""
+        scale = frobenius_norms(batch.to(dtype=torch.float64)).median(dim=0).values
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.input_scale.copy_(scale.to(self.input_scale))
+
+    def check_rank(self, batch: LoraBatch) -> None:
+        limit = self.max_rank
+        if limit is not None and int(batch.ranks.max()) > limit:
+            bad = int(batch.ranks.max(dim=0).values.argmax())
+            raise LolctlError(
+                "L171",
+                self.spec.modules[bad].name,
+                f"rank {int(batch.ranks.max())} exceeds the largest rank the {self.name} model accepts ({limit})",
+                "use a GL-net checkpoint (any rank) or retrain with a larger max rank",
+            )
+
+    def normalise(self, batch: LoraBatch) -> LoraBatch:
+        root = self.input_scale.to(batch.dtype).sqrt()
+        groups = []
+        for g in batch.groups:
+            s = root[list(g.indices)].view(1, -1, 1, 1)
+            groups.append(GroupFactors(g.indices, g.U / s, g.V / s))
+        return LoraBatch(batch.spec, tuple(groups), batch.ranks)
+
+    def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
+        self.check_rank(batch)
+        h = self.head(self.features(self.normalise(batch)))
+        return {name: layer(h) for name, layer in self.outputs.items()}
+
+
+def per_module_weight(count: int, d_out: int, d_in: int, gain: float = 1.0) -> nn.Parameter:
+    """A stack of ``count`` independent (d_out × d_in) matrices, one per module, initialised like nn.Linear."""
+    return nn.Parameter(torch.randn(count, d_out, d_in) * (gain / math.sqrt(d_in)))

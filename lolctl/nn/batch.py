@@ -1,0 +1,148 @@
+"""An immutable batch of LoRA factors laid out for the models: one stacked tensor pair per shape group.
+
+For a group of L_g modules of shape (n, m), ``U`` is (B, L_g, n, R) and ``V`` is (B, L_g, m, R), where R is the
+largest rank in the batch. Lower ranks are padded with zero columns: U Vᵀ is unchanged, and every model in
+:mod:`lolctl.nn` gives the same output for a zero-padded input as for the unpadded one (GL-net exactly; the rest by
+construction of their features). ``ranks`` (B, L) keeps the true rank of every module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lolctl.factors import Adapter
+from lolctl.nn.spec import InputSpec
+
+Factors = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class GroupFactors:
+    indices: tuple[int, ...]  # module positions in the spec
+    U: torch.Tensor  # (B, L_g, n, R)
+    V: torch.Tensor  # (B, L_g, m, R)
+
+
+def _pad(t: torch.Tensor, R: int) -> torch.Tensor:
+    return t if t.shape[-1] == R else torch.nn.functional.pad(t, (0, R - t.shape[-1]))
+
+
+@dataclass(frozen=True)
+class LoraBatch:
+    spec: InputSpec
+    groups: tuple[GroupFactors, ...]
+    ranks: torch.Tensor  # (B, L) true rank of each module
+
+    @property
+    def size(self) -> int:
+        return int(self.ranks.shape[0])
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def max_rank(self) -> int:
+        return int(self.groups[0].U.shape[-1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.groups[0].U.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.groups[0].U.device
+
+    @classmethod
+    def from_factors(cls, spec: InputSpec, factors: Factors) -> LoraBatch:
+        """From one (U (B, n, r_i), V (B, m, r_i)) pair per module, in spec order (a missing batch dim means B=1)."""
+        if len(factors) != len(spec):
+            raise ValueError(f"{len(factors)} modules given, the spec has {len(spec)}")
+        factors = [(U, V) if U.dim() == 3 else (U.unsqueeze(0), V.unsqueeze(0)) for U, V in factors]
+        R = max(int(U.shape[-1]) for U, _ in factors)
+        groups = []
+        for g in spec.groups:
+            Us = torch.stack([_pad(factors[i][0], R) for i in g.indices], dim=1)
+            Vs = torch.stack([_pad(factors[i][1], R) for i in g.indices], dim=1)
+            if Us.shape[2] != g.n or Vs.shape[2] != g.m:
+                raise ValueError(f"group ({g.n}, {g.m}) got factors of shape {tuple(Us.shape)}, {tuple(Vs.shape)}")
+            groups.append(GroupFactors(g.indices, Us, Vs))
+        B = int(factors[0][0].shape[0])
+        ranks = torch.tensor([int(U.shape[-1]) for U, _ in factors], dtype=torch.long).expand(B, -1).clone()
+        return cls(spec, tuple(groups), ranks)
+
+    @classmethod
+    def from_adapters(
+        cls, adapters: Sequence[Adapter], spec: InputSpec, dtype: torch.dtype = torch.float32
+    ) -> LoraBatch:
+        """Stack adapters after checking each against ``spec`` (LolctlError L171 on a mismatch)."""
+        if not adapters:
+            raise ValueError("no adapters to batch")
+        for adapter in adapters:
+            spec.check(adapter)
+        R = max(max(a.ranks) for a in adapters)
+        by_name = [{mod.name: mod for mod in a.modules} for a in adapters]
+        groups = []
+        for g in spec.groups:
+            names = [spec.modules[i].name for i in g.indices]
+            Us = torch.stack(
+                [torch.stack([_pad(mods[nm].U.to(dtype), R) for nm in names]) for mods in by_name]
+            )  # (B, L_g, n, R)
+            Vs = torch.stack([torch.stack([_pad(mods[nm].V.to(dtype), R) for nm in names]) for mods in by_name])
+            groups.append(GroupFactors(g.indices, Us, Vs))
+        ranks = torch.tensor([[mods[nm].rank for nm in spec.names] for mods in by_name], dtype=torch.long)
+        return cls(spec, tuple(groups), ranks)
+
+    def factors(self) -> Factors:
+        """One (U (B, n, R), V (B, m, R)) pair per module, in spec order (rank-padded)."""
+        out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.spec)
+        for g in self.groups:
+            for j, i in enumerate(g.indices):
+                out[i] = (g.U[:, j], g.V[:, j])
+        return out  # type: ignore[return-value]
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> LoraBatch:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        groups = tuple(GroupFactors(g.indices, g.U[idx.to(g.U.device)], g.V[idx.to(g.V.device)]) for g in self.groups)
+        return LoraBatch(self.spec, groups, self.ranks[idx])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LoraBatch:
+        groups = tuple(GroupFactors(g.indices, g.U.to(device, dtype), g.V.to(device, dtype)) for g in self.groups)
+        return LoraBatch(self.spec, groups, self.ranks)
+
+    def pad_rank(self, R: int) -> LoraBatch:
+        if R < self.max_rank:
+            raise ValueError(f"cannot pad rank {self.max_rank} down to {R}")
+        return LoraBatch(
+            self.spec, tuple(GroupFactors(g.indices, _pad(g.U, R), _pad(g.V, R)) for g in self.groups), self.ranks
+        )
+
+    @staticmethod
+    def cat(batches: Sequence[LoraBatch]) -> LoraBatch:
+        R = max(b.max_rank for b in batches)
+        padded = [b.pad_rank(R) for b in batches]
+        first = padded[0]
+        groups = tuple(
+            GroupFactors(
+                g.indices, torch.cat([b.groups[k].U for b in padded]), torch.cat([b.groups[k].V for b in padded])
+            )
+            for k, g in enumerate(first.groups)
+        )
+        return LoraBatch(first.spec, groups, torch.cat([b.ranks for b in padded]))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name → tensor dict (for a safetensors cache); rebuild with :meth:`from_tensors`."""
+        out = {"ranks": self.ranks.contiguous()}
+        for k, g in enumerate(self.groups):
+            out[f"group{k}.U"] = g.U.contiguous()
+            out[f"group{k}.V"] = g.V.contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, spec: InputSpec, tensors: dict[str, torch.Tensor]) -> LoraBatch:
+        groups = tuple(
+            GroupFactors(g.indices, tensors[f"group{k}.U"], tensors[f"group{k}.V"]) for k, g in enumerate(spec.groups)
+        )
+        return cls(spec, groups, tensors["ranks"])

@@ -1,0 +1,71 @@
+"""The README.md model card of a checkpoint, generated from its config.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(task, metric, value) rows, per-label details left out."""
+    rows = []
+    for task, m in metrics.items():
+        for key, value in m.items():
+            if key in ("kind", "per_label"):
+                continue
+            rows.append((task, key, _fmt(value)))
+    return rows
+
+
+def model_card(config: dict[str, Any]) -> str:
+    spec = config.get("input_spec", {}).get("modules", [])
+    shapes = sorted({(m["n"], m["m"]) for m in spec})
+    data = config.get("training_data", {})
+    lines = [
+        "---",
+        "library_name: lolctl",
+        "tags: [lolctl, lora, weight-space-learning]",
+        "---",
+        "",
+        f"# {config.get('name', 'lolctl checkpoint')}",
+        "",
+        f"A `{config.get('architecture')}` model from lolctl {config.get('lolctl_version', '')}: it scores LoRA "
+        "adapters from their weights alone (Learning on LoRAs, arXiv 2410.04207).",
+        "",
+        f"- **Base model of the adapters:** {config.get('base_model') or 'unknown'}",
+        f"- **Input:** {len(spec)} LoRA modules, shapes {', '.join(f'{n}x{m}' for n, m in shapes)}; "
+        f"ranks seen in training: {config.get('ood', {}).get('ranks', [])}",
+        f"- **Symmetry:** {config.get('invariance', '')}",
+        f"- **Training data:** {data.get('adapters', '?')} adapters from `{data.get('labels_file', '?')}` "
+        f"(splits: {data.get('splits', {})})",
+        "",
+        "## Tasks",
+        "",
+    ]
+    for t in config.get("tasks", []):
+        labels = f" — labels: {', '.join(t['labels'])}" if t.get("labels") else ""
+        lines.append(f"- `{t['name']}` ({t['kind']}){labels}")
+    lines += ["", "## Metrics (test split)", "", "| task | metric | value |", "|---|---|---|"]
+    for task, key, value in metric_rows(config.get("metrics", {}).get("test", {})):
+        lines.append(f"| {task} | {key} | {value} |")
+    lines += [
+        "",
+        "Regression intervals are the 5% and 95% quantiles of the validation residuals added to the prediction "
+        "(nominal 90% coverage on in-distribution adapters).",
+        "",
+        "## Use",
+        "",
+        "```",
+        "lolctl score ADAPTER --checkpoint PATH_OR_NAME",
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "Predictions are only meaningful for adapters like the training zoo: same base model, same target modules, "
+        "similar ranks and update magnitudes. `lolctl score` flags adapters outside that range (`ood`).",
+        "",
+    ]
+    return "\n".join(lines)

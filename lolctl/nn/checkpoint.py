@@ -1,0 +1,266 @@
+"""Checkpoints: a folder with config.json (everything that rebuilds and describes the model), model.safetensors and a
+generated README.md model card. Never pickle.
+
+A reference resolves, in order, to: a local folder; a built-in name under ``$LOLCTL_MODELS`` (``os.pathsep``-separated
+folders) or the repo's top-level ``models/``; a Hub repo id (``org/name``) fetched with ``snapshot_download``
+limited to the three checkpoint files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.factors import Adapter
+from lolctl.nn.base import LoraModel
+from lolctl.nn.batch import LoraBatch
+from lolctl.nn.registry import build_model
+from lolctl.nn.spec import InputSpec, TaskSpec
+from lolctl.nn.train import predict, scale_stats
+
+FILES = ("config.json", "model.safetensors", "README.md")
+FORMAT = "lolctl-checkpoint"
+SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LolctlError("L182", "--device cuda", "CUDA was requested but is not available", "use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise LolctlError("L180", f"--device {device}", "unknown device", "use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def builtin_dirs() -> list[Path]:
+    import lolctl
+
+    dirs = [Path(p) for p in os.environ.get("LOLCTL_MODELS", "").split(os.pathsep) if p]
+    return [*dirs, Path(lolctl.__file__).resolve().parents[1] / "models"]
+
+
+def builtin_names() -> list[str]:
+    names = []
+    for d in builtin_dirs():
+        if d.is_dir():
+            names += sorted(p.parent.name for p in d.glob("*/config.json"))
+    return names
+
+
+def _from_hub(ref: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id=ref, allow_patterns=list(FILES)))
+    except GatedRepoError as err:
+        raise LolctlError(
+            "L161", ref, "the checkpoint repo is gated or private", "log in with `hf auth login`"
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise LolctlError("L172", ref, "no checkpoint repo by that id on the Hub", "check the repo id") from err
+    except LocalEntryNotFoundError as err:
+        raise LolctlError(
+            "L163",
+            ref,
+            "offline and the checkpoint is not in the local cache",
+            "unset HF_HUB_OFFLINE or download it first",
+        ) from err
+    except (HfHubHTTPError, OSError) as err:
+        raise LolctlError(
+            "L164",
+            ref,
+            f"could not fetch the checkpoint ({type(err).__name__})",
+            "check the network or use a local checkpoint folder",
+        ) from err
+
+
+def resolve(ref: str) -> Path:
+    """A checkpoint reference → a local folder holding config.json."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LolctlError(
+                "L170", str(path), "not a checkpoint folder (no config.json)", "pass a checkpoint folder"
+            )
+        return path
+    for d in builtin_dirs():
+        if (d / ref / "config.json").is_file():
+            return d / ref
+    if _REPO_ID.match(ref):
+        return _from_hub(ref)
+    names = builtin_names()
+    raise LolctlError(
+        "L172",
+        ref,
+        "no checkpoint folder, built-in name or Hub repo id by that name",
+        f"built-in checkpoints: {', '.join(names) or 'none installed'}",
+    )
+
+
+class Checkpoint:
+    """A loaded model with its config: checks adapters against its input spec and predicts."""
+
+    def __init__(self, path: Path, config: dict[str, Any], model: LoraModel, device: torch.device) -> None:
+        self.path = path
+        self.config = config
+        self.model = model
+        self.device = device
+        self.name: str = config.get("name") or path.name
+        self.base_model: str | None = config.get("base_model")
+        self.spec: InputSpec = model.spec
+        self.tasks: tuple[TaskSpec, ...] = model.tasks
+
+    def check(self, adapter: Adapter) -> list[str]:
+        """Out-of-distribution reasons ([] when in distribution); LolctlError L171 when the layout does not fit."""
+        self.spec.check(adapter)
+        limit = self.model.max_rank
+        if limit is not None and max(adapter.ranks) > limit:
+            raise LolctlError(
+                "L171",
+                adapter.source,
+                f"rank {max(adapter.ranks)} exceeds the largest rank this "
+                f"{self.model.name} checkpoint accepts ({limit})",
+                "use a GL-net checkpoint",
+            )
+        reasons = []
+        base = adapter.meta.base_model
+        if self.base_model and base and _norm_model(base) != _norm_model(self.base_model):
+            reasons.append(f"base model {base} differs from the training base model {self.base_model}")
+        ood = self.config.get("ood", {})
+        seen = set(ood.get("ranks", []))
+        unseen = sorted(set(adapter.ranks) - seen)
+        if seen and unseen:
+            reasons.append(f"rank {', '.join(map(str, unseen))} not seen in training (seen: {sorted(seen)})")
+        if "scale_log_range" in ood:
+            lo, hi = ood["scale_log_range"]
+            batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
+            s = float(scale_stats(self.model, batch)[0])
+            if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
+                reasons.append(
+                    f"update magnitude (mean log ‖ΔW‖ relative to training median {s:+.2f}) is outside "
+                    f"the training range [{lo:+.2f}, {hi:+.2f}]"
+                )
+        return reasons
+
+    def predict_batch(self, batch: LoraBatch) -> dict[str, np.ndarray]:
+        return predict(self.model, batch.to(self.device, torch.float32), self.config.get("target_normalisation", {}))
+
+    def predict(self, adapters: list[Adapter]) -> list[dict[str, Any]]:
+        reasons = [self.check(a) for a in adapters]
+        if not adapters:
+            return []
+        out = self.predict_batch(LoraBatch.from_adapters(adapters, self.spec))
+        spans = self.config.get("intervals", {})
+        results = []
+        for i, why in enumerate(reasons):
+            tasks: dict[str, Any] = {}
+            for t in self.tasks:
+                if t.kind == "regression":
+                    for j, col in enumerate(t.columns):
+                        value = float(out[t.name][i, j])
+                        span = spans.get(t.name)
+                        lo, hi = (span["lo"][j], span["hi"][j]) if span else (0.0, 0.0)
+                        key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
+                        tasks[key] = {"kind": "regression", "value": value, "interval": [value + lo, value + hi]}
+                else:
+                    probs = {lab: float(p) for lab, p in zip(t.labels, out[t.name][i])}
+                    tasks[t.name] = {"kind": t.kind, "probs": probs}
+            results.append({"checkpoint": self.name, "tasks": tasks, "ood": {"flag": bool(why), "reasons": why}})
+        return results
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf (undefined metrics) → None, so config.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
+def _norm_model(name: str) -> str:
+    return name.rstrip("/").lower()
+
+
+def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    path = resolve(ref)
+    dev = resolve_device(device)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LolctlError("L170", str(path / "config.json"), f"unreadable ({err})", "re-download or retrain") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise LolctlError("L170", str(path / "config.json"), f"not a {FORMAT} config", "re-download or retrain")
+    try:
+        spec = InputSpec.from_dict(config["input_spec"])
+        tasks = tuple(TaskSpec.from_dict(t) for t in config["tasks"])
+        model = build_model(config["architecture"], config.get("model_config", {}), spec, tasks)
+    except (KeyError, TypeError) as err:
+        raise LolctlError("L170", str(path / "config.json"), f"missing or bad field {err}", "retrain") from err
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise LolctlError("L170", str(weights), "the checkpoint has no model.safetensors", "re-download or retrain")
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorsError, RuntimeError, OSError) as err:
+        msg = str(err).splitlines()[0]
+        raise LolctlError("L170", str(weights), f"weights do not fit the config ({msg})", "retrain") from err
+    model.to(dev).eval()
+    return Checkpoint(path, config, model, dev)
+
+
+def find_checkpoint_for(base_model: str | None) -> str | None:
+    """The folder of a built-in checkpoint trained on ``base_model`` (first match), or None."""
+    if not base_model:
+        return None
+    want = _norm_model(base_model)
+    for d in builtin_dirs():
+        if not d.is_dir():
+            continue
+        for cfg in sorted(d.glob("*/config.json")):
+            try:
+                base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model")
+            except (OSError, ValueError, AttributeError):
+                continue
+            aliases = {_norm_model(b) for b in ([base] if isinstance(base, str) else base or [])}
+            if want in aliases:
+                return str(cfg.parent)
+    return None
+
+
+def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> Path:
+    """Write config.json, model.safetensors and a generated README.md into ``folder``."""
+    from safetensors.torch import save_file
+
+    from lolctl.nn.card import model_card
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
+    full = _finite({"format": FORMAT, "format_version": 1, **config})
+    (folder / "config.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(model_card(full), encoding="utf-8")
+    return folder

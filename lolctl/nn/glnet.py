@@ -1,0 +1,101 @@
+"""GL-net: a GL(r)^L-invariant network on LoRA factors (Putterman et al., arXiv 2410.04207, §4).
+
+Per module i the equivariant layers act on the left only: (U, V) ↦ (W1_i U, W2_i V) — by Schur's lemma the only
+GL(r)-equivariant linear maps (no U↔V mixing, no bias). Between layers the GL nonlinearity gates whole rows with
+signs of the invariant U'V'ᵀ: rows of U' by 1[U'V'ᵀ 1 > 0], rows of V' by 1[1ᵀ U'V'ᵀ > 0], computed as U'(V'ᵀ1) and
+V'(U'ᵀ1) so the h × h product is never formed. Dropout drops whole rows (a diagonal on the left, so it commutes with
+g). The invariant head takes each module's U'V'ᵀ (h × h), concatenates over modules and feeds an MLP.
+
+Shapes: B adapters, L modules (L_g in a shape group), n × m per module, R padded rank, h hidden width. Only the first
+layer depends on (n, m), so it runs once per shape group; from then on all L modules are one (B, L, h, R) tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lolctl.canonical import singular_values
+from lolctl.errors import LolctlError
+from lolctl.nn.base import LoraModel, ModelConfig, per_module_weight
+from lolctl.nn.batch import LoraBatch
+from lolctl.nn.spec import InputSpec, TaskSpec
+
+
+@dataclass
+class GLNetConfig(ModelConfig):
+    hidden: int = 32  # h_equiv: rows of U' and V' per module
+    layers: int = 2  # equivariant layers (the first maps n → h and m → h; the rest are h × h per module)
+    equiv_dropout: float = 0.0  # probability of dropping a whole row of U' / V'
+    singular_values: int = 0  # if > 0, also feed the top-k singular values of each ΔW to the head (invariant too)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1 or self.layers < 1:
+            raise LolctlError("L180", "glnet config", "hidden and layers must be at least 1")
+        if not 0.0 <= self.equiv_dropout < 1.0:
+            raise LolctlError("L180", "glnet config equiv_dropout", f"must be in [0, 1), got {self.equiv_dropout}")
+
+
+def gl_gate(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GL nonlinearity on (..., h, R) factors: keep the rows whose row / column sum of U Vᵀ is positive."""
+    left = torch.einsum("...hr,...r->...h", U, V.sum(-2))  # U (Vᵀ 1)
+    right = torch.einsum("...hr,...r->...h", V, U.sum(-2))  # V (Uᵀ 1) = (1ᵀ U Vᵀ)ᵀ
+    return U * (left > 0).unsqueeze(-1).to(U.dtype), V * (right > 0).unsqueeze(-1).to(V.dtype)
+
+
+def row_dropout(t: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Drop whole rows of (..., h, R) factors: a random diagonal on the left, which commutes with any g."""
+    if not training or p == 0.0:
+        return t
+    keep = torch.rand(t.shape[:-1], device=t.device, dtype=t.dtype) >= p
+    return t * keep.unsqueeze(-1).to(t.dtype) / (1.0 - p)
+
+
+class GLNet(LoraModel):
+    name = "glnet"
+    config_class = GLNetConfig
+    config: GLNetConfig
+
+    def __init__(self, config: GLNetConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
+        super().__init__(config, spec, tasks)
+        h, L = config.hidden, len(spec)
+        self.in_U = nn.ParameterList([per_module_weight(len(g.indices), h, g.n) for g in spec.groups])
+        self.in_V = nn.ParameterList([per_module_weight(len(g.indices), h, g.m) for g in spec.groups])
+        # modules in "slot" order: the concatenation of the shape groups' indices
+        self.hid_U = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
+        self.hid_V = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
+        self.build_head(L * h * h + L * config.singular_values)
+
+    def equivariant(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The equivariant trunk: (U', V'), each (B, L, h, R), modules in slot order."""
+        p = self.config.equiv_dropout
+        Us, Vs = [], []
+        for k, g in enumerate(batch.groups):
+            Us.append(torch.einsum("lhn,blnr->blhr", self.in_U[k].to(g.U.dtype), g.U))
+            Vs.append(torch.einsum("lhm,blmr->blhr", self.in_V[k].to(g.V.dtype), g.V))
+        U, V = torch.cat(Us, dim=1), torch.cat(Vs, dim=1)  # (B, L, h, R)
+        U, V = gl_gate(U, V)
+        U, V = row_dropout(U, p, self.training), row_dropout(V, p, self.training)
+        for WU, WV in zip(self.hid_U, self.hid_V):
+            U = torch.einsum("lij,bljr->blir", WU.to(U.dtype), U)
+            V = torch.einsum("lij,bljr->blir", WV.to(V.dtype), V)
+            U, V = gl_gate(U, V)
+            U, V = row_dropout(U, p, self.training), row_dropout(V, p, self.training)
+        return U, V
+
+    def features(self, batch: LoraBatch) -> torch.Tensor:
+        U, V = self.equivariant(batch)
+        B = U.shape[0]
+        inv = torch.einsum("blir,bljr->blij", U, V).reshape(B, -1)  # per-module U'V'ᵀ (h × h), concatenated
+        k = self.config.singular_values
+        if not k:
+            return inv
+        svs = []
+        for g in batch.groups:
+            s = singular_values(g.U, g.V).to(g.U.dtype)  # (B, L_g, R)
+            s = torch.nn.functional.pad(s, (0, max(0, k - s.shape[-1])))[..., :k]
+            svs.append(s)
+        return torch.cat([inv, torch.cat(svs, dim=1).reshape(B, -1)], dim=1)

@@ -1,0 +1,217 @@
+"""Training and evaluation of any lolctl model: losses per task kind, target normalisation, early stopping.
+
+Regression targets are standardised with the training split's mean and std (stored with the checkpoint);
+multi-label heads use binary cross-entropy, multiclass heads cross-entropy; missing targets (NaN / −1) are masked.
+AdamW, minibatches, early stopping on the validation loss (the best weights are restored). Prediction intervals for
+regression come from the validation residuals' 5% and 95% quantiles (a 90% interval, see docs/models.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lolctl.nn import metrics
+from lolctl.nn.base import LoraModel, frobenius_norms
+from lolctl.nn.batch import LoraBatch
+from lolctl.nn.spec import TaskSpec
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300  # upper bound; early stopping usually ends sooner
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 30  # epochs without a better validation loss before stopping
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("history")
+        return d
+
+
+def normalisation(tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray], train: np.ndarray) -> dict[str, Any]:
+    """Mean and std of each regression column over the training rows."""
+    out: dict[str, Any] = {}
+    for t in tasks:
+        if t.kind != "regression":
+            continue
+        col = y[t.name][train]
+        mean = np.nanmean(col, axis=0) if np.isfinite(col).any() else np.zeros(col.shape[1])
+        std = np.nanstd(col, axis=0) if np.isfinite(col).any() else np.ones(col.shape[1])
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        out[t.name] = {"mean": [float(v) for v in np.nan_to_num(mean)], "std": [float(v) for v in std]}
+    return out
+
+
+def _target_tensors(tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray], norm: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for t in tasks:
+        if t.kind == "regression":
+            v = (y[t.name] - np.asarray(norm[t.name]["mean"])) / np.asarray(norm[t.name]["std"])
+            out[t.name] = torch.as_tensor(v, dtype=torch.float32)
+        elif t.kind == "multilabel":
+            out[t.name] = torch.as_tensor(y[t.name], dtype=torch.float32)
+        else:
+            out[t.name] = torch.as_tensor(y[t.name], dtype=torch.long)
+    return out
+
+
+def task_loss(task: TaskSpec, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task.kind == "multiclass":
+        if not (target >= 0).any():
+            return out.sum() * 0.0
+        return torch.nn.functional.cross_entropy(out, target, ignore_index=-1)
+    mask = ~torch.isnan(target)
+    if not mask.any():
+        return out.sum() * 0.0
+    if task.kind == "regression":
+        return ((out - torch.nan_to_num(target)) ** 2)[mask].mean()
+    return torch.nn.functional.binary_cross_entropy_with_logits(out[mask], target[mask])
+
+
+def _loss(model: LoraModel, batch: LoraBatch, y: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    out = model(batch.select(idx))
+    return sum(
+        (task_loss(t, out[t.name], y[t.name][idx].to(out[t.name].device)) for t in model.tasks),
+        torch.zeros((), device=batch.device),
+    )
+
+
+@torch.no_grad()
+def _mean_loss(model: LoraModel, batch: LoraBatch, y: dict[str, torch.Tensor], idx: np.ndarray, bs: int) -> float:
+    if idx.size == 0:
+        return math.nan
+    model.eval()
+    total = 0.0
+    for start in range(0, idx.size, bs):
+        chunk = torch.as_tensor(idx[start : start + bs])
+        total += float(_loss(model, batch, y, chunk)) * chunk.numel()
+    return total / idx.size
+
+
+def fit(
+    model: LoraModel,
+    batch: LoraBatch,
+    y: dict[str, np.ndarray],
+    split: np.ndarray,
+    norm: dict[str, Any],
+    config: TrainConfig,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on the rows whose split is "train"; early-stop on "val" (or train when no val)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    monitor = val if val.size else train
+    model.prepare(batch.select(train))
+    targets = _target_tensors(model.tasks, y, norm)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best, best_state, best_epoch, waited = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    history = []
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        perm = torch.as_tensor(train)[torch.randperm(train.size, generator=gen)]
+        running = 0.0
+        for start in range(0, perm.numel(), config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = _loss(model, batch, targets, idx)
+            loss.backward()
+            opt.step()
+            running += float(loss) * idx.numel()
+        train_loss = running / max(1, train.size)
+        val_loss = _mean_loss(model, batch, targets, monitor, config.batch_size * 4)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        if progress:
+            progress(epoch, config.epochs, train_loss, val_loss)
+        if val_loss < best - 1e-6:
+            best, best_epoch, waited = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_epoch, epoch, best, history)
+
+
+@torch.no_grad()
+def predict(model: LoraModel, batch: LoraBatch, norm: dict[str, Any], bs: int = 256) -> dict[str, np.ndarray]:
+    """Predictions in the targets' units: regression values (N, k), multilabel / multiclass probabilities (N, k)."""
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {t.name: [] for t in model.tasks}
+    for start in range(0, batch.size, bs):
+        out = model(batch.select(range(start, min(batch.size, start + bs))))
+        for t in model.tasks:
+            o = out[t.name].double()
+            if t.kind == "regression":
+                o = o * torch.tensor(norm[t.name]["std"], dtype=o.dtype, device=o.device) + torch.tensor(
+                    norm[t.name]["mean"], dtype=o.dtype, device=o.device
+                )
+            elif t.kind == "multilabel":
+                o = torch.sigmoid(o)
+            else:
+                o = torch.softmax(o, dim=-1)
+            outs[t.name].append(o.cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def evaluate(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Metrics per task; a regression task with several columns reports each column under its name."""
+    out: dict[str, Any] = {}
+    for t in tasks:
+        if t.kind == "regression":
+            for j, col in enumerate(t.columns):
+                key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
+                out[key] = {"kind": "regression", **metrics.regression_metrics(y[t.name][:, j], pred[t.name][:, j])}
+        elif t.kind == "multilabel":
+            out[t.name] = {"kind": "multilabel", **metrics.multilabel_metrics(y[t.name], pred[t.name], list(t.labels))}
+        else:
+            out[t.name] = {"kind": "multiclass", **metrics.multiclass_metrics(y[t.name], pred[t.name], list(t.labels))}
+    return out
+
+
+def intervals(
+    tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y: dict[str, np.ndarray], coverage: float = 0.9
+) -> dict[str, Any]:
+    """Residual quantiles (y − ŷ) per regression column: the interval for a new prediction is ŷ + [lo, hi]."""
+    a = (1.0 - coverage) / 2
+    out = {}
+    for t in tasks:
+        if t.kind != "regression":
+            continue
+        res = y[t.name] - pred[t.name]
+        lo = [
+            float(np.nanquantile(res[:, j], a)) if np.isfinite(res[:, j]).any() else 0.0 for j in range(res.shape[1])
+        ]
+        hi = [
+            float(np.nanquantile(res[:, j], 1 - a)) if np.isfinite(res[:, j]).any() else 0.0
+            for j in range(res.shape[1])
+        ]
+        out[t.name] = {"coverage": coverage, "lo": lo, "hi": hi, "n": int(np.isfinite(res[:, 0]).sum())}
+    return out
+
+
+@torch.no_grad()
+def scale_stats(model: LoraModel, batch: LoraBatch) -> torch.Tensor:
+    """Per adapter: mean over modules of log(‖ΔW_i‖_F / input_scale_i) — how far from the training median."""
+    norms = frobenius_norms(batch.to(dtype=torch.float64)).clamp_min(1e-30)
+    return (norms / model.input_scale.double().cpu().to(norms.device)).log().mean(dim=1)
