@@ -1,0 +1,246 @@
+"""Read any LoRA adapter into exact typed factors (U = s·B, V = Aᵀ, U Vᵀ = ΔW). Formats: docs/formats.md.
+
+    adapter = read_adapter("path/to/adapter")      # PEFT folder, a folder holding one adapter, or a weights file
+    paths = find_adapters("path/to/many")          # every adapter below a folder (for `lolctl scan`)
+
+Format detection looks at file names and tensor keys only; configs are plain JSON; pickles need ``trust_pickle``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.factors import Adapter
+from lolctl.read.codes import READER_FINDINGS, finding
+from lolctl.read.config import load_config
+from lolctl.read.detect import classify, custom_layout_hint
+from lolctl.read.pickle_io import PICKLE_SUFFIXES
+from lolctl.read.refuse import refuse_peft_type
+from lolctl.read.safetensors_io import read_header
+from lolctl.read.store import TensorStore, open_store
+
+__all__ = ["read_adapter", "find_adapters", "READER_FINDINGS"]
+
+CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapters.safetensors", "adapter_model.bin")
+KNOWN_NAMES = {*PEFT_WEIGHTS, "pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin"}
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+DEFAULT_MAX_BYTES = 8 * 2**30
+
+
+def read_adapter(
+    source: str | os.PathLike,
+    *,
+    trust_pickle: bool = False,
+    dtype: torch.dtype = torch.float32,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
+) -> Adapter:
+    """Read one adapter. ``name`` picks a named adapter subfolder (or file) when the source holds several."""
+    path = Path(source)
+    if not path.exists():
+        raise LolctlError("L100", path, "no such file or folder", "check the path")
+    if path.is_dir():
+        root = path.resolve()
+        target = _pick(root, name)
+    else:
+        root = path.resolve().parent
+        target = path.resolve()
+    if target.is_dir():
+        adapter = _read_folder(target, root, trust_pickle, dtype, max_bytes)
+    else:
+        adapter = _read_file(target, root, trust_pickle, dtype, max_bytes)
+    adapter.source = str(source)
+    return adapter
+
+
+def find_adapters(folder: str | os.PathLike) -> list[Path]:
+    """Every adapter below ``folder``: folders with adapter_config.json, and LoRA-looking weights files. Sorted;
+    symlinked folders are not entered and links resolving outside ``folder`` are skipped."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LolctlError("L100", root, "not a folder", "pass a folder to scan")
+    real_root = root.resolve()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames.sort()
+        if CONFIG in filenames and _inside(real_root, here / CONFIG):
+            found.append(here)
+            dirnames.clear()  # named sub-adapters are read through their own config
+            continue
+        safes = {Path(f).stem for f in filenames if f.endswith(".safetensors")}
+        for f in sorted(filenames):
+            p = here / f
+            if p.suffix in PICKLE_SUFFIXES and p.stem in safes:
+                continue  # the pickle twin of a safetensors file: read_adapter prefers the safetensors
+            if p.suffix in WEIGHT_SUFFIXES and _inside(real_root, p) and _looks_like_adapter(p):
+                found.append(p)
+    return sorted(found)
+
+
+# --- resolution -------------------------------------------------------------------------------------------------
+
+
+def _pick(root: Path, name: str | None) -> Path:
+    if name is not None:
+        target = (root / name).resolve()
+        if not _is_within(root, target) or not target.exists():
+            raise LolctlError("L151" if not _is_within(root, target) else "L100", f"{root}:{name}",
+                              "no adapter by that name inside the folder", "name a subfolder or file of the source")
+        return target
+    if (root / CONFIG).exists() or _weights_in(root):
+        return root
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and (d / CONFIG).exists() and _inside(root, d / CONFIG))
+    if len(subs) == 1:
+        return subs[0]
+    if len(subs) > 1:
+        names = ", ".join(d.name for d in subs)
+        raise LolctlError("L104", root, f"{len(subs)} adapters in named subfolders ({names})",
+                          "name one (--name / name=) or pass its folder")
+    raise LolctlError("L101", root, "no adapter_config.json and no weights files here", "point at an adapter folder")
+
+
+def _weights_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def _is_within(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """True if ``path`` resolves inside ``root`` (or into the blobs of the Hugging Face cache repo holding it)."""
+    real = path.resolve()
+    if _is_within(root, real):
+        return True
+    snap = next((p for p in root.parents if p.name == "snapshots"), None) if root.name != "snapshots" else root
+    return snap is not None and snap.parent.name.startswith(("models--", "datasets--")) and _is_within(
+        snap.parent / "blobs", real)
+
+
+def _check_inside(root: Path, path: Path) -> Path:
+    if not _inside(root, path):
+        raise LolctlError("L150", path, f"links to {path.resolve()}, outside {root}", "copy the file into the folder")
+    return path
+
+
+# --- folders ----------------------------------------------------------------------------------------------------
+
+
+def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, max_bytes: int) -> Adapter:
+    config_path = folder / CONFIG
+    if config_path.exists():
+        _check_inside(root, config_path)
+        present = [folder / w for w in PEFT_WEIGHTS if (folder / w).exists()]
+        if not present:
+            cfg = load_config(config_path)
+            if isinstance(cfg.get("peft_type"), str) and cfg["peft_type"].upper() != "LORA":
+                raise refuse_peft_type(config_path, cfg["peft_type"])
+            raise LolctlError("L101", folder, f"{CONFIG} but none of {', '.join(PEFT_WEIGHTS)}",
+                              "copy the weights next to the config")
+        adapter = _read_with_config(_check_inside(root, present[0]), config_path, trust_pickle, dtype, max_bytes)
+        adapter.findings += [finding("H216", f"{p.name} was not read; {present[0].name} was") for p in present[1:]]
+        return adapter
+    files = [_check_inside(root, p) for p in _weights_in(folder)]
+    if not files:
+        raise LolctlError("L101", folder, "no adapter_config.json and no weights files", "point at an adapter")
+    safes = {p.stem for p in files if p.suffix == ".safetensors"}
+    skipped = [p for p in files if p.suffix != ".safetensors" and p.stem in safes]  # pickle twin of a safetensors
+    files = [p for p in files if p not in skipped]
+    if len(files) > 1:
+        looking = [p for p in files if _looks_like_adapter(p, strict=True)]
+        if len(looking) > 1:
+            raise LolctlError("L104", folder, f"several adapter files ({', '.join(p.name for p in looking)})",
+                              "name one (--name / name=) or pass the file")
+        if not looking:
+            reasons = "; ".join(f"{p.name}: {_why_not(p, trust_pickle, max_bytes)}" for p in files)
+            raise LolctlError("L103", folder, f"no file has a known LoRA key scheme ({reasons})",
+                              "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
+        skipped += [p for p in files if p not in looking]
+        files = looking
+    adapter = _read_file(files[0], root, trust_pickle, dtype, max_bytes)
+    adapter.findings += [finding("H216", f"{p.name} was not read; {files[0].name} was") for p in skipped]
+    return adapter
+
+
+def _why_not(path: Path, trust_pickle: bool, max_bytes: int) -> str:
+    try:
+        store = open_store(path, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    except LolctlError as exc:
+        return f"{exc.code} {exc.reason}"
+    return custom_layout_hint(store.keys()) or "no known key scheme"
+
+
+def _looks_like_adapter(path: Path, strict: bool = False) -> bool:
+    if path.suffix != ".safetensors":
+        return path.name in KNOWN_NAMES
+    try:
+        keys = list(read_header(path, DEFAULT_MAX_BYTES).tensors)
+    except LolctlError:
+        return path.name in KNOWN_NAMES and not strict
+    except OSError:
+        return False
+    kind = classify(keys)
+    return kind is not None and (not kind.startswith("refused") or not strict)
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+
+def _read_with_config(weights: Path, config_path: Path, trust_pickle: bool, dtype, max_bytes: int) -> Adapter:
+    from lolctl.read.mlx import is_mlx_config, looks_mlx, read_mlx
+    from lolctl.read.peft import read_peft
+
+    cfg = load_config(config_path)
+    peft_type = cfg.get("peft_type")
+    if isinstance(peft_type, str) and peft_type.upper() != "LORA":
+        raise refuse_peft_type(config_path, peft_type)  # before touching the weights
+    store = open_store(weights, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    if is_mlx_config(cfg) or looks_mlx(store.keys()):
+        adapter = read_mlx(weights, config_path, store, dtype)
+    else:
+        adapter = read_peft(weights, config_path, store, dtype)
+    _note_pickle(adapter, store)
+    return adapter
+
+
+def _read_file(path: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, max_bytes: int) -> Adapter:
+    sibling = path.parent / CONFIG
+    if path.name in PEFT_WEIGHTS and sibling.exists():
+        return _read_with_config(path, _check_inside(root, sibling), trust_pickle, dtype, max_bytes)
+    store = open_store(path, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    kind = classify(store.keys())
+    if kind == "peft" or kind == "mlx":
+        raise LolctlError("L113", path, f"{kind.upper()} LoRA weights without {CONFIG}, so the scale is unknown",
+                          f"put the adapter's {CONFIG} next to the file")
+    if kind == "kohya":
+        from lolctl.read.kohya import read_kohya
+
+        adapter = read_kohya(store, dtype)
+    elif kind in ("diffusers", "diffusers-old"):
+        from lolctl.read.diffusers import read_diffusers
+
+        adapter = read_diffusers(store, dtype)
+    elif kind is not None and kind.startswith("refused"):
+        from lolctl.read.refuse import refuse_by_keys
+
+        refuse_by_keys(path, store.keys())
+        raise AssertionError("unreachable")
+    else:
+        hint = custom_layout_hint(store.keys())
+        raise LolctlError("L103", path, hint or f"none of its {len(store.shapes)} tensor keys follow a known LoRA "
+                          "key scheme", "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
+    _note_pickle(adapter, store)
+    return adapter
+
+
+def _note_pickle(adapter: Adapter, store: TensorStore) -> None:
+    if store.path.suffix != ".safetensors":
+        adapter.findings.append(finding("H219", f"{store.path.name} is a pickle, loaded with "
+                                        "torch.load(weights_only=True) because trust_pickle was given",
+                                        remedy="convert it to .safetensors"))

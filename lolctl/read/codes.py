@@ -1,0 +1,24 @@
+"""Reader finding codes (H210 and up; H201-H209 belong to lolctl.health). Documented in docs/formats.md."""
+
+from __future__ import annotations
+
+from lolctl.factors import Finding, Severity
+
+# code -> (name, severity)
+READER_FINDINGS: dict[str, tuple[str, Severity]] = {
+    "H210": ("config-rank-mismatch", "warning"),
+    "H211": ("pattern-unmatched", "warning"),
+    "H212": ("alpha-defaulted", "info"),
+    "H213": ("fan-in-fan-out-suspicious", "warning"),
+    "H214": ("target-modules-mismatch", "warning"),
+    "H215": ("scale-convention-uncertain", "info"),
+    "H216": ("weights-file-ignored", "info"),
+    "H217": ("lora-bias-payload", "info"),
+    "H218": ("config-field-inferred", "info"),
+    "H219": ("pickle-loaded", "info"),
+}
+
+
+def finding(code: str, message: str, module: str | None = None, remedy: str = "") -> Finding:
+    _, severity = READER_FINDINGS[code]
+    return Finding(code=code, severity=severity, message=" ".join(message.split()), module=module, remedy=remedy)

@@ -1,0 +1,50 @@
+"""Legacy pickle weights (``adapter_model.bin``, ``pytorch_lora_weights.bin``).
+
+Pickles can run code when loaded, so they are refused (L130) unless the caller passes ``trust_pickle``; even then
+they are opened with ``torch.load(weights_only=True)``, whose restricted unpickler only rebuilds tensors and plain
+containers. Anything else in the file makes that unpickler stop *before* executing it, which is reported as L131.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lolctl.errors import LolctlError
+
+if TYPE_CHECKING:
+    import torch
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refuse_pickle(path: Path) -> LolctlError:
+    return LolctlError(
+        "L130", path, "this is a pickle file, which can run code when loaded",
+        "convert it to .safetensors, or pass --trust-pickle to load it with torch.load(weights_only=True)",
+    )
+
+
+def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
+    """Load a flat ``{key: tensor}`` state dict with torch's restricted unpickler."""
+    import torch
+
+    size = path.stat().st_size
+    if size == 0:
+        raise LolctlError("L126", path, "the file is empty (0 bytes)", "download the file again")
+    if size > max_bytes:
+        raise LolctlError("L125", path, f"{size} bytes is above the {max_bytes}-byte budget", "raise --max-bytes")
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
+    except Exception as exc:  # the restricted unpickler raises several types; none of them ran foreign code
+        reason = " ".join(str(exc).split())[:300]
+        raise LolctlError(
+            "L131", path, f"torch.load(weights_only=True) refused it: {reason}",
+            "only plain tensor state dicts are loaded; convert the file to .safetensors in a sandbox",
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    flat = isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    if not flat:
+        raise LolctlError("L131", path, f"expected a flat dict of tensors, found {type(obj).__name__}", "re-save it")
+    return {k: v.detach() for k, v in obj.items()}

@@ -1,0 +1,198 @@
+"""A bounded safetensors reader: the header is validated completely before any tensor memory is allocated.
+
+Layout (https://github.com/huggingface/safetensors): 8 bytes little-endian header length N, N bytes of JSON
+``{key: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}``, then the data buffer.
+Every check names the file and, where there is one, the key:
+
+    L126 empty file · L120 shorter than its prefix/header · L121 impossible header length · L122 header not JSON of
+    the right form · L124 unknown dtype · L127 shape × itemsize ≠ byte range · L123 offsets out of range, overlapping,
+    leaving gaps · L125 declared bytes above the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lolctl.errors import LolctlError
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
+
+# safetensors dtype -> (torch dtype name, itemsize)
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str  # safetensors name, e.g. "F32"
+    shape: tuple[int, ...]
+    begin: int  # offset into the data buffer
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass
+class SafetensorsHeader:
+    path: Path
+    data_start: int  # absolute file offset of the data buffer
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def _no_duplicate_keys(path: Path):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise LolctlError("L122", f"{path}:{k}", "the header names this key twice", "re-save the file")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _placeholder_hint(head: bytes) -> str:
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights; fetch it with `git lfs pull`"
+    if head.lstrip().startswith((b"<", b"{")):
+        return "it looks like text/HTML (an error page or placeholder), not weights; download the file again"
+    return "the file is a placeholder or an interrupted download; download it again"
+
+
+def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
+    """Parse and validate the header of ``path`` without reading tensor data."""
+    size = path.stat().st_size
+    if size == 0:
+        raise LolctlError("L126", path, "the file is empty (0 bytes)", "download the file again")
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise LolctlError(
+                "L120", path, f"{size} bytes is shorter than the 8-byte safetensors length prefix",
+                _placeholder_hint(prefix),
+            )
+        n = int.from_bytes(prefix, "little")
+        if n > MAX_HEADER_BYTES:
+            raise LolctlError(
+                "L121", path, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit", _placeholder_hint(prefix)
+            )
+        if 8 + n > size:
+            raise LolctlError(
+                "L120", path, f"header says {n} bytes but the file has only {size - 8} after the prefix",
+                "the file is truncated; download it again",
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = f"the header is not valid UTF-8 JSON ({exc})"
+        raise LolctlError("L122", path, reason, _placeholder_hint(raw)) from None
+    if not isinstance(header, dict):
+        raise LolctlError("L122", path, "the header is not a JSON object", "re-save the file with safetensors")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise LolctlError("L122", f"{path}:__metadata__", "metadata must map strings to strings", "re-save the file")
+    data_len = size - 8 - n
+    tensors = {key: _parse_entry(path, key, entry, data_len) for key, entry in header.items()}
+    _check_layout(path, tensors, data_len)
+    total = sum(t.nbytes for t in tensors.values())
+    if total > max_bytes:
+        raise LolctlError(
+            "L125", path, f"tensors declare {total} bytes, above the {max_bytes}-byte budget",
+            "raise max_bytes (--max-bytes) if you trust this file",
+        )
+    return SafetensorsHeader(path=path, data_start=8 + n, tensors=tensors, metadata=dict(metadata))
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _parse_entry(path: Path, key: str, entry: Any, data_len: int) -> TensorInfo:
+    where = f"{path}:{key}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise LolctlError("L122", where, "entry must be an object with dtype, shape and data_offsets", "re-save")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise LolctlError("L122", where, "dtype must be a string", "re-save the file")
+    if dtype not in DTYPES:
+        known = ", ".join(DTYPES)
+        raise LolctlError("L124", where, f"dtype {dtype!r} is not one lolctl reads ({known})", "convert the tensor")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise LolctlError("L122", where, f"shape {shape!r} is not a list of non-negative integers", "re-save")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise LolctlError("L122", where, f"data_offsets {offsets!r} is not [begin, end]", "re-save the file")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_len:
+        raise LolctlError(
+            "L123", where, f"data_offsets [{begin}, {end}] fall outside the {data_len}-byte data buffer",
+            "the file is truncated or corrupt; download it again",
+        )
+    expected = math.prod(shape) * DTYPES[dtype][1]
+    if end - begin != expected:
+        raise LolctlError(
+            "L127", where, f"shape {shape} of {dtype} needs {expected} bytes but the offsets give {end - begin}",
+            "the file is corrupt; re-save it",
+        )
+    return TensorInfo(dtype, tuple(shape), begin, end)
+
+
+def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:
+    cursor, prev = 0, None
+    for key, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if t.nbytes == 0:
+            continue
+        if t.begin < cursor:
+            raise LolctlError("L123", f"{path}:{key}", f"its bytes overlap those of {prev!r}", "re-save the file")
+        if t.begin > cursor:
+            raise LolctlError(
+                "L123", f"{path}:{key}", f"a {t.begin - cursor}-byte gap precedes it in the data buffer", "re-save"
+            )
+        cursor, prev = t.end, key
+    if cursor != data_len:
+        raise LolctlError(
+            "L123", path, f"{data_len - cursor} bytes after the last tensor are not described by the header",
+            "the file was appended to or is corrupt; re-save it",
+        )
+
+
+def load_tensor(header: SafetensorsHeader, key: str) -> torch.Tensor:
+    """Read one validated tensor (a fresh CPU tensor in its on-disk dtype)."""
+    import torch
+
+    info = header.tensors[key]
+    torch_dtype = getattr(torch, DTYPES[info.dtype][0])
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=torch_dtype)
+    with header.path.open("rb") as f:
+        f.seek(header.data_start + info.begin)
+        buf = bytearray(f.read(info.nbytes))
+    if len(buf) != info.nbytes:  # the file changed under us
+        raise LolctlError("L120", f"{header.path}:{key}", "the file is shorter than its header says", "download again")
+    return torch.frombuffer(buf, dtype=torch_dtype).reshape(info.shape)
