@@ -1,0 +1,100 @@
+"""`lolctl gate`: stop a CI pipeline when an adapter is predicted to be bad or has severe findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lolctl.cli.options import CheckpointOpt, Device, DeviceOpt, Format, FormatOpt, SeverityLevel, TrustPickleOpt
+from lolctl.cli.score import MaxBytesOpt
+
+EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl gate ./adapter --require 'quality>=0.6'
+  lolctl gate ./adapter --require 'quality.lower>=0.5' --require 'membership[noun.animal]<0.5'
+  lolctl gate out/*/adapter --fail-on-severity warning --junit gate.xml --sarif gate.sarif
+
+Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr), 2 input error
+(unreadable adapter, bad --require, unknown task or label), 3 nothing scannable.
+"""
+
+
+def gate(
+    sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos.",
+                                                 show_default=False)],
+    require: Annotated[list[str] | None, typer.Option("--require", "-r", help="A check such as 'quality>=0.6' or "
+                                                      "'membership[noun.animal]<0.5' (repeatable).")] = None,
+    fail_on_severity: Annotated[SeverityLevel, typer.Option("--fail-on-severity", help="Fail when a finding is at "
+                                                            "or above this severity ('never' to ignore).")]
+    = SeverityLevel.error,
+    fail_on_ood: Annotated[bool, typer.Option("--fail-on-ood", help="Fail when an adapter is out of distribution "
+                                              "for the checkpoint.")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    sarif: Annotated[Path | None, typer.Option("--sarif", help="Write a SARIF 2.1.0 report here.")] = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto,
+    fmt: FormatOpt = Format.table,
+    trust_pickle: TrustPickleOpt = False,
+    max_bytes: MaxBytesOpt = None,
+) -> None:
+    """Check adapters against requirements on predictions and findings; exit 1 when any check fails."""
+    from lolctl.cli.score import nothing_found
+    from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
+    from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
+    from lolctl.output import Output
+    from lolctl.score import Scorer
+    from lolctl.sources import resolve
+
+    out = Output(fmt.value)
+    requirements = [parse_requirement(text) for text in require or []]  # bad syntax: exit 2 before any work
+    items = resolve(sources)
+    nothing_found(items, sources)
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+                    predict=bool(requirements) or fail_on_ood, modules=False)
+    scorer.load_explicit_checkpoint()
+    records = [rec for item in items for rec in scorer.score_item(item)]
+    checks = [c for rec in records for c in evaluate(rec, requirements, fail_on_severity.value, fail_on_ood)]
+    for note in scorer.notes:
+        out.log(f"[cyan]note:[/cyan] {note}")
+    if junit is not None:
+        write_junit(junit, checks)
+    if sarif is not None:
+        write_sarif(sarif, records, checks)
+    failed = [c for c in checks if not c.passed]
+    for c in failed:
+        kind = "ERROR" if c.error else "FAIL"
+        out.log(f"{kind} {c.source}: {c.name} — {c.message}".replace("[", "\\["))
+    if out.human:
+        out.print(checks_table(checks))
+    else:
+        out.records([c.to_dict() for c in checks],
+                    {"schema": "lolctl.gate/v1", "passed": not failed, "checks": [c.to_dict() for c in checks],
+                     "records": records})
+    if any(c.error for c in checks):
+        code = EXIT_INPUT
+    else:
+        code = EXIT_FINDINGS if failed else EXIT_OK
+    out.log(f"gate: {len(checks) - len(failed)}/{len(checks)} checks passed: exit {code}")
+    raise typer.Exit(code)
+
+
+def checks_table(checks: list[Any]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="gate", title_justify="left")
+    table.add_column("adapter", overflow="fold", ratio=2)
+    table.add_column("check", overflow="fold", ratio=2)
+    table.add_column("result", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=3)
+    for c in checks:
+        result = Text("pass", "green") if c.passed else Text("error" if c.error else "FAIL", "bold red")
+        table.add_row(c.source, c.name, result, c.message)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gate", epilog=EPILOG)(gate)

@@ -1,0 +1,190 @@
+"""`lolctl scan`: audit many adapters (folders, globs, a Hub user's repos) in parallel, resumable JSONL output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lolctl.cli.options import (
+    CheckpointOpt,
+    Device,
+    DeviceOpt,
+    FailOnOpt,
+    Format,
+    FormatOpt,
+    SeverityLevel,
+    TrustPickleOpt,
+)
+from lolctl.cli.score import MaxBytesOpt, TriageOpt
+
+EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl scan ./adapters -o scan.jsonl                 [dim]# every adapter below a folder[/dim]
+  lolctl scan 'runs/*/checkpoint-*' -f jsonl           [dim]# a glob; records on stdout[/dim]
+  lolctl scan 'someuser/*' -o hub.jsonl --triage       [dim]# a Hub user's PEFT/LoRA repos[/dim]
+  lolctl scan 'someuser/sd-*' -o hub.jsonl --resume    [dim]# continue a killed scan[/dim]
+  lolctl scan 'org/*' --shard 0/4 -o part0.jsonl       [dim]# one of 4 machines[/dim]
+  HF_HUB_OFFLINE=1 lolctl scan 'someuser/*'            [dim]# only what the HF cache holds[/dim]
+
+In table mode the results and the summary go to stdout; in json/jsonl/csv modes stdout carries the records and the
+summary goes to stderr. Exit codes: 0 ok, 1 findings at/above --fail-on, 2 any item unreadable (recorded as an
+error record; the scan goes on), 3 nothing scannable.
+"""
+
+
+def scan(
+    sources: Annotated[list[str], typer.Argument(help="Folders, globs, files, or Hub sources: user/*, user/prefix*, "
+                                                 "user/repo\\[@rev] (hf:// forces the Hub).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Append one JSON record per adapter here "
+                                                "as each finishes (fsync'd).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip items already recorded.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="Only items whose stable hash falls in shard i of N "
+                                              "(i/N, 0-based).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel workers (Hub I/O).")] = 4,
+    read_slots: Annotated[int, typer.Option("--read-slots", min=1, max=16,
+                                            help="Adapters read and scored at once (memory bound).")] = 1,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto,
+    no_predict: Annotated[bool, typer.Option("--health-only", help="Skip predictions.")] = False,
+    fmt: FormatOpt = Format.table,
+    fail_on: FailOnOpt = SeverityLevel.error,
+    trust_pickle: TrustPickleOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    triage: TriageOpt = False,
+) -> None:
+    """Scan many adapters: one record per adapter (health + predictions, or an error record) and a summary.
+
+    Unreadable, private, gated or missing items become error records and the scan goes on. A killed scan continues
+    with --resume: no duplicates, no gaps.
+    """
+    from lolctl.cli.score import exit_code, nothing_found
+    from lolctl.hub import Hub
+    from lolctl.output import Output
+    from lolctl.scan import run_scan
+    from lolctl.score import Scorer
+    from lolctl.sources import parse_shard, resolve, shard_of
+
+    out = Output(fmt.value)
+    if resume and output is None:
+        from lolctl.errors import LolctlError
+
+        raise LolctlError("L180", "--resume", "needs --output FILE to resume from", "add -o scan.jsonl")
+    hub = Hub()
+    items = resolve(sources, hub=hub)
+    nothing_found(items, sources)
+    if shard:
+        index, count = parse_shard(shard)
+        items = [item for item in items if shard_of(item.id, count) == index]
+        out.log(f"shard {index}/{count}: {len(items)} item(s)")
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+                    hub=hub, triage=triage, predict=not no_predict, modules=False, read_slots=read_slots)
+    scorer.load_explicit_checkpoint()
+
+    progress = _progress(out, len(items))
+    task = progress.add_task("scanning", total=len(items)) if progress else None
+
+    def on_records(records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            if rec["status"] == "error":
+                out.log(_error_line(rec))
+        if progress is not None:
+            progress.advance(task)
+        if out.format == "jsonl":
+            out.jsonl(records)  # stream as they finish
+
+    if progress is not None:
+        progress.start()
+    try:
+        summary, fresh = run_scan(items, scorer.score_item, output=output, resume=resume, jobs=jobs,
+                                  on_records=on_records)
+    finally:
+        if progress is not None:
+            progress.stop()
+    for note in scorer.notes:
+        out.log(f"[cyan]note:[/cyan] {note}")
+    if out.human:
+        out.print(results_table(fresh))
+        out.print(summary_table(summary.to_dict(), output))
+    else:
+        if out.format == "json":
+            out.json({"schema": "lolctl.scan/v1", "summary": summary.to_dict(), "records": fresh})
+        elif out.format == "csv":
+            out.csv(fresh)
+        out.err.print(summary_table(summary.to_dict(), output))
+    all_records = fresh if not resume or output is None else _all(output)
+    raise typer.Exit(exit_code(all_records, fail_on.value, out))
+
+
+def _all(output: Path) -> list[dict[str, Any]]:
+    from lolctl.scan import load_records
+
+    return load_records(output, repair=False)
+
+
+def _error_line(rec: dict[str, Any]) -> str:
+    from lolctl.cli.score import _error_line as line
+
+    return line(rec)
+
+
+def _progress(out: Any, total: int) -> Any:
+    """A Rich progress bar on stderr, in human mode on a terminal only."""
+    if not out.human or not out.err.is_terminal or total < 2:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=out.err, transient=True)
+
+
+def results_table(records: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    from lolctl.cli.score import headline
+    from lolctl.render import SEVERITY_STYLE
+
+    table = Table(title="results", title_justify="left")
+    table.add_column("adapter", overflow="fold", ratio=3)
+    table.add_column("status", no_wrap=True)
+    table.add_column("worst / error", overflow="fold", ratio=1)
+    table.add_column("prediction", overflow="fold", ratio=2)
+    for rec in records:
+        if rec["status"] == "ok":
+            sev = rec.get("max_severity") or "none"
+            ood = " (OOD)" if ((rec.get("prediction") or {}).get("ood") or {}).get("flag") else ""
+            table.add_row(rec["source"], Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
+                          headline(rec.get("prediction")) + ood)
+        else:
+            err = rec["error"]
+            table.add_row(rec["source"], Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
+    return table
+
+
+def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
+    from rich.table import Table
+
+    table = Table(title="scan summary", title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    sev = ", ".join(f"{k} {v}" for k, v in sorted(summary["max_severity"].items())) or "-"
+    codes = ", ".join(f"{k} ×{v}" for k, v in sorted(summary["error_codes"].items())) or "-"
+    rows = [
+        ("items", f"{summary['items']} ({summary['resumed']} already recorded)"),
+        ("records", f"{summary['records']}: {summary['ok']} ok, {summary['errors']} errors"),
+        ("worst finding", sev),
+        ("error codes", codes),
+        ("predicted", f"{summary['predicted']} ({summary['ood']} out of distribution)"),
+    ]
+    if output is not None:
+        rows.append(("output", str(output)))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan", epilog=EPILOG)(scan)

@@ -1,0 +1,169 @@
+"""`lolctl score`: the health report plus predictions (quality with an interval, attribute and membership
+probabilities, out-of-distribution flag) for each adapter. Also holds the renderers scan and gate reuse."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from lolctl.cli.options import (
+    CheckpointOpt,
+    Device,
+    DeviceOpt,
+    FailOnOpt,
+    Format,
+    FormatOpt,
+    SeverityLevel,
+    TrustPickleOpt,
+)
+
+EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl score ./my-adapter                          [dim]# health + predictions, checkpoint picked by base model[/dim]
+  lolctl score ./my-adapter -c models/minilm-glnet   [dim]# a given checkpoint folder[/dim]
+  lolctl score someuser/my-lora@v1.0 -f json         [dim]# a Hub repo at a revision, JSON (docs/schema.md)[/dim]
+  lolctl score runs/*/adapter -f csv > scores.csv    [dim]# many adapters, one CSV row each[/dim]
+"""
+
+MaxBytesOpt = Annotated[
+    int | None, typer.Option("--max-bytes", help="Refuse adapters whose tensors exceed this many bytes.")
+]
+TriageOpt = Annotated[
+    bool,
+    typer.Option("--triage/--no-triage", help="Hub: read safetensors headers (ranged reads) before downloading."),
+]
+
+
+def score(
+    sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos (user/repo@rev).",
+                                                 show_default=False)],
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto,
+    fmt: FormatOpt = Format.table,
+    fail_on: FailOnOpt = SeverityLevel.error,
+    trust_pickle: TrustPickleOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    triage: TriageOpt = False,
+) -> None:
+    """Score adapters: health findings plus predictions of quality, attributes and training-data membership.
+
+    Predictions come from a checkpoint trained on a zoo of adapters of the same base model; when none fits, the
+    health report is printed with a note on how to get or train one. Unreadable sources are reported and make the
+    exit code 2.
+    """
+    from lolctl.output import Output
+    from lolctl.score import Scorer
+    from lolctl.sources import resolve
+
+    out = Output(fmt.value)
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+                    triage=triage)
+    items = resolve(sources)
+    nothing_found(items, sources)
+    scorer.load_explicit_checkpoint()
+    records = [rec for item in items for rec in scorer.score_item(item)]
+    for rec in records:
+        if rec["status"] == "error":
+            out.log(_error_line(rec))
+        elif out.human:
+            render_record(out, rec)
+    for note in scorer.notes:
+        out.log(f"[cyan]note:[/cyan] {note}")
+    if not out.human:
+        out.records(records, {"schema": "lolctl.score-report/v1", "records": records})
+    raise typer.Exit(exit_code(records, fail_on.value, out))
+
+
+def nothing_found(items: list[Any], sources: list[str]) -> None:
+    from lolctl.errors import LolctlError
+
+    if not items:
+        raise LolctlError("L101", " ".join(sources), "no adapters found at these sources",
+                          "point at a PEFT folder, a LoRA .safetensors file, a glob or a Hub repo")
+
+
+def _error_line(rec: dict[str, Any]) -> str:
+    e = rec["error"]
+    text = f"error[{e['code']} {e['name']}] {e['where']}: {e['reason']}" + (f" (fix: {e['remedy']})"
+                                                                            if e.get("remedy") else "")
+    return " ".join(text.split()).replace("[", "\\[")
+
+
+def exit_code(records: list[dict[str, Any]], fail_on: str, out: Any) -> int:
+    """3 nothing scannable, 2 any unreadable item, 1 findings at/above --fail-on, else 0."""
+    from lolctl.errors import CODES, EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, EXIT_OK
+    from lolctl.factors import severity_rank
+
+    errors = [r for r in records if r.get("status") != "ok"]
+    if not records or (len(errors) == len(records)
+                       and all(CODES[r["error"]["code"]].exit_code == EXIT_NOTHING for r in errors)):
+        out.log(f"nothing scannable: exit {EXIT_NOTHING}")
+        return EXIT_NOTHING
+    if errors:
+        out.log(f"{len(errors)} of {len(records)} records are errors: exit {EXIT_INPUT}")
+        return EXIT_INPUT
+    if fail_on != "never":
+        worst = [r for r in records if r.get("max_severity")
+                 and severity_rank(r["max_severity"]) >= severity_rank(fail_on)]
+        if worst:
+            out.log(f"{len(worst)} adapter(s) have findings at or above '{fail_on}': exit {EXIT_FINDINGS}")
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- human rendering (80 columns)
+def prediction_table(pred: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    from lolctl.render import fmt
+
+    table = Table(title=f"predictions ({pred.get('checkpoint')})", title_justify="left")
+    table.add_column("task", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("prediction", overflow="fold")
+    for name, task in (pred.get("tasks") or {}).items():
+        if task.get("kind") == "regression":
+            lo, hi = task.get("interval") or (None, None)
+            text = f"{fmt(task.get('value'))}  [{fmt(lo)}, {fmt(hi)}]"
+        else:
+            probs = sorted((task.get("probs") or {}).items(), key=lambda kv: -kv[1])
+            text = ", ".join(f"{label} {p:.2f}" for label, p in probs[:6]) + (" …" if len(probs) > 6 else "")
+        table.add_row(name, task.get("kind", "?"), text.replace("[", "\\["))
+    return table
+
+
+def headline(pred: dict[str, Any] | None) -> str:
+    """A short text for one-row summaries: the first regression task, else the top label of the first task."""
+    if not pred:
+        return "-"
+    for name, task in (pred.get("tasks") or {}).items():
+        if task.get("kind") == "regression":
+            return f"{name} {task['value']:.3g}"
+    for name, task in (pred.get("tasks") or {}).items():
+        probs = task.get("probs") or {}
+        if probs:
+            label = max(probs, key=probs.get)
+            return f"{name} {label} {probs[label]:.2f}"
+    return "-"
+
+
+def render_record(out: Any, rec: dict[str, Any]) -> None:
+    from lolctl.render import findings_table, summary_table
+
+    out.print(summary_table(rec["source"], rec["summary"]))
+    out.print(findings_table(rec["findings"]) if rec["findings"] else "[green]no findings[/green]")
+    pred = rec.get("prediction")
+    if pred:
+        out.print(prediction_table(pred))
+        ood = pred.get("ood") or {}
+        if ood.get("flag"):
+            out.print("[yellow]out of distribution:[/yellow] " + "; ".join(ood.get("reasons") or []))
+        else:
+            out.print("[green]in distribution[/green] for this checkpoint")
+    out.print("")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score", epilog=EPILOG)(score)

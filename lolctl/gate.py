@@ -1,0 +1,194 @@
+"""Gate checks over score records: ``--require`` expressions, a findings severity ceiling, JUnit and SARIF writers.
+
+Requirement grammar (docs/cli.md)::
+
+    TASK [ '[' LABEL ']' ] [ '.lower' | '.upper' ] OP NUMBER        OP in  >=  <=  >  <  ==  !=
+
+- ``quality>=0.6``: a regression task's predicted value (``.lower`` / ``.upper``: its interval bounds);
+- ``membership[noun.animal]<0.5``: a label's probability in a multilabel or multiclass task.
+
+A requirement on a task the checkpoint does not predict (or a label it does not know) is an input error (L181, exit 2):
+it is a typo, not a failing adapter. A record without predictions (no checkpoint fits) fails every requirement, with
+the reason. Error records (unreadable adapters) are input errors, reported as JUnit ``<error>``.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lolctl.errors import LolctlError
+from lolctl.factors import severity_rank
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
+_REQ = re.compile(
+    r"^\s*(?P<task>[A-Za-z_][\w-]*)\s*(?:\[(?P<label>[^\]]+)\])?(?:\.(?P<field>lower|upper|lo|hi|value))?"
+    r"\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    text: str
+    task: str
+    label: str | None
+    field: str  # value | lower | upper
+    op: str
+    threshold: float
+
+    def holds(self, actual: float) -> bool:
+        return bool(OPS[self.op](actual, self.threshold))
+
+
+@dataclass(frozen=True)
+class Check:
+    source: str
+    name: str  # the requirement text, or "findings<SEVERITY", or "readable"
+    passed: bool
+    message: str
+    actual: float | None = None
+    error: bool = False  # an input error (unreadable adapter), not a failed check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "check": self.name, "passed": self.passed, "actual": self.actual,
+                "message": self.message, "error": self.error}
+
+
+def parse_requirement(text: str) -> Requirement:
+    m = _REQ.match(text)
+    if not m:
+        raise LolctlError("L181", f"--require {text!r}", "expected TASK[LABEL] OP NUMBER",
+                          "e.g. --require 'quality>=0.6' or --require 'membership[noun.animal]<0.5'")
+    field = {"lo": "lower", "hi": "upper", None: "value"}.get(m.group("field"), m.group("field"))
+    if m.group("label") and field != "value":
+        raise LolctlError("L181", f"--require {text!r}", ".lower/.upper apply to regression tasks, not labels",
+                          "drop the suffix")
+    return Requirement(text.strip(), m.group("task"), m.group("label"), field, m.group("op"),
+                       float(m.group("value")))
+
+
+def _actual(req: Requirement, prediction: dict[str, Any], source: str) -> float:
+    tasks = prediction.get("tasks") or {}
+    if req.task not in tasks:
+        raise LolctlError("L181", f"--require {req.text!r}", f"checkpoint {prediction.get('checkpoint')} predicts "
+                          f"no task {req.task!r}", f"known tasks: {', '.join(sorted(tasks)) or 'none'}")
+    task = tasks[req.task]
+    if task.get("kind") == "regression":
+        if req.label is not None:
+            raise LolctlError("L181", f"--require {req.text!r}", f"{req.task} is a regression task; it has no labels",
+                              f"write {req.task}{req.op}{req.threshold:g}")
+        if req.field == "value":
+            return float(task["value"])
+        lo, hi = task.get("interval") or (task["value"], task["value"])
+        return float(lo if req.field == "lower" else hi)
+    probs = task.get("probs") or {}
+    if req.label is None:
+        raise LolctlError("L181", f"--require {req.text!r}", f"{req.task} is a {task.get('kind')} task; name a label",
+                          f"e.g. {req.task}[{next(iter(probs), 'LABEL')}]{req.op}{req.threshold:g}")
+    if req.label not in probs:
+        raise LolctlError("L181", f"--require {req.text!r}", f"{req.task} has no label {req.label!r}",
+                          f"labels: {', '.join(list(probs)[:12])}")
+    return float(probs[req.label])
+
+
+def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_severity: str = "error",
+             fail_on_ood: bool = False) -> list[Check]:
+    """Every check for one score record (an error record gives one failed 'readable' check marked as error)."""
+    source = record.get("source", "?")
+    if record.get("status") != "ok":
+        err = record.get("error") or {}
+        message = f"error[{err.get('code')} {err.get('name')}] {err.get('where')}: {err.get('reason')}"
+        return [Check(source, "readable", False, message, error=True)]
+    checks: list[Check] = []
+    if fail_on_severity != "never":
+        ceiling = severity_rank(fail_on_severity)
+        bad = [f for f in record.get("findings", []) if severity_rank(f["severity"]) >= ceiling]
+        message = "; ".join(f"{f['code']} {f['severity']}: {f['message']}" for f in bad) or "no such findings"
+        checks.append(Check(source, f"findings<{fail_on_severity}", not bad, message, float(len(bad))))
+    prediction = record.get("prediction")
+    ood = (prediction or {}).get("ood") or {}
+    if fail_on_ood and prediction:
+        reasons = "; ".join(ood.get("reasons") or []) or "in distribution"
+        checks.append(Check(source, "in-distribution", not ood.get("flag"), reasons))
+    for req in requirements:
+        if not prediction:
+            why = "; ".join(record.get("notes") or []) or "no prediction"
+            checks.append(Check(source, req.text, False, f"cannot evaluate: {why}"))
+            continue
+        actual = _actual(req, prediction, source)
+        passed = req.holds(actual)
+        note = f" (out of distribution: {'; '.join(ood.get('reasons') or [])})" if ood.get("flag") else ""
+        checks.append(Check(source, req.text, passed, f"{req.text}: got {actual:.4g}{note}", actual))
+    return checks
+
+
+# ---------------------------------------------------------------------- reports
+def write_junit(path: Path, checks: list[Check]) -> None:
+    """One <testcase> per check: classname = adapter source, name = check; failures and errors carry the message."""
+    failures = sum(not c.passed and not c.error for c in checks)
+    errors = sum(c.error for c in checks)
+    suite = ET.Element("testsuite", name="lolctl gate", tests=str(len(checks)), failures=str(failures),
+                       errors=str(errors), skipped="0")
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=c.source, name=c.name)
+        if c.error:
+            ET.SubElement(case, "error", message=c.message, type="input-error").text = c.message
+        elif not c.passed:
+            ET.SubElement(case, "failure", message=c.message, type="gate").text = c.message
+        else:
+            ET.SubElement(case, "system-out").text = c.message
+    root = ET.Element("testsuites", name="lolctl", tests=str(len(checks)), failures=str(failures),
+                      errors=str(errors))
+    root.append(suite)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[str, Any]:
+    """SARIF 2.1.0: one result per finding (its code as rule) and per failed gate check (rule 'gate')."""
+    from lolctl import __version__
+
+    rules: dict[str, dict[str, Any]] = {
+        "gate": {"id": "gate", "shortDescription": {"text": "a --require check failed"}},
+        "input-error": {"id": "input-error", "shortDescription": {"text": "the adapter could not be read"}},
+    }
+    results: list[dict[str, Any]] = []
+
+    def location(source: str) -> list[dict[str, Any]]:
+        return [{"physicalLocation": {"artifactLocation": {"uri": source}}}]
+
+    for rec in records:
+        for f in rec.get("findings") or []:
+            rules.setdefault(f["code"], {"id": f["code"], "shortDescription": {"text": f["code"]}})
+            text = f["message"] + (f" (fix: {f['remedy']})" if f.get("remedy") else "")
+            results.append({"ruleId": f["code"], "level": _SARIF_LEVEL.get(f["severity"], "note"),
+                            "message": {"text": text}, "locations": location(rec.get("source", "?"))})
+    for c in checks:
+        if c.passed or c.name.startswith("findings<"):
+            continue  # findings are reported one by one above
+        rule = "input-error" if c.error else "gate"
+        results.append({"ruleId": rule, "level": "error", "message": {"text": f"{c.name}: {c.message}"},
+                        "locations": location(c.source)})
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "lolctl", "version": __version__,
+                                      "informationUri": "https://arxiv.org/abs/2410.04207",
+                                      "rules": list(rules.values())}},
+                  "results": results}],
+    }
+
+
+def write_sarif(path: Path, records: list[dict[str, Any]], checks: list[Check]) -> None:
+    from lolctl.output import dumps
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(sarif_document(records, checks), indent=2) + "\n", encoding="utf-8")

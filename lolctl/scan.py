@@ -1,0 +1,175 @@
+"""The scan engine: score many items in parallel, append one JSONL record per adapter as each item finishes.
+
+Durability contract of the output file (``--output``):
+- every record is one whole line; the lines of one item are written with a single ``write`` and then
+  ``flush`` + ``fsync``, so a crash leaves at most one torn last line;
+- ``--resume`` drops a torn last line (truncating the file to its last newline), reads the item ids already
+  recorded and skips them, so a killed scan resumed to the end holds exactly one record per adapter.
+
+Threads: ``jobs`` workers (Hub I/O overlaps); reading and scoring is bounded separately by the Scorer's read slots.
+Only the calling thread writes the file and calls ``on_records``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lolctl.errors import LolctlError
+from lolctl.output import dumps
+from lolctl.sources import Item
+
+Record = dict[str, Any]
+
+
+@dataclass
+class ScanSummary:
+    """Counts over every record of the scan (resumed ones included)."""
+
+    items: int = 0  # items in this scan (after sharding)
+    resumed: int = 0  # items skipped because the output already held them
+    records: int = 0
+    ok: int = 0
+    errors: int = 0
+    severities: Counter = field(default_factory=Counter)  # max severity per ok record ("none" when no findings)
+    error_codes: Counter = field(default_factory=Counter)
+    ood: int = 0
+    predicted: int = 0
+
+    def add(self, record: Record) -> None:
+        self.records += 1
+        if record.get("status") == "ok":
+            self.ok += 1
+            self.severities[record.get("max_severity") or "none"] += 1
+            pred = record.get("prediction")
+            if pred:
+                self.predicted += 1
+                self.ood += bool((pred.get("ood") or {}).get("flag"))
+        else:
+            self.errors += 1
+            self.error_codes[(record.get("error") or {}).get("code", "?")] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "resumed": self.resumed,
+            "records": self.records,
+            "ok": self.ok,
+            "errors": self.errors,
+            "max_severity": dict(self.severities),
+            "error_codes": dict(self.error_codes),
+            "predicted": self.predicted,
+            "ood": self.ood,
+        }
+
+
+def load_records(path: Path, repair: bool = True) -> list[Record]:
+    """Records of a JSONL scan file; a torn last line (killed writer) is dropped and, with ``repair``, cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # whole lines only
+    if repair and end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    records = []
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LolctlError("L180", f"{path}:{number}", f"not a JSON line ({err.msg})",
+                              "pass a lolctl scan output file, or start a new one") from None
+        if not isinstance(rec, dict) or "item" not in rec:
+            raise LolctlError("L180", f"{path}:{number}", "not a lolctl scan record (no 'item' field)",
+                              "pass a lolctl scan output file, or start a new one")
+        records.append(rec)
+    return records
+
+
+class JsonlAppender:
+    """Append whole lines with one write each, then flush and fsync."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, records: list[Record]) -> None:
+        data = "".join(dumps(r) + "\n" for r in records).encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def run_scan(
+    items: list[Item],
+    process: Callable[[Item], list[Record]],
+    *,
+    output: Path | None = None,
+    resume: bool = False,
+    jobs: int = 4,
+    on_records: Callable[[list[Record]], None] | None = None,
+) -> tuple[ScanSummary, list[Record]]:
+    """Score ``items`` with ``process`` in ``jobs`` threads; returns the summary and this run's records."""
+    summary = ScanSummary(items=len(items))
+    done: set[str] = set()
+    if output is not None and output.exists():
+        if not resume:
+            raise LolctlError("L180", str(output), "the output file already exists",
+                              "pass --resume to continue that scan, or choose another --output")
+        for rec in load_records(output):
+            done.add(rec["item"])
+            summary.add(rec)
+    todo = [item for item in items if item.id not in done]
+    summary.resumed = len(items) - len(todo)
+    sink = JsonlAppender(output) if output is not None else None
+    fresh: list[Record] = []
+    try:
+        for records in _parallel(todo, process, jobs):
+            if sink is not None:
+                sink.write(records)
+            for rec in records:
+                summary.add(rec)
+            fresh += records
+            if on_records is not None:
+                on_records(records)
+    finally:
+        if sink is not None:
+            sink.close()
+    return summary, fresh
+
+
+def _parallel(items: Iterable[Item], process: Callable[[Item], list[Record]], jobs: int):
+    """Yield each item's records as it finishes; at most ``2 * jobs`` items are in flight."""
+    pending: set[Future] = set()
+    queue = iter(items)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lolctl-scan") as pool:
+        try:
+            while True:
+                while len(pending) < 2 * max(1, jobs):
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    pending.add(pool.submit(process, item))
+                if not pending:
+                    return
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()

@@ -1,0 +1,171 @@
+"""One record per adapter: the health report plus predictions from a fitting checkpoint (schema: docs/schema.md).
+
+A :class:`Scorer` is shared by the threads of a scan: checkpoints are loaded once and cached, reading is bounded by a
+small number of slots (memory), and model calls are serialized. Errors a user can cause never escape
+:meth:`Scorer.score_item`: they become error records, so a scan goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lolctl.errors import LolctlError
+from lolctl.factors import SEVERITIES, severity_rank
+
+if TYPE_CHECKING:
+    from lolctl.factors import Adapter
+    from lolctl.hub import Hub
+    from lolctl.sources import Item
+
+SCHEMA = "lolctl.score/v1"
+NO_MODELS_NOTE = (
+    "predictions need lolctl.nn, which is not part of this installation; the record holds the health report only"
+)
+
+
+def no_checkpoint_note(base_model: str | None) -> str:
+    return (
+        f"no checkpoint fits base model {base_model or '(unknown)'}: health report only. Get one with "
+        "--checkpoint PATH_OR_HUB_ID, or train one on a zoo of adapters of this base model "
+        "(`lolctl zoo build` then `lolctl train`, see docs/cli.md)"
+    )
+
+
+def max_severity(findings: list[dict[str, Any]]) -> str | None:
+    ranks = [severity_rank(f["severity"]) for f in findings]
+    return SEVERITIES[max(ranks)] if ranks else None
+
+
+def error_record(source: str, item_id: str, err: LolctlError) -> dict[str, Any]:
+    return {"schema": SCHEMA, "source": source, "item": item_id, "status": "error", "error": err.to_dict()}
+
+
+class Scorer:
+    def __init__(
+        self,
+        *,
+        checkpoint: str | None = None,
+        device: str = "auto",
+        trust_pickle: bool = False,
+        max_bytes: int | None = None,
+        hub: Hub | None = None,
+        triage: bool = False,
+        predict: bool = True,
+        modules: bool = True,
+        read_slots: int = 1,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.device = device
+        self.trust_pickle = trust_pickle
+        self.max_bytes = max_bytes
+        self.hub = hub
+        self.triage = triage
+        self.predict = predict
+        self.modules = modules
+        self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
+        self._model_lock = threading.Lock()
+        self._ckpts: dict[str, Any] = {}
+        self.notes: list[str] = []  # distinct notes for the log (no checkpoint, no models)
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_explicit_checkpoint(self) -> None:
+        """Load --checkpoint up front so a bad name is an input error before any scanning."""
+        if self.checkpoint and self.predict:
+            self._load(self.checkpoint)
+
+    def _load(self, ref: str) -> Any:
+        with self._model_lock:
+            if ref not in self._ckpts:
+                from lolctl.nn.checkpoint import load_checkpoint
+
+                self._ckpts[ref] = load_checkpoint(ref, device=self.device)
+            return self._ckpts[ref]
+
+    def _note(self, text: str) -> str:
+        with self._model_lock:
+            if text not in self.notes:
+                self.notes.append(text)
+        return text
+
+    def _prediction(self, adapter: Adapter) -> tuple[dict[str, Any] | None, list[str]]:
+        if not self.predict:
+            return None, []
+        try:
+            from lolctl.nn.checkpoint import find_checkpoint_for
+        except ImportError:
+            return None, [self._note(NO_MODELS_NOTE)]
+        ref = self.checkpoint or find_checkpoint_for(adapter.meta.base_model or "")
+        if ref is None:
+            return None, [self._note(no_checkpoint_note(adapter.meta.base_model))]
+        ckpt = self._load(ref)
+        try:
+            reasons = list(ckpt.check(adapter))
+        except LolctlError as err:
+            return None, [f"checkpoint {ref} does not fit this adapter: {err.one_line()}"]
+        with self._model_lock:
+            pred = dict(ckpt.predict([adapter])[0])
+        ood = dict(pred.get("ood") or {})
+        ood_reasons = list(ood.get("reasons") or [])
+        ood_reasons += [r for r in reasons if r not in ood_reasons]
+        pred["ood"] = {"flag": bool(ood.get("flag")) or bool(ood_reasons), "reasons": ood_reasons}
+        pred.setdefault("checkpoint", getattr(ckpt, "name", ref))
+        pred.setdefault("base_model", getattr(ckpt, "base_model", None))
+        return pred, []
+
+    # ------------------------------------------------------------------ records
+    def score_path(self, path: Path, source: str, item_id: str, hub_facts: dict | None = None) -> dict[str, Any]:
+        """Read one local adapter and build its record; raises LolctlError on unreadable input."""
+        from lolctl.health import health
+        from lolctl.read import read_adapter
+
+        with self._read_slots:
+            kwargs: dict[str, Any] = {"trust_pickle": self.trust_pickle}
+            if self.max_bytes is not None:
+                kwargs["max_bytes"] = self.max_bytes
+            adapter = read_adapter(path, **kwargs)
+            report = health(adapter)
+            prediction, notes = self._prediction(adapter)
+        findings = [f.to_dict() for f in report.findings]
+        record: dict[str, Any] = {
+            "schema": SCHEMA,
+            "source": source,
+            "item": item_id,
+            "status": "ok",
+            "path": str(path),
+            "summary": report.summary,
+            "findings": findings,
+            "max_severity": max_severity(findings),
+            "prediction": prediction,
+            "notes": notes,
+        }
+        if hub_facts:
+            record["hub"] = hub_facts
+        if self.modules:
+            record["modules"] = report.modules
+        return record
+
+    def score_item(self, item: Item) -> list[dict[str, Any]]:
+        """Records for one item (a Hub repo may hold several adapters); user errors become error records."""
+        try:
+            if item.hub is None:
+                assert item.path is not None
+                return [self.score_path(item.path, item.display, item.id)]
+            hub = self.hub
+            if hub is None:
+                from lolctl.hub import Hub
+
+                hub = self.hub = Hub()
+            paths, facts = hub.fetch(item.hub, trust_pickle=self.trust_pickle, triage=self.triage,
+                                     max_bytes=self.max_bytes)
+            records = []
+            for path in paths:
+                source = item.display if len(paths) == 1 else f"{item.display}:{path.name}"
+                try:
+                    records.append(self.score_path(path, source, item.id, facts))
+                except LolctlError as err:
+                    records.append({**error_record(source, item.id, err), "hub": facts})
+            return records
+        except LolctlError as err:
+            return [error_record(item.display, item.id, err)]
