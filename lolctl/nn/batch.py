@@ -132,6 +132,42 @@ class LoraBatch:
         )
         return LoraBatch(first.spec, groups, torch.cat([b.ranks for b in padded]))
 
+    def respec(self, spec: InputSpec) -> LoraBatch:
+        """The same factors laid out for another spec with the same modules (in any order); L171 on a mismatch."""
+        if spec == self.spec:
+            return self
+        from lolctl.errors import LolctlError
+
+        mine = {mod.name: (i, mod.shape) for i, mod in enumerate(self.spec.modules)}
+        for mod in spec.modules:
+            if mod.name not in mine or mine[mod.name][1] != mod.shape:
+                got = f"shape {mine[mod.name][1]}" if mod.name in mine else "no such module"
+                raise LolctlError(
+                    "L171",
+                    mod.name,
+                    f"the model expects {mod.n}x{mod.m}; the adapters have {got}",
+                    "use a checkpoint trained on the same base model and target modules",
+                )
+        if len(mine) != len(spec):
+            extra = sorted(set(mine) - set(spec.names))[0]
+            raise LolctlError(
+                "L171",
+                extra,
+                "the adapters have modules the model was not trained on",
+                "use a checkpoint trained on the same target modules",
+            )
+        old = self.factors()
+        order = [mine[name][0] for name in spec.names]
+        groups = tuple(
+            GroupFactors(
+                g.indices,
+                torch.stack([old[order[i]][0] for i in g.indices], dim=1),
+                torch.stack([old[order[i]][1] for i in g.indices], dim=1),
+            )
+            for g in spec.groups
+        )
+        return LoraBatch(spec, groups, self.ranks[:, order])
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat name → tensor dict (for a safetensors cache); rebuild with :meth:`from_tensors`."""
         out = {"ranks": self.ranks.contiguous()}

@@ -202,7 +202,7 @@ def _norm_model(name: str) -> str:
 
 
 def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = resolve(ref)
@@ -225,7 +225,7 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
     try:
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)
-    except (SafetensorsError, RuntimeError, OSError) as err:
+    except (SafetensorError, RuntimeError, OSError) as err:
         msg = str(err).splitlines()[0]
         raise LolctlError("L170", str(weights), f"weights do not fit the config ({msg})", "retrain") from err
     model.to(dev).eval()

@@ -226,7 +226,7 @@ def load_factors(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[LoraBatch, dict[str, Any]]:
     """Read every adapter of the zoo into one batch; also returns {"base_models": [...], "scales": [...]}."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     cache_file = zoo.root / ".lolctl-cache" / f"{_cache_key(zoo, dtype)}.safetensors"
@@ -239,7 +239,7 @@ def load_factors(
             info = json.loads(meta["info"])
             batch = LoraBatch.from_tensors(InputSpec.from_dict(info["spec"]), load_file(str(cache_file)))
             return batch, info["adapters"]
-        except (SafetensorsError, OSError, KeyError, ValueError):
+        except (SafetensorError, OSError, KeyError, ValueError):
             pass  # a stale or broken cache is rebuilt
     read = _reader()
     adapters = []

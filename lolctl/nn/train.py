@@ -135,7 +135,7 @@ def fit(
             loss = _loss(model, batch, targets, idx)
             loss.backward()
             opt.step()
-            running += float(loss) * idx.numel()
+            running += float(loss.detach()) * idx.numel()
         train_loss = running / max(1, train.size)
         val_loss = _mean_loss(model, batch, targets, monitor, config.batch_size * 4)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})

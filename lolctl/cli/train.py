@@ -1,0 +1,201 @@
+"""`lolctl train` (zoo → checkpoint) and `lolctl eval` (checkpoint × zoo → metrics)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from lolctl.cli.options import Device, DeviceOpt, Format, FormatOpt
+
+MODEL_NAMES = ("glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer")
+
+TRAIN_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl train zoo/ --model glnet --out runs/glnet-s0          [dim]# every task of the zoo's manifest[/dim]
+  lolctl train zoo/ --model mlp_svd --task quality --seed 1 --out runs/svd-s1
+  lolctl train labels.csv --model glnet --set hidden=64 --set layers=1 --out runs/g64
+  lolctl train zoo/ --model transformer --out runs/tf --format json   [dim]# metrics as JSON on stdout[/dim]
+"""
+
+EVAL_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl eval runs/glnet-s0 zoo/                 [dim]# test split: the zoo's split column or the recorded ids[/dim]
+  lolctl eval runs/glnet-s0 other-zoo/ --split all --format json
+"""
+
+
+def _parse_sets(values: list[str]) -> dict[str, str]:
+    from lolctl.errors import LolctlError
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LolctlError("L180", f"--set {item}", "expected KEY=VALUE", "e.g. --set hidden=64")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@contextmanager
+def _progress(out: Any):
+    """(read callback, epoch callback): a Rich progress bar on stderr in human mode, silent otherwise."""
+    if not out.human:
+        yield None, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=out.err,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def read(done: int, total: int) -> None:
+            if "read" not in tasks:
+                tasks["read"] = bar.add_task("reading adapters", total=total, info="")
+            bar.update(tasks["read"], completed=done)
+
+        def epoch(done: int, total: int, train_loss: float, val_loss: float) -> None:
+            if "fit" not in tasks:
+                tasks["fit"] = bar.add_task("training", total=total, info="")
+            bar.update(tasks["fit"], completed=done, info=f"train {train_loss:.4f} val {val_loss:.4f}")
+
+        yield read, epoch
+
+
+def train(
+    zoo: Annotated[str, typer.Argument(help="A zoo folder (manifest.json + labels.csv) or a labels CSV.")],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="Checkpoint folder to write.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=f"One of: {', '.join(MODEL_NAMES)}.")] = "glnet",
+    task: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="Task to train (repeat); default all.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the init and the batches.")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 300,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Adapters per step.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.01,
+    patience: Annotated[int, typer.Option("--patience", help="Early stopping: epochs without val gain.")] = 30,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Model config field KEY=VALUE (repeat), e.g. hidden=64.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Checkpoint name (default: folder name).")] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Base model id to record (default: from the adapters).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
+    device: DeviceOpt = Device.auto,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Train GL-net or a baseline on a zoo of LoRA adapters and save a checkpoint (config.json, model.safetensors,
+    README.md). Splits come from the labels' `split` column, else a seeded 70/15/15 split; early stopping on the
+    validation loss; metrics of every split are printed and stored in the checkpoint.
+    """
+    from lolctl.errors import LolctlError
+    from lolctl.nn.train import TrainConfig
+    from lolctl.nn.workflow import train_zoo
+    from lolctl.output import Output
+
+    out = Output(fmt.value)
+    if model not in MODEL_NAMES:
+        raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed
+    )
+    with _progress(out) as (read_cb, epoch_cb):
+        summary = train_zoo(
+            zoo,
+            model,
+            out_dir,
+            task,
+            _parse_sets(sets or []),
+            cfg,
+            device.value,
+            name,
+            base_model,
+            not no_cache,
+            read_cb,
+            epoch_cb,
+        )
+    t = summary["training"]
+    out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")
+    if out.human:
+        for split, metrics in summary["metrics"].items():
+            out.print(metrics_table(metrics, title=f"{model} — {split}"))
+    else:
+        out.records([summary], {"schema": "lolctl.train/v1", **summary})
+
+
+def evaluate(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint folder, built-in name or Hub repo id.")],
+    zoo: Annotated[str, typer.Argument(help="A zoo folder or labels CSV with the checkpoint's target columns.")],
+    split: Annotated[str, typer.Option("--split", help="Rows to evaluate: test, val, train or all.")] = "test",
+    per_label: Annotated[
+        bool, typer.Option("--per-label", help="Also show per-label classification metrics.")
+    ] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
+    device: DeviceOpt = Device.auto,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Evaluate a checkpoint on a zoo: R², Kendall τ and MAE for regression; accuracy, AUROC and expected
+    calibration error for classification (mean and, with --per-label, per label).
+    """
+    from lolctl.nn.workflow import eval_zoo
+    from lolctl.output import Output
+
+    out = Output(fmt.value)
+    with _progress(out) as (read_cb, _):
+        result = eval_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
+    out.log(f"{result['n']} adapters ({result['rows']})")
+    for name in result["skipped_tasks"]:
+        out.warn(f"task {name} skipped: its columns are not in the labels")
+    if out.human:
+        out.print(metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}"))
+        if per_label:
+            for task, m in result["metrics"].items():
+                if "per_label" in m:
+                    out.print(metrics_table(m["per_label"], title=f"{task} per label"))
+    else:
+        out.records([result], {"schema": "lolctl.eval/v1", **result})
+
+
+COLUMNS = (
+    ("n", "n"),
+    ("r2", "R²"),
+    ("kendall_tau", "Kendall τ"),
+    ("mae", "MAE"),
+    ("accuracy", "accuracy"),
+    ("auroc", "AUROC"),
+    ("ece", "ECE"),
+)
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "") -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("task")
+    used = [(k, label) for k, label in COLUMNS if any(k in m for m in metrics.values())]
+    for _, label in used:
+        table.add_column(label, justify="right")
+    for task, m in metrics.items():
+        cells = []
+        for key, _ in used:
+            v = m.get(key)
+            cells.append("" if v is None else str(v) if isinstance(v, int) else "n/a" if v != v else f"{v:.3f}")
+        table.add_row(task, *cells)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", epilog=TRAIN_EPILOG)(train)
+    app.command("eval", epilog=EVAL_EPILOG)(evaluate)

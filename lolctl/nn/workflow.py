@@ -1,0 +1,163 @@
+"""The two end-to-end jobs behind the CLI: train a model on a zoo into a checkpoint, evaluate a checkpoint on a zoo.
+
+Both return plain dicts (metrics and a description) and take progress callbacks; they never print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from lolctl.nn.data import assign_splits, load_factors, load_zoo, targets
+from lolctl.nn.registry import build_model
+from lolctl.nn.train import TrainConfig, evaluate, fit, intervals, normalisation, predict, scale_stats
+
+ReadProgress = Callable[[int, int], None]
+EpochProgress = Callable[[int, int, float, float], None]
+SPLITS = ("train", "val", "test")
+
+
+def _metrics_by_split(tasks, pred, y, split: np.ndarray) -> dict[str, Any]:
+    out = {}
+    for name in SPLITS:
+        rows = np.flatnonzero(split == name)
+        if rows.size:
+            out[name] = evaluate(tasks, {k: v[rows] for k, v in pred.items()}, {k: v[rows] for k, v in y.items()})
+    return out
+
+
+def train_zoo(
+    source: str | Path,
+    model_name: str,
+    out_dir: str | Path,
+    task_names: list[str] | None = None,
+    model_values: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    device: str = "auto",
+    name: str | None = None,
+    base_model: str | None = None,
+    cache: bool = True,
+    read_progress: ReadProgress | None = None,
+    epoch_progress: EpochProgress | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``."""
+    from lolctl import __version__
+
+    cfg = train_config or TrainConfig()
+    dev = resolve_device(device)
+    zoo = load_zoo(source)
+    tasks = tuple(zoo.task(t) for t in task_names) if task_names else zoo.tasks
+    if not tasks:
+        raise LolctlError("L175", str(zoo.labels_path), "no target columns to train on", "add targets or --task")
+    batch, info = load_factors(zoo, cache=cache, progress=read_progress)
+    y = {t.name: targets(zoo, t) for t in tasks}
+    split = assign_splits(zoo, cfg.seed)
+    train_rows = split == "train"
+    if train_rows.sum() < 2:
+        raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
+    norm = normalisation(tasks, y, train_rows)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_name, model_values, batch.spec, tasks).to(dev)
+    on_dev = batch.to(dev)
+    result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
+    pred = predict(model, on_dev, norm)
+    metrics = _metrics_by_split(tasks, pred, y, split)
+    val = np.flatnonzero(split == "val")
+    calib = val if val.size >= 5 else np.flatnonzero(train_rows)
+    spans = intervals(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
+    scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
+    bases = info.get("base_models", [])
+    config = {
+        "name": name or Path(out_dir).name,
+        "lolctl_version": __version__,
+        "architecture": model_name,
+        "invariance": model.invariance,
+        "model_config": model.config.to_dict(),
+        "input_spec": batch.spec.to_dict(),
+        "base_model": base_model or (bases[0] if len(bases) == 1 else None),
+        "tasks": [t.to_dict() for t in tasks],
+        "target_normalisation": norm,
+        "intervals": {k: {**v, "source": "val" if calib is val else "train"} for k, v in spans.items()},
+        "ood": {
+            "ranks": sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique()}),
+            "scale_log_range": [float(scale.min()), float(scale.max())],
+            "base_models": bases,
+        },
+        "training_data": {
+            **zoo.describe(),
+            "source": str(source),
+            "splits": {s: int((split == s).sum()) for s in SPLITS},
+            "split_source": "column" if any(zoo.splits) else f"seeded ({cfg.seed})",
+            "test_ids": [zoo.ids[i] for i in np.flatnonzero(split == "test")],
+        },
+        "train_config": asdict(cfg),
+        "training": result.to_dict(),
+        "metrics": metrics,
+    }
+    folder = save_checkpoint(Path(out_dir), model, config)
+    return {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
+
+
+def eval_zoo(
+    ref: str,
+    source: str | Path,
+    split: str = "test",
+    device: str = "auto",
+    cache: bool = True,
+    read_progress: ReadProgress | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on a zoo's ``split`` rows ("test", "val", "train" or "all")."""
+    ckpt = load_checkpoint(ref, device)
+    zoo = load_zoo(source)
+    header = zoo.rows[0]
+    tasks = tuple(t for t in ckpt.tasks if all(c in header for c in t.columns))
+    skipped = [t.name for t in ckpt.tasks if t not in tasks]
+    if not tasks:
+        raise LolctlError(
+            "L175",
+            str(zoo.labels_path),
+            "none of the checkpoint's target columns are in the labels",
+            f"the checkpoint predicts {', '.join(t.name for t in ckpt.tasks)}",
+        )
+    rows, how = _eval_rows(zoo, ckpt.config, split)
+    batch, _ = load_factors(zoo, cache=cache, progress=read_progress)
+    batch = batch.respec(ckpt.spec).select(rows)
+    pred = ckpt.predict_batch(batch)
+    y = {t.name: targets(zoo, t)[rows] for t in tasks}
+    return {
+        "checkpoint": ckpt.name,
+        "architecture": ckpt.config.get("architecture"),
+        "zoo": str(source),
+        "split": split,
+        "rows": how,
+        "n": int(len(rows)),
+        "skipped_tasks": skipped,
+        "metrics": evaluate(tasks, pred, y),
+    }
+
+
+def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
+    n = len(zoo.rows)
+    if split == "all":
+        return np.arange(n), "all rows"
+    if split not in SPLITS:
+        raise LolctlError("L180", f"--split {split}", "unknown split", "use test, val, train or all")
+    given = zoo.splits
+    if any(given):
+        rows = np.array([i for i, s in enumerate(given) if s == split], dtype=np.int64)
+        if not rows.size:
+            raise LolctlError("L175", str(zoo.labels_path), f"no rows with split={split}", "use --split all")
+        return rows, f"split column = {split}"
+    if split == "test":
+        ids = set(config.get("training_data", {}).get("test_ids", []))
+        rows = np.array([i for i, k in enumerate(zoo.ids) if k in ids], dtype=np.int64)
+        if rows.size:
+            return rows, "the checkpoint's recorded test ids"
+    return np.arange(n), "all rows (the zoo has no split column)"

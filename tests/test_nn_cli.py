@@ -1,0 +1,223 @@
+"""End to end: a zoo of synthetic PEFT adapters with a planted property → `lolctl train` → `lolctl eval` → scoring.
+
+The planted property: in module ``layers.0.q`` the top singular direction of ΔW is one of two fixed directions (label
+``A``), in ``layers.1.v`` likewise (label ``B``); ``quality`` is the top singular value of ``layers.1.q``. Every
+adapter's factors are then scrambled by a random g per module, so the property lives in ΔW only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from lolctl.errors import LolctlError
+from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
+from lolctl.group import GL
+
+BASE = "tiny/base-model"
+SHAPES = {"layers.0.q": (16, 12), "layers.0.v": (16, 12), "layers.1.q": (16, 12), "layers.1.v": (16, 12),
+          "layers.0.o": (12, 16)}
+
+
+def _unit(n: int, gen: torch.Generator) -> torch.Tensor:
+    x = torch.randn(n, generator=gen, dtype=torch.float64)
+    return x / x.norm()
+
+
+def synthetic_factors(count: int, seed: int) -> tuple[list[dict[str, tuple[torch.Tensor, torch.Tensor]]], list[dict]]:
+    gen = torch.Generator().manual_seed(seed)
+    fixed = torch.Generator().manual_seed(1234)  # the planted directions are the same for every zoo
+    dirs = {name: (_unit(n, fixed), _unit(n, fixed), _unit(m, fixed)) for name, (n, m) in SHAPES.items()}
+    adapters, labels = [], []
+    for _ in range(count):
+        r = int(torch.randint(2, 5, (1,), generator=gen))
+        a, b = int(torch.rand(1, generator=gen) < 0.5), int(torch.rand(1, generator=gen) < 0.5)
+        quality = 1.0 + 2.0 * float(torch.rand(1, generator=gen))
+        mods = {}
+        for name, (n, m) in SHAPES.items():
+            U = 0.3 * torch.randn(n, r, generator=gen, dtype=torch.float64)
+            V = 0.3 * torch.randn(m, r, generator=gen, dtype=torch.float64)
+            left_on, left_off, right = dirs[name]
+            if name == "layers.0.q":
+                U[:, 0], V[:, 0] = 3.0 * (left_on if a else left_off), right
+            elif name == "layers.1.v":
+                U[:, 0], V[:, 0] = 3.0 * (left_on if b else left_off), right
+            elif name == "layers.1.q":
+                U[:, 0], V[:, 0] = quality * left_on, right
+            mods[name] = GL.act(U, V, GL(r).random(generator=gen))
+        adapters.append(mods)
+        labels.append({"membership[A]": a, "membership[B]": b, "quality": quality, "rank": r})
+    return adapters, labels
+
+
+def write_peft(folder: Path, mods: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    folder.mkdir(parents=True)
+    r = next(iter(mods.values()))[0].shape[1]
+    config = {"peft_type": "LORA", "r": r, "lora_alpha": r, "base_model_name_or_path": BASE,
+              "target_modules": ["q", "v", "o"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    tensors = {}
+    for name, (U, V) in mods.items():  # scale = alpha / r = 1
+        tensors[f"base_model.model.{name}.lora_A.weight"] = V.T.float().contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = U.float().contiguous()
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+
+
+def write_zoo(root: Path, count: int, seed: int, with_split: bool = True) -> Path:
+    adapters, labels = synthetic_factors(count, seed)
+    root.mkdir(parents=True)
+    rows = []
+    for i, (mods, lab) in enumerate(zip(adapters, labels)):
+        write_peft(root / "adapters" / f"a{i:04d}", mods)
+        split = "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
+        rows.append({"id": f"a{i:04d}", "path": f"adapters/a{i:04d}", "split": split if with_split else "", **lab})
+    with (root / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {
+        "tasks": [
+            {"name": "membership", "kind": "multilabel", "columns": ["membership[A]", "membership[B]"],
+             "labels": ["A", "B"]},
+            {"name": "quality", "kind": "regression", "columns": ["quality"], "labels": []},
+        ],
+        "recipe": {"kind": "synthetic planted top singular direction", "seed": seed},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def minimal_read(path, dtype=torch.float32, **_):
+    """Stand-in for lolctl.read.read_adapter while the reader is not importable (PEFT folder, scale alpha / r)."""
+    path = Path(path)
+    config = json.loads((path / "adapter_config.json").read_text())
+    tensors = load_file(str(path / "adapter_model.safetensors"))
+    scale = config["lora_alpha"] / config["r"]
+    names = sorted({k[len("base_model.model."): -len(".lora_A.weight")] for k in tensors if ".lora_A." in k})
+    mods = [
+        ModuleFactors(name, scale * tensors[f"base_model.model.{name}.lora_B.weight"].to(dtype),
+                      tensors[f"base_model.model.{name}.lora_A.weight"].T.to(dtype), scale, "lora_alpha/r")
+        for name in names
+    ]
+    return Adapter(str(path), AdapterMeta("peft", base_model=config.get("base_model_name_or_path")), mods)
+
+
+@pytest.fixture
+def reader(monkeypatch):
+    try:
+        from lolctl.read import read_adapter  # noqa: F401
+    except ImportError:
+        monkeypatch.setattr("lolctl.nn.data._reader", lambda: minimal_read)
+    from lolctl.nn.data import _reader
+
+    return _reader()
+
+
+def as_adapter(mods: dict[str, tuple[torch.Tensor, torch.Tensor]], source: str = "mem") -> Adapter:
+    return Adapter(source, AdapterMeta("peft", base_model=BASE),
+                   [ModuleFactors(name, U.float(), V.float(), 1.0, "test") for name, (U, V) in mods.items()])
+
+
+def _app():
+    from lolctl.cli import _register, app
+
+    _register()
+    return app
+
+
+def test_train_eval_score_planted_property(tmp_path, reader):
+    zoo = write_zoo(tmp_path / "zoo", 300, seed=0)
+    runner = CliRunner()
+    ckpt_dir = tmp_path / "ckpt"
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "glnet", "--out", str(ckpt_dir), "--epochs", "60",
+                                 "--patience", "15", "--set", "hidden=16", "--set", "head_hidden=64",
+                                 "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert {p.name for p in ckpt_dir.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+
+    res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)["metrics"]
+    assert metrics["membership"]["accuracy"] > 0.85, metrics  # chance is 0.5
+    assert metrics["membership"]["auroc"] > 0.9, metrics
+    assert metrics["quality"]["r2"] > 0.5, metrics
+    assert metrics["membership"]["accuracy"] == pytest.approx(summary["metrics"]["test"]["membership"]["accuracy"])
+
+    res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--device", "cpu"])  # human table
+    assert res.exit_code == 0 and "membership" in res.stdout and "AUROC" in res.stdout
+
+    # predictions unchanged when every module's factors are moved by its own random g
+    from lolctl.nn.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(str(ckpt_dir), device="cpu")
+    fresh, _ = synthetic_factors(40, seed=99)
+    gen = torch.Generator().manual_seed(7)
+    moved = [{k: GL.act(U, V, GL(U.shape[1]).random(generator=gen)) for k, (U, V) in m.items()} for m in fresh]
+    before = ckpt.predict([as_adapter(m) for m in fresh])
+    after = ckpt.predict([as_adapter(m) for m in moved])
+    for p, q in zip(before, after):
+        assert p["tasks"]["quality"]["value"] == pytest.approx(q["tasks"]["quality"]["value"], abs=1e-3)
+        for lab in ("A", "B"):
+            assert p["tasks"]["membership"]["probs"][lab] == pytest.approx(q["tasks"]["membership"]["probs"][lab],
+                                                                          abs=1e-3)
+    lo, hi = before[0]["tasks"]["quality"]["interval"]
+    assert lo <= before[0]["tasks"]["quality"]["value"] <= hi
+    assert before[0]["ood"] == {"flag": False, "reasons": []}
+
+    # round trip: a second load gives identical predictions
+    again = load_checkpoint(str(ckpt_dir), device="cpu").predict([as_adapter(m) for m in fresh])
+    assert again == before
+
+    # refused with a clear L171 when modules or shapes do not match
+    missing = as_adapter({k: v for k, v in fresh[0].items() if k != "layers.1.v"}, source="short")
+    with pytest.raises(LolctlError) as err:
+        ckpt.predict([missing])
+    assert err.value.code == "L171" and "layers.1.v" in str(err.value)
+    wrong = dict(fresh[0])
+    wrong["layers.0.q"] = (torch.randn(20, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64))
+    with pytest.raises(LolctlError) as err:
+        ckpt.check(as_adapter(wrong, source="wide"))
+    assert err.value.code == "L171" and "layers.0.q" in str(err.value) and "20x12" in str(err.value)
+
+    # out of distribution: unseen rank and a huge update magnitude are reported, not refused
+    big = {k: (30 * U, 30 * V) for k, (U, V) in fresh[1].items()}
+    reasons = ckpt.check(as_adapter(big))
+    assert any("magnitude" in r for r in reasons)
+    r8, _ = synthetic_factors(1, seed=5)
+    r8 = {k: (torch.cat([U, 0.01 * torch.randn(U.shape[0], 5, dtype=U.dtype)], 1),
+              torch.cat([V, 0.01 * torch.randn(V.shape[0], 5, dtype=V.dtype)], 1)) for k, (U, V) in r8[0].items()}
+    assert any("rank" in r for r in ckpt.check(as_adapter(r8)))
+
+
+def test_bare_csv_seeded_split_and_cache(tmp_path, reader):
+    zoo = write_zoo(tmp_path / "zoo", 30, seed=1, with_split=False)
+    (zoo / "manifest.json").unlink()
+    from lolctl.nn.data import assign_splits, load_factors, load_zoo
+
+    z = load_zoo(zoo / "labels.csv")
+    kinds = {t.name: t.kind for t in z.tasks}
+    assert kinds == {"quality": "regression", "membership": "multilabel"}
+    split = assign_splits(z, seed=3)
+    assert sorted(set(split)) == ["test", "train", "val"] and (split == assign_splits(z, seed=3)).all()
+    batch, info = load_factors(z)
+    assert info["base_models"] == [BASE] and batch.size == 30
+    assert list((zoo / ".lolctl-cache").glob("*.safetensors"))
+    cached, _ = load_factors(z)
+    for g, h in zip(batch.groups, cached.groups):
+        assert torch.equal(g.U, h.U) and torch.equal(g.V, h.V)
+    assert torch.equal(batch.ranks, cached.ranks)
+
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["train", str(zoo / "labels.csv"), "--model", "mlp_svd", "--task", "quality",
+                                 "--out", str(tmp_path / "c"), "--epochs", "3", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["training_data"]["split_source"] == "seeded (0)"
+    assert [t["name"] for t in config["tasks"]] == ["quality"] and config["base_model"] == BASE
