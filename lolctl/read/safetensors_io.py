@@ -91,16 +91,18 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
     if size == 0:
         raise LolctlError("L126", path, "the file is empty (0 bytes)", "download the file again")
     with path.open("rb") as f:
-        prefix = f.read(8)
+        head = f.read(64)
+        prefix = head[:8]
+        f.seek(len(prefix))
         if len(prefix) < 8:
             raise LolctlError(
                 "L120", path, f"{size} bytes is shorter than the 8-byte safetensors length prefix",
-                _placeholder_hint(prefix),
+                _placeholder_hint(head),
             )
         n = int.from_bytes(prefix, "little")
         if n > MAX_HEADER_BYTES:
             raise LolctlError(
-                "L121", path, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit", _placeholder_hint(prefix)
+                "L121", path, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit", _placeholder_hint(head)
             )
         if 8 + n > size:
             raise LolctlError(
