@@ -21,8 +21,13 @@ from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
 from lolctl.group import GL
 
 BASE = "tiny/base-model"
-SHAPES = {"layers.0.q": (16, 12), "layers.0.v": (16, 12), "layers.1.q": (16, 12), "layers.1.v": (16, 12),
-          "layers.0.o": (12, 16)}
+SHAPES = {
+    "layers.0.q": (16, 12),
+    "layers.0.v": (16, 12),
+    "layers.1.q": (16, 12),
+    "layers.1.v": (16, 12),
+    "layers.0.o": (12, 16),
+}
 
 
 def _unit(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -59,8 +64,13 @@ def synthetic_factors(count: int, seed: int) -> tuple[list[dict[str, tuple[torch
 def write_peft(folder: Path, mods: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     folder.mkdir(parents=True)
     r = next(iter(mods.values()))[0].shape[1]
-    config = {"peft_type": "LORA", "r": r, "lora_alpha": r, "base_model_name_or_path": BASE,
-              "target_modules": ["q", "v", "o"]}
+    config = {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": r,
+        "base_model_name_or_path": BASE,
+        "target_modules": ["q", "v", "o"],
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config))
     tensors = {}
     for name, (U, V) in mods.items():  # scale = alpha / r = 1
@@ -83,8 +93,12 @@ def write_zoo(root: Path, count: int, seed: int, with_split: bool = True) -> Pat
         writer.writerows(rows)
     manifest = {
         "tasks": [
-            {"name": "membership", "kind": "multilabel", "columns": ["membership[A]", "membership[B]"],
-             "labels": ["A", "B"]},
+            {
+                "name": "membership",
+                "kind": "multilabel",
+                "columns": ["membership[A]", "membership[B]"],
+                "labels": ["A", "B"],
+            },
             {"name": "quality", "kind": "regression", "columns": ["quality"], "labels": []},
         ],
         "recipe": {"kind": "synthetic planted top singular direction", "seed": seed},
@@ -99,10 +113,15 @@ def minimal_read(path, dtype=torch.float32, **_):
     config = json.loads((path / "adapter_config.json").read_text())
     tensors = load_file(str(path / "adapter_model.safetensors"))
     scale = config["lora_alpha"] / config["r"]
-    names = sorted({k[len("base_model.model."): -len(".lora_A.weight")] for k in tensors if ".lora_A." in k})
+    names = sorted({k[len("base_model.model.") : -len(".lora_A.weight")] for k in tensors if ".lora_A." in k})
     mods = [
-        ModuleFactors(name, scale * tensors[f"base_model.model.{name}.lora_B.weight"].to(dtype),
-                      tensors[f"base_model.model.{name}.lora_A.weight"].T.to(dtype), scale, "lora_alpha/r")
+        ModuleFactors(
+            name,
+            scale * tensors[f"base_model.model.{name}.lora_B.weight"].to(dtype),
+            tensors[f"base_model.model.{name}.lora_A.weight"].T.to(dtype),
+            scale,
+            "lora_alpha/r",
+        )
         for name in names
     ]
     return Adapter(str(path), AdapterMeta("peft", base_model=config.get("base_model_name_or_path")), mods)
@@ -120,8 +139,11 @@ def reader(monkeypatch):
 
 
 def as_adapter(mods: dict[str, tuple[torch.Tensor, torch.Tensor]], source: str = "mem") -> Adapter:
-    return Adapter(source, AdapterMeta("peft", base_model=BASE),
-                   [ModuleFactors(name, U.float(), V.float(), 1.0, "test") for name, (U, V) in mods.items()])
+    return Adapter(
+        source,
+        AdapterMeta("peft", base_model=BASE),
+        [ModuleFactors(name, U.float(), V.float(), 1.0, "test") for name, (U, V) in mods.items()],
+    )
 
 
 def _app():
@@ -135,14 +157,38 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     zoo = write_zoo(tmp_path / "zoo", 300, seed=0)
     runner = CliRunner()
     ckpt_dir = tmp_path / "ckpt"
-    res = runner.invoke(_app(), ["train", str(zoo), "--model", "glnet", "--out", str(ckpt_dir), "--epochs", "60",
-                                 "--patience", "15", "--set", "hidden=16", "--set", "head_hidden=64",
-                                 "--format", "json", "--device", "cpu"])
+    res = runner.invoke(
+        _app(),
+        [
+            "train",
+            str(zoo),
+            "--model",
+            "glnet",
+            "--out",
+            str(ckpt_dir),
+            "--epochs",
+            "60",
+            "--patience",
+            "15",
+            "--set",
+            "hidden=16",
+            "--set",
+            "head_hidden=64",
+            "--format",
+            "json",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert {p.name for p in ckpt_dir.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
 
-    res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--format", "json", "--device", "cpu"])
+    res = runner.invoke(
+        _app(), ["eval", str(ckpt_dir), str(zoo), "--format", "json", "--device", "cpu", "--threads", "1"]
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)["metrics"]
     assert metrics["membership"]["accuracy"] > 0.85, metrics  # chance is 0.5
@@ -165,8 +211,9 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     for p, q in zip(before, after):
         assert p["tasks"]["quality"]["value"] == pytest.approx(q["tasks"]["quality"]["value"], abs=1e-3)
         for lab in ("A", "B"):
-            assert p["tasks"]["membership"]["probs"][lab] == pytest.approx(q["tasks"]["membership"]["probs"][lab],
-                                                                          abs=1e-3)
+            assert p["tasks"]["membership"]["probs"][lab] == pytest.approx(
+                q["tasks"]["membership"]["probs"][lab], abs=1e-3
+            )
     lo, hi = before[0]["tasks"]["quality"]["interval"]
     assert lo <= before[0]["tasks"]["quality"]["value"] <= hi
     assert before[0]["ood"] == {"flag": False, "reasons": []}
@@ -191,8 +238,13 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     reasons = ckpt.check(as_adapter(big))
     assert any("magnitude" in r for r in reasons)
     r8, _ = synthetic_factors(1, seed=5)
-    r8 = {k: (torch.cat([U, 0.01 * torch.randn(U.shape[0], 5, dtype=U.dtype)], 1),
-              torch.cat([V, 0.01 * torch.randn(V.shape[0], 5, dtype=V.dtype)], 1)) for k, (U, V) in r8[0].items()}
+    r8 = {
+        k: (
+            torch.cat([U, 0.01 * torch.randn(U.shape[0], 5, dtype=U.dtype)], 1),
+            torch.cat([V, 0.01 * torch.randn(V.shape[0], 5, dtype=V.dtype)], 1),
+        )
+        for k, (U, V) in r8[0].items()
+    }
     assert any("rank" in r for r in ckpt.check(as_adapter(r8)))
 
 
@@ -215,8 +267,25 @@ def test_bare_csv_seeded_split_and_cache(tmp_path, reader):
     assert torch.equal(batch.ranks, cached.ranks)
 
     runner = CliRunner()
-    res = runner.invoke(_app(), ["train", str(zoo / "labels.csv"), "--model", "mlp_svd", "--task", "quality",
-                                 "--out", str(tmp_path / "c"), "--epochs", "3", "--format", "json"])
+    res = runner.invoke(
+        _app(),
+        [
+            "train",
+            str(zoo / "labels.csv"),
+            "--model",
+            "mlp_svd",
+            "--task",
+            "quality",
+            "--out",
+            str(tmp_path / "c"),
+            "--epochs",
+            "3",
+            "--format",
+            "json",
+            "--threads",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["training_data"]["split_source"] == "seeded (0)"

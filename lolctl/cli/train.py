@@ -28,6 +28,18 @@ EVAL_EPILOG = """
 """
 
 
+ThreadsOpt = Annotated[
+    int, typer.Option("--threads", help="CPU threads for torch (0: torch's default). 1 is fastest on a busy machine.")
+]
+
+
+def _threads(n: int) -> None:
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _parse_sets(values: list[str]) -> dict[str, str]:
     from lolctl.errors import LolctlError
 
@@ -94,6 +106,7 @@ def train(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Train GL-net or a baseline on a zoo of LoRA adapters and save a checkpoint (config.json, model.safetensors,
@@ -106,6 +119,7 @@ def train(
     from lolctl.output import Output
 
     out = Output(fmt.value)
+    _threads(threads)
     if model not in MODEL_NAMES:
         raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
     cfg = TrainConfig(
@@ -144,6 +158,7 @@ def evaluate(
     ] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Evaluate a checkpoint on a zoo: R², Kendall τ and MAE for regression; accuracy, AUROC and expected
@@ -153,6 +168,7 @@ def evaluate(
     from lolctl.output import Output
 
     out = Output(fmt.value)
+    _threads(threads)
     with _progress(out) as (read_cb, _):
         result = eval_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
     out.log(f"{result['n']} adapters ({result['rows']})")
