@@ -1,0 +1,91 @@
+"""`lolctl zoo build` and `lolctl zoo info`: build a LoRA zoo from a recipe, summarise one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lolctl.cli.options import FormatOpt
+from lolctl.errors import LolctlError
+
+zoo_app = typer.Typer(help="Build LoRA zoos (datasets of LoRAs with known properties) and summarise them.",
+                      no_args_is_help=True)
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise LolctlError("L180", f"--set {item}", "expected KEY=VALUE", "e.g. --set n_train=200")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@zoo_app.command("build")
+def build_cmd(
+    out: Annotated[Path, typer.Argument(help="The zoo folder (created; an existing one is resumed).")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe name: minilm-wordnet, tiny, ...")] = (
+        "minilm-wordnet"),
+    base: Annotated[str | None, typer.Option("--base", help="Base model: a Hugging Face folder or Hub id.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed; LoRA i depends on (settings, seed, i).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes (1 thread each).")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Build only the first N LoRAs of the plan.")] = (
+        None),
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe setting: KEY=VALUE.")] = None,
+) -> None:
+    """Build (or resume) a zoo. Each LoRA is a PEFT adapter folder; labels.csv and manifest.json describe them.
+
+    Examples:
+      lolctl zoo build zoo/minilm-wordnet --workers 2
+      lolctl zoo build /tmp/small --recipe minilm-wordnet --set n_train=100 --limit 50
+      lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
+    """
+    import os
+    import sys
+
+    from lolctl.output import dumps
+    from lolctl.zoo.builder import build
+    from lolctl.zoo.recipes import get_recipe
+
+    overrides = _parse_sets(sets or [])
+    if base is not None:
+        overrides["base_model"] = base
+    if seed is not None:
+        overrides["seed"] = str(seed)
+    os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
+    result = build(get_recipe(recipe, overrides), out, workers=workers, limit=limit,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    sys.stdout.write(dumps(result) + "\n")
+
+
+@zoo_app.command("info")
+def info_cmd(
+    zoo: Annotated[Path, typer.Argument(help="A zoo folder (with manifest.json and labels.csv).")],
+    fmt: FormatOpt = "table",  # type: ignore[assignment]
+) -> None:
+    """Summarise a zoo: counts per split and rank, target ranges, recipe and versions.
+
+    Examples:
+      lolctl zoo info zoo/minilm-wordnet
+      lolctl zoo info zoo/minilm-wordnet -f json
+    """
+    from lolctl.output import Output
+    from lolctl.zoo.info import render_table, summarise
+
+    summary = summarise(zoo)
+    output = Output(getattr(fmt, "value", fmt))
+    if output.human:
+        output.print(render_table(summary))
+    elif output.format == "json":
+        output.json(summary)
+    elif output.format == "jsonl":
+        output.jsonl([summary])
+    else:
+        output.csv(summary["targets"])
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(zoo_app, name="zoo")

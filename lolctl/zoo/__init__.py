@@ -1,0 +1,1 @@
+"""LoRA zoos: datasets of LoRAs with known properties, built from recipes."""

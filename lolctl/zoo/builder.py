@@ -1,0 +1,238 @@
+"""The generic zoo builder: plan → prepare (frozen work, once) → train each LoRA in worker processes → PEFT folders,
+``labels.csv`` and ``manifest.json``.
+
+Resumable: each LoRA is written to a temporary folder and renamed into place, so after a kill a LoRA is either
+complete or absent; a rerun skips the complete ones and rebuilds ``labels.csv`` from the per-LoRA ``meta.json``
+files. Deterministic: LoRA ``index`` depends only on the recipe settings and ``index`` (one torch thread per LoRA),
+so a resumed build yields the same bytes as an uninterrupted one.
+
+Layout::
+
+    ZOO/manifest.json         tasks, recipe settings, versions, base model id + hash, adapter hashes
+    ZOO/labels.csv            id, path, split, rank, targets..., hp.* (one row per finished LoRA)
+    ZOO/adapters/lora-00012/  adapter_config.json, adapter_model.safetensors, meta.json
+    ZOO/cache/                frozen work from the recipe's prepare step
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lolctl.errors import LolctlError
+from lolctl.zoo.recipes.base import Job, Trained
+
+MANIFEST = "manifest.json"
+LABELS = "labels.csv"
+ADAPTERS = "adapters"
+SPLITS = ("train", "val", "test")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import safetensors
+    import torch
+    import transformers
+
+    from lolctl import __version__
+
+    return {"lolctl": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "safetensors": safetensors.__version__}
+
+
+def adapter_files(trained: Trained, base_model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(adapter_config dict, state dict) exactly as PEFT saves a LoRA: lora_A = Vᵀ (r × m), lora_B = U / s (n × r)."""
+    scale = trained.alpha / trained.rank
+    state = {}
+    modules = []
+    for path, (U, V) in trained.factors.items():
+        state[f"{path}.lora_A.weight"] = V.T.contiguous().float()
+        state[f"{path}.lora_B.weight"] = (U / scale).contiguous().float()
+        modules.append(path.rsplit(".", 1)[-1])
+    config = {
+        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model, "revision": None,
+        "r": trained.rank, "lora_alpha": trained.alpha, "lora_dropout": 0.0, "bias": "none",
+        "target_modules": sorted(set(modules)), "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+        "init_lora_weights": True, "inference_mode": True, "modules_to_save": None, "layers_to_transform": None,
+        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **trained.peft,
+    }
+    return config, state
+
+
+def write_lora(zoo: Path, job: Job, trained: Trained, base_model: str) -> dict[str, Any]:
+    """Write one LoRA folder atomically (tmp folder + rename) and return its meta record."""
+    from safetensors.torch import save
+
+    config, state = adapter_files(trained, base_model)
+    blob = save(state, metadata={"format": "pt"})
+    meta = {"id": job.id, "index": job.index, "path": f"{ADAPTERS}/{job.id}", "split": job.split, "rank": job.rank,
+            "targets": trained.targets, "hp": trained.hp, "sha256": hashlib.sha256(blob).hexdigest()}
+    final = zoo / ADAPTERS / job.id
+    tmp = zoo / ADAPTERS / f".tmp-{job.id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "adapter_model.safetensors").write_bytes(blob)
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, allow_nan=True) + "\n")
+    try:
+        tmp.rename(final)
+    except OSError:  # another process finished the same LoRA first; the content is identical by construction
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def done_ids(zoo: Path) -> set[str]:
+    root = zoo / ADAPTERS
+    return {p.name for p in root.iterdir() if (p / "meta.json").exists()} if root.exists() else set()
+
+
+def read_metas(zoo: Path) -> list[dict[str, Any]]:
+    metas = [json.loads((p / "meta.json").read_text()) for p in sorted((zoo / ADAPTERS).glob("lora-*"))
+             if (p / "meta.json").exists()]
+    return sorted(metas, key=lambda m: m["index"])
+
+
+def labels_text(metas: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> str:
+    """labels.csv: id, path, split, rank, every task column, then hp.* columns (union over rows, sorted)."""
+    target_cols = [c for t in tasks for c in t["columns"]]
+    hp_cols = sorted({k for m in metas for k in m["hp"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "path", "split", "rank", *target_cols, *[f"hp.{k}" for k in hp_cols]])
+    for m in metas:
+        writer.writerow([m["id"], m["path"], m["split"], m["rank"], *[m["targets"].get(c, "") for c in target_cols],
+                         *[m["hp"].get(k, "") for k in hp_cols]])
+    return buf.getvalue()
+
+
+def write_manifest(zoo: Path, recipe: Any, facts: dict[str, Any], status: str) -> None:
+    from lolctl.zoo.basemodel import resolve_base, weights_hash
+
+    metas = read_metas(zoo) if status == "complete" else []
+    settings = recipe.describe()
+    manifest = {
+        "format": "lolctl-zoo/1", "status": status, "recipe": settings, "tasks": recipe.tasks(),
+        "base_model": {"id": recipe.settings.base_model,
+                       "hash": weights_hash(resolve_base(recipe.settings.base_model))},
+        "versions": versions(), "facts": facts,
+        "splits": _count_splits(recipe.plan()),
+        "adapters": {m["id"]: "sha256:" + m["sha256"] for m in metas},
+    }
+    _write_atomic(zoo / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _count_splits(jobs: list[Job]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.split] = counts.get(job.split, 0) + 1
+    return counts
+
+
+def check_resume(zoo: Path, recipe: Any) -> None:
+    path = zoo / MANIFEST
+    if not path.exists():
+        return
+    old = json.loads(path.read_text()).get("recipe")
+    if old != json.loads(json.dumps(recipe.describe())):
+        raise LolctlError("L176", str(path), "this zoo was started with other recipe settings",
+                          "build into a new folder, or rerun with the same --recipe/--set/--seed")
+
+
+# -- workers ---------------------------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(recipe: Any, zoo: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["recipe"] = recipe
+    _WORKER["zoo"] = Path(zoo)
+    _WORKER["context"] = recipe.load(Path(zoo))
+
+
+def _run_job(job: Job) -> tuple[str, float]:
+    start = time.perf_counter()
+    recipe = _WORKER["recipe"]
+    trained = recipe.train(_WORKER["context"], job)
+    write_lora(_WORKER["zoo"], job, trained, recipe.settings.base_model)
+    return job.id, time.perf_counter() - start
+
+
+def _run_in_process(recipe: Any, zoo: Path, jobs: list[Job]) -> Iterator[tuple[str, float]]:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        _init_worker(recipe, str(zoo))
+        for job in jobs:
+            yield _run_job(job)
+    finally:
+        torch.set_num_threads(threads)
+        _WORKER.clear()
+
+
+def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator[tuple[str, float]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(recipe, str(zoo))) as pool:
+        yield from pool.map(_run_job, jobs, chunksize=1)
+
+
+def build(
+    recipe: Any, zoo: Path, workers: int = 1, limit: int | None = None, log: Callable[[str], None] = lambda _: None,
+    labels_every: int = 25,
+) -> dict[str, Any]:
+    """Build (or resume) the zoo. ``limit`` builds only the first ``limit`` LoRAs of the plan (in build order)."""
+    zoo = Path(zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    check_resume(zoo, recipe)
+    for stale in (zoo / ADAPTERS).glob(".tmp-*") if (zoo / ADAPTERS).exists() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    plan = recipe.plan()[:limit] if limit is not None else recipe.plan()
+    log(f"zoo {zoo}: recipe {recipe.name}, {len(plan)} LoRAs planned")
+    facts_path = zoo / "cache" / "facts.json"
+    if facts_path.exists():
+        facts = json.loads(facts_path.read_text())
+    else:
+        log("preparing frozen work (once per zoo)...")
+        facts = recipe.prepare(zoo)
+        facts_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(facts_path, json.dumps(facts, indent=2) + "\n")
+    write_manifest(zoo, recipe, facts, "building")
+    done = done_ids(zoo)
+    todo = [job for job in plan if job.id not in done]
+    log(f"{len(plan) - len(todo)} already built, {len(todo)} to build with {workers} worker(s)")
+    tasks = recipe.tasks()
+    start = time.perf_counter()
+    cpu = 0.0
+    runner = _run_in_process(recipe, zoo, todo) if workers <= 1 else _run_pool(recipe, zoo, todo, workers)
+    for n, (lora_id, seconds) in enumerate(runner, 1):
+        cpu += seconds
+        if n % labels_every == 0 or n == len(todo):
+            _write_atomic(zoo / LABELS, labels_text(read_metas(zoo), tasks))
+        wall = time.perf_counter() - start
+        eta = wall / n * (len(todo) - n)
+        log(f"[{n}/{len(todo)}] {lora_id} {seconds:.1f}s (mean {cpu / n:.2f}s/LoRA, wall {wall:.0f}s, eta {eta:.0f}s)")
+    metas = read_metas(zoo)
+    _write_atomic(zoo / LABELS, labels_text(metas, tasks))
+    complete = {m["id"] for m in metas} >= {job.id for job in recipe.plan()}
+    write_manifest(zoo, recipe, facts, "complete" if complete else "partial")
+    return {"built": len(todo), "total": len(metas), "status": "complete" if complete else "partial",
+            "seconds_per_lora": cpu / max(len(todo), 1)}

@@ -1,0 +1,291 @@
+"""Recipe ``minilm-wordnet``: LoRAs of all-MiniLM-L6-v2 (query/value, 6 layers) trained contrastively to map WordNet
+lemmas to their definitions, each on a few topic groups (lexicographer categories).
+
+Training pairs (lemma → definition) use in-batch negatives and mean pooling. The definition side is the frozen base
+model (encoded once per zoo, in ``prepare``); the lemma side carries the LoRA. Lemmas are short (≤ 8 tokens), so a
+LoRA of 40-120 steps costs a few core-seconds. Per LoRA the recipe records
+
+- ``quality``: accuracy@1 of lemma → definition retrieval on a fixed held-out set (64 pairs per topic + 256 pairs of
+  other categories, all 896 definitions as candidates) — the CLIP-score analog;
+- ``own_quality``: the same accuracy restricted to held-out pairs of its own topics — the ARC-accuracy analog;
+- ``membership``: which of the 10 topic groups were in its data (1-3 of them) — the Imagenette analog;
+- ``noise`` (clean / noisy: 40-80 % of pairs shuffled) and ``lemma_form`` (single-word / multi-word lemmas only):
+  attributes of its data — the CelebA analog; ``log_size``: log2 of its number of pairs — the DSiRe analog.
+
+Learning rate (3e-4 … 3e-2, the top end harmful), steps, batch, data size, noise and topic mix are drawn per LoRA
+from (seed, index) and recorded as ``hp.*`` columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lolctl.zoo.recipes.base import Job, Trained
+
+TOPICS = (
+    "noun.animal", "noun.plant", "noun.food", "noun.artifact", "noun.person",
+    "noun.body", "noun.location", "noun.substance", "noun.communication", "noun.act",
+)
+FORMS = ("single", "multi")
+CACHE = "cache/frozen.safetensors"
+
+
+@dataclass(frozen=True)
+class WordnetSettings:
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    seed: int = 0
+    n_val: int = 160
+    n_test: int = 256
+    n_train: int = 1024
+    n_per_rank: int = 64
+    rank: int = 4
+    other_ranks: tuple[int, ...] = (1, 2, 8, 16)
+    alpha_per_rank: float = 2.0  # lora_alpha = 2 r, so s = 2 at every rank
+    topics: tuple[str, ...] = TOPICS
+    topic_mix: tuple[float, ...] = (0.4, 0.35, 0.25)  # P(1 topic), P(2), P(3)
+    eval_per_topic: int = 64
+    eval_other: int = 256
+    lemma_tokens: int = 8
+    gloss_tokens: int = 32
+    size_min: int = 32
+    size_max: int = 1024
+    lr_min: float = 3e-4
+    lr_max: float = 3e-2
+    steps_min: int = 40
+    steps_max: int = 120
+    batches: tuple[int, ...] = (16, 32)
+    p_noisy: float = 0.5
+    noise_min: float = 0.4
+    noise_max: float = 0.8
+    temperature: float = 0.05
+    subset: str = ""  # a synsets.tsv.gz of the same form; empty = the one shipped with lolctl
+
+
+def plan_splits(s: Any) -> list[Job]:
+    """Build order = index order: val, test, train (r = s.rank), then one test split per other rank."""
+    jobs: list[Job] = []
+    for split, n, rank in [("val", s.n_val, s.rank), ("test", s.n_test, s.rank), ("train", s.n_train, s.rank)] + [
+        (f"test_r{r}", s.n_per_rank, r) for r in s.other_ranks
+    ]:
+        jobs += [Job(len(jobs) + i, split, rank) for i in range(n)]
+    return jobs
+
+
+def _hash_order(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
+def job_seed(seed: int, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "little") >> 1
+
+
+class MinilmWordnet:
+    name = "minilm-wordnet"
+
+    def __init__(self, settings: WordnetSettings | None = None) -> None:
+        self.settings = settings or WordnetSettings()
+
+    # -- description -------------------------------------------------------------------------------------------
+    def tasks(self) -> list[dict[str, Any]]:
+        t = list(self.settings.topics)
+        return [
+            {"name": "quality", "kind": "regression", "columns": ["quality"], "labels": []},
+            {"name": "own_quality", "kind": "regression", "columns": ["own_quality"], "labels": []},
+            {"name": "log_size", "kind": "regression", "columns": ["log_size"], "labels": []},
+            {"name": "membership", "kind": "multilabel", "columns": [f"membership[{x}]" for x in t], "labels": t},
+            {"name": "noise", "kind": "multiclass", "columns": ["noise"], "labels": ["clean", "noisy"]},
+            {"name": "lemma_form", "kind": "multiclass", "columns": ["lemma_form"], "labels": list(FORMS)},
+        ]
+
+    def plan(self) -> list[Job]:
+        return plan_splits(self.settings)
+
+    # -- frozen work, once per zoo -----------------------------------------------------------------------------
+    def _data(self) -> tuple[list[Any], dict[str, Any]]:
+        from lolctl.zoo.wordnet import load_subset
+
+        s = self.settings
+        rows = load_subset(Path(s.subset) if s.subset else None)
+        order = sorted(range(len(rows)), key=lambda i: _hash_order(f"{rows[i].pos}{rows[i].offset}"))
+        topic_of = {name: k for k, name in enumerate(s.topics)}
+        eval_ids: list[int] = []
+        eval_topic: list[int] = []
+        pools: dict[tuple[int, str], list[int]] = {(k, f): [] for k in range(len(s.topics)) for f in FORMS}
+        seen = [0] * len(s.topics)
+        other = 0
+        for i in order:
+            k = topic_of.get(rows[i].lexname)
+            if k is None:
+                if other < s.eval_other:
+                    eval_ids.append(i)
+                    eval_topic.append(-1)
+                    other += 1
+            elif seen[k] < s.eval_per_topic:
+                eval_ids.append(i)
+                eval_topic.append(k)
+                seen[k] += 1
+            else:
+                pools[(k, FORMS[rows[i].multiword])].append(i)
+        return rows, {"eval_ids": eval_ids, "eval_topic": eval_topic, "pools": pools}
+
+    def prepare(self, zoo: Path) -> dict[str, Any]:
+        """Tokenize every lemma and encode every definition with the frozen base model (bf16, one thread, in a
+        fixed order, so the cache is reproducible); returns facts for the manifest (base accuracy, pool sizes)."""
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoTokenizer
+
+        from lolctl.zoo.basemodel import resolve_base
+        from lolctl.zoo.lean_bert import LeanBert
+
+        s = self.settings
+        key = _hash_order(repr((s.base_model, s.subset, s.lemma_tokens, s.gloss_tokens)))
+        path = zoo / CACHE
+        rows, data = self._data()
+        if not (path.exists() and load_file(str(path)).get("key", torch.zeros(0)).numel() == len(key)
+                and bytes(load_file(str(path))["key"].tolist()).decode() == key):
+            folder = resolve_base(s.base_model)
+            tok = AutoTokenizer.from_pretrained(str(folder))
+            bert = LeanBert.from_folder(folder)
+            lemma = tok([r.lemma for r in rows], padding="max_length", truncation=True, max_length=s.lemma_tokens,
+                        return_tensors="pt")
+            gloss = tok([r.definition for r in rows], padding="max_length", truncation=True,
+                        max_length=s.gloss_tokens, return_tensors="pt")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                emb = torch.empty(len(rows), bert.shape.hidden)
+                with torch.inference_mode():
+                    for a in range(0, len(rows), 256):
+                        ids, mask = gloss["input_ids"][a:a + 256], gloss["attention_mask"][a:a + 256]
+                        T = int(mask.sum(1).max())
+                        emb[a:a + 256] = bert.encode(ids[:, :T], mask[:, :T], None)
+            finally:
+                torch.set_num_threads(threads)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"lemma_ids": lemma["input_ids"].to(torch.int32).contiguous(),
+                       "lemma_mask": lemma["attention_mask"].to(torch.int8).contiguous(),
+                       "gloss_emb": emb.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)},
+                      str(tmp))
+            tmp.replace(path)
+        context = self.load(zoo)
+        base_acc = self._evaluate(context, None)
+        return {"base_quality": base_acc[0], "eval_pairs": len(data["eval_ids"]),
+                "pool_sizes": {f"{s.topics[k]}/{f}": len(v) for (k, f), v in data["pools"].items()}}
+
+    def load(self, zoo: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        from lolctl.zoo.basemodel import resolve_base
+        from lolctl.zoo.lean_bert import LeanBert
+
+        cache = load_file(str(zoo / CACHE))
+        _, data = self._data()
+        return {"bert": LeanBert.from_folder(resolve_base(self.settings.base_model)), **cache, **data}
+
+    # -- one LoRA -----------------------------------------------------------------------------------------------
+    def draw(self, index: int) -> dict[str, Any]:
+        """The hyperparameters and data choices of LoRA ``index`` (pure function of seed and index)."""
+        s = self.settings
+        rng = random.Random(f"{s.seed}:{index}")
+        k = rng.choices(range(1, len(s.topic_mix) + 1), weights=s.topic_mix)[0]
+        topics = sorted(rng.sample(range(len(s.topics)), k))
+        noisy = rng.random() < s.p_noisy
+        return {
+            "topics": topics,
+            "lemma_form": rng.choice(FORMS),
+            "noise": rng.uniform(s.noise_min, s.noise_max) if noisy else 0.0,
+            "size": round(2 ** rng.uniform(math.log2(s.size_min), math.log2(s.size_max))),
+            "lr": math.exp(rng.uniform(math.log(s.lr_min), math.log(s.lr_max))),
+            "steps": rng.randint(s.steps_min, s.steps_max),
+            "batch": rng.choice(s.batches),
+            "_rng": rng,
+        }
+
+    def train(self, ctx: dict[str, Any], job: Job) -> Trained:
+        s = self.settings
+        hp = self.draw(job.index)
+        rng: random.Random = hp.pop("_rng")
+        k = len(hp["topics"])
+        per = [hp["size"] // k + (i < hp["size"] % k) for i in range(k)]
+        lemmas: list[int] = []
+        for t, n in zip(hp["topics"], per):
+            pool = ctx["pools"][(t, hp["lemma_form"])]
+            lemmas += rng.sample(pool, min(n, len(pool)))
+        n = len(lemmas)
+        targets = list(lemmas)
+        shuffled = sorted(rng.sample(range(n), round(hp["noise"] * n)))
+        for a, b in zip(shuffled, shuffled[1:] + shuffled[:1]):  # rotate: every chosen pair gets another definition
+            targets[a] = lemmas[b]
+        gen = torch.Generator().manual_seed(job_seed(s.seed, job.index))
+        from lolctl.zoo.lean_bert import init_lora
+
+        bert = ctx["bert"]
+        alpha = s.alpha_per_rank * job.rank
+        scale = alpha / job.rank
+        params = init_lora(bert.shape, job.rank, alpha, gen)  # (U=B·0, V=Aᵀ) trained as B, A
+        flat = [t for layer in params for pair in layer.values() for t in pair]
+        opt = torch.optim.AdamW(flat, lr=hp["lr"], weight_decay=0.0)
+        lemma_t = torch.tensor(lemmas)
+        target_t = torch.tensor(targets)
+        batch = min(hp["batch"], n)
+        order = torch.randperm(n, generator=gen)
+        pos = 0
+        for _ in range(hp["steps"]):
+            if pos + batch > n:
+                order, pos = torch.randperm(n, generator=gen), 0
+            pick = order[pos:pos + batch]
+            pos += batch
+            ids, mask = self._batch(ctx, lemma_t[pick])
+            lora = [{m: (scale * B, V) for m, (B, V) in layer.items()} for layer in params]
+            emb = bert.encode(ids, mask, lora)
+            logits = emb @ ctx["gloss_emb"][target_t[pick]].T / s.temperature
+            loss = F.cross_entropy(logits, torch.arange(len(pick)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        lora = [{m: (scale * B.detach(), V.detach()) for m, (B, V) in layer.items()} for layer in params]
+        quality, own = self._evaluate(ctx, lora, hp["topics"])
+        factors = {f"base_model.model.encoder.layer.{i}.attention.self.{m}": uv
+                   for i, layer in enumerate(lora) for m, uv in layer.items()}
+        members = {f"membership[{name}]": int(k in hp["topics"]) for k, name in enumerate(s.topics)}
+        return Trained(
+            factors=factors, rank=job.rank, alpha=alpha,
+            targets={"quality": quality, "own_quality": own, "log_size": math.log2(n), **members,
+                     "noise": "noisy" if hp["noise"] > 0 else "clean", "lemma_form": hp["lemma_form"]},
+            hp={"lr": hp["lr"], "steps": hp["steps"], "batch": hp["batch"], "n_pairs": n, "noise": hp["noise"],
+                "topics": "+".join(s.topics[k] for k in hp["topics"]), "n_topics": len(hp["topics"]),
+                "lemma_form": hp["lemma_form"], "rank": job.rank, "alpha": alpha, "seed": s.seed,
+                "final_loss": float(loss.detach())},
+        )
+
+    @staticmethod
+    def _batch(ctx: dict[str, Any], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = ctx["lemma_mask"][rows].long()
+        T = int(mask.sum(1).max())
+        return ctx["lemma_ids"][rows][:, :T].long(), mask[:, :T]
+
+    def _evaluate(self, ctx: dict[str, Any], lora: Any, own: list[int] | None = None) -> tuple[float, float]:
+        rows = torch.tensor(ctx["eval_ids"])
+        gloss = ctx["gloss_emb"][rows]
+        hits = []
+        with torch.inference_mode():
+            for a in range(0, len(rows), 256):
+                ids, mask = self._batch(ctx, rows[a:a + 256])
+                sims = ctx["bert"].encode(ids, mask, lora) @ gloss.T
+                hits.append(sims.argmax(1) == torch.arange(a, a + len(ids)))
+        hit = torch.cat(hits).float()
+        topic = torch.tensor(ctx["eval_topic"])
+        mine = torch.isin(topic, torch.tensor(own if own else [-2]))
+        return float(hit.mean()), float(hit[mine].mean()) if mine.any() else float("nan")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.settings)}
