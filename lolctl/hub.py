@@ -90,7 +90,10 @@ def adapter_sources(folder: Path, files: list[str]) -> list[Path]:
     dirs = sorted({str(PurePosixPath(f).parent) for f in files if f.endswith("adapter_config.json")})
     if dirs:
         return [folder if d == "." else folder / d for d in dirs]
-    return [folder / f for f in files if f.endswith(".safetensors")]
+    singles = [f for f in files if f.endswith(".safetensors")]
+    if len(singles) == 1:
+        return [folder]  # the snapshot folder holds just this file (read through the HF cache's blob link)
+    return [folder / f for f in singles]
 
 
 def _hub_cache_dir() -> Path:

@@ -221,3 +221,18 @@ def write_files(folder, files: dict[str, bytes]):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     return folder
+
+
+def kohya_file(seed: int = 0, *, r: int = 2, n: int = 8, m: int = 6) -> bytes:
+    """A single-file kohya/sd-scripts LoRA (lora_unet_* keys, lora_down / lora_up / alpha) as safetensors bytes."""
+    import torch
+    from safetensors.torch import save
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for block in ("down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+                  "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_v"):
+        tensors[f"lora_unet_{block}.lora_down.weight"] = torch.randn(r, m, generator=g)
+        tensors[f"lora_unet_{block}.lora_up.weight"] = torch.randn(n, r, generator=g)
+        tensors[f"lora_unet_{block}.alpha"] = torch.tensor(float(r))
+    return save(tensors, metadata={"ss_network_dim": str(r), "ss_base_model_version": "sd_v1"})

@@ -97,7 +97,8 @@ def test_fetch_downloads_only_adapter_files_at_a_pinned_revision(hub, fake_hub, 
 
 def test_fetch_single_file_lora(hub):
     paths, facts = hub.fetch(HubRef("someuser/kohya-style"))
-    assert [p.name for p in paths] == ["style.safetensors"] and facts["files"] == ["style.safetensors"]
+    assert [p.name for p in paths] == [facts["sha"]] and facts["files"] == ["style.safetensors"]
+    assert [p.name for p in paths[0].iterdir()] == ["style.safetensors"]
 
 
 @pytest.mark.parametrize(
