@@ -30,6 +30,15 @@ SHAPES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is much faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _unit(n: int, gen: torch.Generator) -> torch.Tensor:
     x = torch.randn(n, generator=gen, dtype=torch.float64)
     return x / x.norm()

@@ -1,0 +1,195 @@
+"""Symmetries of GL-net and the baselines, in float64: invariance, equivariance, sensitivity, ranks, budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.group import GL
+from lolctl.nn import MODELS, InputSpec, LoraBatch, ModuleSpec, TaskSpec, build_model
+from lolctl.nn.glnet import GLNet, gl_gate, row_dropout
+from lolctl.testing import assert_equivariant, assert_invariant, assert_sensitive, random_factors
+
+SPEC = InputSpec((ModuleSpec("a.q", 9, 7), ModuleSpec("a.v", 9, 7), ModuleSpec("b.o", 7, 9), ModuleSpec("b.q", 9, 7)))
+SHAPES = [m.shape for m in SPEC.modules]
+TASKS = (
+    TaskSpec("quality", "regression", ("quality",)),
+    TaskSpec("membership", "multilabel", ("membership[x]", "membership[y]"), ("x", "y")),
+    TaskSpec("topic", "multiclass", ("topic",), ("p", "q", "s")),
+)
+GL_INVARIANT = ["glnet", "mlp_svd", "mlp_dense", "transformer"]
+SMALL = {"transformer": {"d_model": 16, "heads": 2}, "glnet": {"hidden": 6}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is much faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(name: str, **values) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(name, {**SMALL.get(name, {}), **values}, SPEC, TASKS).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    model.prepare(LoraBatch.from_factors(SPEC, random_factors(SHAPES, 4, 8, generator=gen)))
+    return model
+
+
+def as_fn(model):
+    return lambda factors: {k: v.detach() for k, v in model(LoraBatch.from_factors(SPEC, factors)).items()}
+
+
+def factors(r, batch=3, seed=2):
+    return random_factors(SHAPES, r, batch, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_lists_every_model():
+    assert set(MODELS) == {"glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer"}
+
+
+@pytest.mark.parametrize("name", GL_INVARIANT)
+def test_gl_invariant_and_sensitive(name):
+    model = make(name)
+    f = factors(4)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(3))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("name", GL_INVARIANT)
+def test_accepts_ranks_1_to_32(name):
+    model = make(name)
+    for r in (1, 2, 5, 16, 32):
+        out = as_fn(model)(factors(r, batch=2))
+        assert out["quality"].shape == (2, 1) and out["membership"].shape == (2, 2) and out["topic"].shape == (2, 3)
+        assert all(torch.isfinite(v).all() for v in out.values())
+    assert_invariant(as_fn(model), factors(32, batch=1), trials=1, generator=torch.Generator().manual_seed(5))
+
+
+def test_mixed_ranks_and_zero_padding_change_nothing():
+    """Modules of different ranks in one adapter; padding a module with zero columns gives the same output."""
+    for name in GL_INVARIANT:
+        model = make(name)
+        f = random_factors(SHAPES, [1, 3, 2, 5], 2, generator=torch.Generator().manual_seed(6))
+        padded = [(torch.nn.functional.pad(U, (0, 3)), torch.nn.functional.pad(V, (0, 3))) for U, V in f]
+        a, b = as_fn(model)(f), as_fn(model)(padded)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-9, msg=f"{name}: {k}")
+
+
+def test_fixed_rank_models_refuse_higher_ranks():
+    for name in ("mlp", "mlp_oalign"):
+        model = make(name, rank=4)
+        as_fn(model)(factors(3))  # lower ranks are zero-padded
+        with pytest.raises(LolctlError) as err:
+            as_fn(model)(factors(5))
+        assert err.value.code == "L171" and "rank 5" in str(err.value)
+
+
+def test_oalign_is_orthogonal_invariant_but_not_gl_invariant():
+    model = make("mlp_oalign", rank=4)
+    f = factors(4)
+    assert_invariant(as_fn(model), f, orthogonal=True, generator=torch.Generator().manual_seed(7))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(8))
+    with pytest.raises(AssertionError, match="not invariant"):
+        assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(9))
+
+
+def test_plain_mlp_is_not_invariant():
+    model = make("mlp", rank=4)
+    with pytest.raises(AssertionError, match="not invariant"):
+        assert_invariant(as_fn(model), factors(4), orthogonal=True, generator=torch.Generator().manual_seed(10))
+
+
+def test_glnet_equivariant_trunk_and_pieces():
+    model = make("glnet", layers=3)
+    gen = torch.Generator().manual_seed(11)
+
+    def trunk(fs):
+        U, V = model.equivariant(LoraBatch.from_factors(SPEC, fs))  # (B, L, h, R) in slot order
+        slots = [i for g in SPEC.groups for i in g.indices]
+        out = [None] * len(SPEC)
+        for j, i in enumerate(slots):
+            out[i] = (U[:, j].detach(), V[:, j].detach())
+        return out
+
+    assert_equivariant(trunk, factors(3), generator=gen)
+    # the gate alone, and row dropout with a fixed seed, are equivariant too
+    hs = [(6, 6)] * 2
+    assert_equivariant(
+        lambda fs: [gl_gate(U, V) for U, V in fs], random_factors(hs, 3, 4, generator=gen), generator=gen
+    )
+
+    def dropped(fs):
+        torch.manual_seed(12)
+        return [(row_dropout(U, 0.5, True), row_dropout(V, 0.5, True)) for U, V in fs]
+
+    assert_equivariant(dropped, random_factors(hs, 3, 4, generator=gen), generator=gen)
+    # a wrong action is noticed by the checker: the trunk is not "equivariant" because it ignores its input
+    with pytest.raises(AssertionError):
+        f = factors(3)
+        base = trunk(f)
+        gs = [GL(3).random(3, generator=gen) for _ in f]
+        moved = trunk([GL.wrong_act(U, V, g) for (U, V), g in zip(f, gs)])
+        expected = [GL.act(U, V, g) for (U, V), g in zip(base, gs)]
+        torch.testing.assert_close(
+            torch.cat([m[0].flatten() for m in moved]), torch.cat([e[0].flatten() for e in expected])
+        )
+
+
+def test_glnet_gate_never_forms_hxh_product():
+    """The gate equals the definition through U'V'ᵀ, computed without it."""
+    U, V = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    M = U @ V.transpose(-1, -2)
+    gu, gv = gl_gate(U, V)
+    torch.testing.assert_close(gu, U * (M.sum(-1, keepdim=True) > 0))
+    torch.testing.assert_close(gv, V * (M.sum(-2).unsqueeze(-1) > 0))
+
+
+def test_glnet_with_singular_values_is_still_invariant():
+    model = make("glnet", singular_values=4)
+    f = factors(4)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(13))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(14))
+
+
+def test_glnet_parameters_are_per_module_and_grouped():
+    model = make("glnet", hidden=6, layers=2)
+    assert isinstance(model, GLNet)
+    assert [tuple(p.shape) for p in model.in_U] == [(3, 6, 9), (1, 6, 7)]  # two shape groups
+    assert [tuple(p.shape) for p in model.hid_U] == [(4, 6, 6)]
+
+
+def test_dense_refuses_past_memory_budget():
+    big = InputSpec(tuple(ModuleSpec(f"m{i}", 4096, 4096) for i in range(12)))
+    with pytest.raises(LolctlError) as err:
+        build_model("mlp_dense", {}, big, TASKS)
+    assert err.value.code == "L173" and "budget" in str(err.value)
+    build_model("mlp_dense", {"memory_budget_mb": 1.0}, SPEC, TASKS)  # a small spec fits
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(LolctlError, match="hidden"):
+        build_model("glnet", {"hidden": "wide"}, SPEC, TASKS)
+    with pytest.raises(LolctlError, match="no such field"):
+        build_model("glnet", {"widht": 3}, SPEC, TASKS)
+    with pytest.raises(LolctlError, match="unknown model"):
+        build_model("resnet", {}, SPEC, TASKS)
+
+
+def test_batch_layout_roundtrip_and_respec():
+    f = random_factors(SHAPES, [2, 3, 1, 2], 2, generator=torch.Generator().manual_seed(15))
+    batch = LoraBatch.from_factors(SPEC, f)
+    assert batch.max_rank == 3 and batch.ranks.tolist() == [[2, 3, 1, 2]] * 2
+    for (U, V), (U2, V2) in zip(f, batch.factors()):
+        torch.testing.assert_close(U2[..., : U.shape[-1]], U)
+        assert not U2[..., U.shape[-1] :].any() and not V2[..., V.shape[-1] :].any()
+    reordered = InputSpec(tuple(reversed(SPEC.modules)))
+    moved = batch.respec(reordered)
+    assert moved.ranks.tolist() == [[2, 1, 3, 2]] * 2
+    torch.testing.assert_close(moved.factors()[0][0], batch.factors()[3][0])
+    with pytest.raises(LolctlError, match="L171"):
+        batch.respec(InputSpec((*SPEC.modules[:3], ModuleSpec("b.q", 9, 8))))
