@@ -1,0 +1,141 @@
+"""The hostile corpus through `lolctl inspect` and `lolctl scan`: stable codes, exit codes, no traceback, nothing
+executed or imported, nothing outside the corpus read or written. The corpus is generated (tests/hostile/)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hostile import harness as h
+from hostile.make_corpus import build_corpus
+from hostile.registry import CASES, MARKER_MODULE, Case
+
+NAMES = [c.name for c, _ in CASES]
+# case -> reason, until the reader fixes land (see /work/notes/hostile-mismatches.md)
+KNOWN_BROKEN: dict[str, str] = {
+    "st_header_deep_nesting": "RecursionError escapes the header parser (L199)",
+    "st_header_bigint": "ValueError (int digit limit) escapes the header parser (L199)",
+    "cfg_deep_nesting": "RecursionError escapes the config parser (L199)",
+    "st_truncated_data": "reported as L123 instead of L120",
+    "st_declares_huge": "reported as L123 instead of L120",
+    "st_no_tensors": "reported as L103 instead of L101",
+    "fs_weights_is_directory": "IsADirectoryError (L199)",
+    "fs_weights_is_fifo": "reported as L126 empty file",
+    "kohya_alpha_nan": "NaN scale breaks the JSON output (L199)",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile")
+    root, outside = base / "corpus", base / "outside"
+    cases = build_corpus(root, outside)
+    return {"root": root, "outside": outside, "work": base / "work", "cases": {c.name: c for c in cases},
+            "before": h.snapshot(outside)}
+
+
+@pytest.fixture(scope="module")
+def inspected(corpus):
+    cases = list(corpus["cases"].values())
+    return h.run_driver(h.inspect_runs(cases, corpus["root"]), corpus["root"], corpus["work"] / "inspect")
+
+
+@pytest.fixture(scope="module")
+def scanned(corpus):
+    """Two scans of every case target (plain, and --trust-pickle for the cases that ask for it) and one scan of the
+    whole corpus folder (discovery)."""
+    root, work = corpus["root"], corpus["work"] / "scan"
+    cases = [c for c in corpus["cases"].values() if c.name not in KNOWN_BROKEN]
+    plain = [c for c in cases if not c.args]
+    trusted = [c for c in cases if c.args == ["--trust-pickle"]]
+    base = ["--health-only", "--format", "jsonl", "--jobs", "2"]
+    runs = [
+        {"id": "plain", "argv": ["scan", *(str(root / c.target) for c in plain), *base, "-o", str(work / "p.jsonl")]},
+        {"id": "trusted", "argv": ["scan", *(str(root / c.target) for c in trusted), *base, "--trust-pickle",
+                                   "-o", str(work / "t.jsonl")]},
+        {"id": "folder", "argv": ["scan", str(root), *base, "-o", str(work / "f.jsonl")]},
+    ]
+    res = h.run_driver(runs, root, work, timeout=120)
+    res["cases"] = {"plain": plain, "trusted": trusted}
+    res["files"] = {k: work / f"{k[0]}.jsonl" for k in ("plain", "trusted", "folder")}
+    return res
+
+
+def test_corpus_is_large_and_varied(corpus):
+    cases = corpus["cases"].values()
+    hostile = [c for c in cases if c.kind != "ok"]
+    assert len(hostile) >= 40
+    codes = Counter(c.code for c in hostile)
+    assert len(codes) >= 20, codes
+    table = json.loads((corpus["root"] / "expected.json").read_text())
+    assert [c["name"] for c in table["cases"]] == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inspect(name, corpus, inspected):
+    if name in KNOWN_BROKEN:
+        pytest.xfail(KNOWN_BROKEN[name])
+    case: Case = corpus["cases"][name]
+    assert h.check_inspect(case, inspected["runs"][name]) == []
+
+
+def test_nothing_ran_and_nothing_escaped(corpus, inspected, scanned):
+    outside, work = corpus["outside"], corpus["work"]
+    assert h.markers(outside) == []  # no pickle executed, no planted module imported
+    for results, sub in ((inspected, "inspect"), (scanned, "scan")):
+        assert h.violations(results, corpus["root"], work / sub, outside) == []
+        assert not any(MARKER_MODULE in path for path, _ in results["opens"])  # not even looked up
+    assert h.snapshot(outside) == corpus["before"]
+
+
+def test_scan_one_record_per_item_with_the_same_codes(corpus, scanned):
+    for kind in ("plain", "trusted"):
+        run = scanned["runs"][kind]
+        assert not run["timed_out"] and "Traceback" not in run["stderr"]
+        assert "L199" not in run["stderr"]
+        records = [json.loads(line) for line in scanned["files"][kind].read_text().splitlines()]
+        by_case = Counter(_case_of(r, corpus["root"]) for r in records)
+        cases = scanned["cases"][kind]
+        assert by_case == Counter(c.name for c in cases)  # exactly one record per case
+        wrong = {}
+        for rec in records:
+            c = corpus["cases"][_case_of(rec, corpus["root"])]
+            got = rec["error"]["code"] if rec["status"] == "error" else "ok"
+            want = c.code if c.kind == "error" else "ok"
+            if got != want:
+                wrong[c.name] = (want, got)
+        assert wrong == {}
+        assert run["exit"] == 2  # some items unreadable: recorded, and the scan went on
+
+
+def _case_of(record: dict, root: Path) -> str:
+    return Path(record["source"]).relative_to(root).parts[0]
+
+
+def test_scan_of_the_whole_corpus_folder_goes_on(corpus, scanned):
+    if KNOWN_BROKEN:
+        pytest.xfail("an unexpected exception on one item still stops the scan")
+    run = scanned["runs"]["folder"]
+    assert not run["timed_out"] and "Traceback" not in run["stderr"]
+    assert "L199" not in run["stderr"], run["stderr"][-500:]
+    records = [json.loads(line) for line in scanned["files"]["folder"].read_text().splitlines()]
+    items = [r["item"] for r in records]
+    assert len(items) == len(set(items))
+    assert len(records) >= 40
+
+
+@pytest.mark.parametrize("name", ["ok_peft", "lora_nan", "st_two_bytes", "st_no_tensors", "pkl_exec_trusted"])
+def test_real_entry_point(name, corpus):
+    """A few cases through the real console entry point in its own process: exit code, one line, no traceback."""
+    if name in KNOWN_BROKEN:
+        pytest.xfail(KNOWN_BROKEN[name])
+    case: Case = corpus["cases"][name]
+    proc = h.run_cli(["inspect", str(corpus["root"] / case.target), *case.args], corpus["root"],
+                     corpus["work"] / f"cli-{name}")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == case.exit, proc.stderr
+    if case.kind == "error":
+        assert proc.stderr.strip().splitlines()[0].startswith(f"error[{case.code} ")
+    assert h.markers(corpus["outside"]) == []
