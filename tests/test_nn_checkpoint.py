@@ -1,0 +1,135 @@
+"""Checkpoints: save/load without pickle, resolution (path, built-in name, Hub id), errors, model card, OOD checks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
+from lolctl.nn import InputSpec, ModuleSpec, TaskSpec, build_model
+from lolctl.nn.checkpoint import FILES, find_checkpoint_for, load_checkpoint, resolve_device, save_checkpoint
+
+SPEC = InputSpec((ModuleSpec("l0.q", 8, 6), ModuleSpec("l0.v", 8, 6)))
+TASKS = (
+    TaskSpec("quality", "regression", ("quality",)),
+    TaskSpec("membership", "multilabel", ("membership[x]", "membership[y]"), ("x", "y")),
+)
+BASE = "org/base-model"
+
+
+def adapter(r: int = 2, seed: int = 0, base: str | None = BASE, scale: float = 1.0) -> Adapter:
+    gen = torch.Generator().manual_seed(seed)
+    mods = [
+        ModuleFactors(m.name, scale * torch.randn(m.n, r, generator=gen), torch.randn(m.m, r, generator=gen), 1.0, "t")
+        for m in SPEC.modules
+    ]
+    return Adapter(f"adapter{seed}", AdapterMeta("peft", base_model=base), mods)
+
+
+def write(folder, name="tiny", arch="glnet"):
+    torch.manual_seed(0)
+    model = build_model(arch, {"hidden": 4} if arch == "glnet" else {}, SPEC, TASKS)
+    config = {
+        "name": name,
+        "architecture": arch,
+        "model_config": model.config.to_dict(),
+        "input_spec": SPEC.to_dict(),
+        "base_model": BASE,
+        "tasks": [t.to_dict() for t in TASKS],
+        "target_normalisation": {"quality": {"mean": [2.0], "std": [0.5]}},
+        "intervals": {"quality": {"coverage": 0.9, "lo": [-0.1], "hi": [0.2]}},
+        "ood": {"ranks": [2], "scale_log_range": [-1.0, 1.0]},
+        "metrics": {"test": {"quality": {"kind": "regression", "r2": 0.7, "kendall_tau": math.nan, "n": 3}}},
+    }
+    return save_checkpoint(folder / name, model, config)
+
+
+def test_roundtrip_predict_contract(tmp_path):
+    folder = write(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    config = json.loads((folder / "config.json").read_text())  # strict JSON: NaN metrics became null
+    assert config["metrics"]["test"]["quality"]["kendall_tau"] is None and config["format"] == "lolctl-checkpoint"
+    card = (folder / "README.md").read_text()
+    assert "glnet" in card and BASE in card and "| quality | r2 | 0.700 |" in card
+    ckpt = load_checkpoint(str(folder), device="cpu")
+    assert ckpt.name == "tiny" and ckpt.base_model == BASE and ckpt.config["architecture"] == "glnet"
+    preds = ckpt.predict([adapter(seed=1), adapter(seed=2)])
+    assert len(preds) == 2 and preds[0]["checkpoint"] == "tiny"
+    q = preds[0]["tasks"]["quality"]
+    assert q["kind"] == "regression" and q["interval"] == pytest.approx([q["value"] - 0.1, q["value"] + 0.2])
+    probs = preds[0]["tasks"]["membership"]["probs"]
+    assert set(probs) == {"x", "y"} and all(0 < p < 1 for p in probs.values())
+    assert preds == load_checkpoint(str(folder), device="cpu").predict([adapter(seed=1), adapter(seed=2)])
+
+
+def test_ood_reasons(tmp_path):
+    ckpt = load_checkpoint(str(write(tmp_path)), device="cpu")
+    assert any("base model" in r for r in ckpt.check(adapter(base="other/model")))
+    assert any("rank 3" in r for r in ckpt.check(adapter(r=3)))
+    assert ckpt.predict([adapter(r=3)])[0]["ood"]["flag"] is True
+
+
+def test_builtin_name_and_find_for_base_model(tmp_path, monkeypatch):
+    write(tmp_path / "models", name="minilm-glnet")
+    monkeypatch.setenv("LOLCTL_MODELS", str(tmp_path / "models"))
+    assert load_checkpoint("minilm-glnet", device="cpu").name == "minilm-glnet"
+    assert find_checkpoint_for(BASE) == str(tmp_path / "models" / "minilm-glnet")
+    assert find_checkpoint_for("ORG/Base-Model") is not None  # case-insensitive
+    assert find_checkpoint_for("other/model") is None and find_checkpoint_for(None) is None
+    with pytest.raises(LolctlError) as err:
+        load_checkpoint("no-such-model")
+    assert err.value.code == "L172" and "minilm-glnet" in str(err.value)
+
+
+def test_hub_repo_id_uses_snapshot_download_with_allow_patterns(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    folder = write(tmp_path)
+    calls = []
+
+    def fake(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    assert load_checkpoint("someone/lolctl-glnet", device="cpu").name == "tiny"
+    assert calls == [("someone/lolctl-glnet", list(FILES))]
+
+    def offline(repo_id, allow_patterns):
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(LolctlError) as err:
+        load_checkpoint("someone/lolctl-glnet")
+    assert err.value.code == "L163"
+
+
+def test_broken_checkpoints_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LolctlError, match="L170"):
+        load_checkpoint(str(tmp_path / "empty"))
+    folder = write(tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(LolctlError, match="L170"):
+        load_checkpoint(str(folder))
+    other = write(tmp_path, name="other", arch="mlp_svd")  # weights of another architecture
+    (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(LolctlError, match="L170"):
+        load_checkpoint(str(folder))
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(LolctlError, match="L170"):
+        load_checkpoint(str(folder))
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(LolctlError) as err:
+            resolve_device("cuda")
+        assert err.value.code == "L182"

@@ -1,0 +1,47 @@
+"""Metrics against values worked out by hand (no sklearn)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lolctl.nn import metrics
+
+
+def test_regression_metrics():
+    assert metrics.r2([1, 2, 3], [1, 2, 4]) == pytest.approx(0.5)
+    assert metrics.mae([1, 2, 3], [1, 2, 4]) == pytest.approx(1 / 3)
+    assert math.isnan(metrics.r2([2, 2, 2], [1, 2, 3]))  # constant target: undefined
+    assert metrics.r2([1, math.nan, 3], [1, 100, 3]) == pytest.approx(1.0)  # NaN targets are ignored
+
+
+def test_kendall_tau_b():
+    assert metrics.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert metrics.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))  # a tie in y
+    assert metrics.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=1300)  # more than one block of rows
+    assert metrics.kendall_tau(y, 2 * y + 1) == pytest.approx(1.0)
+
+
+def test_auroc_accuracy_ece():
+    assert metrics.auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert metrics.auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)  # ties count half
+    assert math.isnan(metrics.auroc([1, 1], [0.2, 0.3]))
+    assert metrics.accuracy([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6]) == pytest.approx(0.5)
+    assert metrics.ece([1, 0, 1, 1], [0.9, 0.9, 0.1, 0.1]) == pytest.approx(0.5 * 0.4 + 0.5 * 0.9)
+    assert metrics.ece([1, 0], [1.0, 0.0]) == pytest.approx(0.0)  # p = 1 falls in the last bin
+
+
+def test_multilabel_and_multiclass_summaries():
+    Y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=float)
+    P = np.array([[0.9, 0.2], [0.1, 0.7], [0.8, 0.4], [0.3, 0.1]])
+    m = metrics.multilabel_metrics(Y, P, ["a", "b"])
+    assert m["per_label"]["a"]["accuracy"] == 1.0 and m["per_label"]["b"]["accuracy"] == 0.75
+    assert m["accuracy"] == pytest.approx(0.875) and m["auroc"] == pytest.approx(1.0) and m["n"] == 4
+    y = np.array([0, 2, 1, -1])
+    P3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2], [0.3, 0.3, 0.4]])
+    mc = metrics.multiclass_metrics(y, P3, ["p", "q", "s"])
+    assert mc["n"] == 3 and mc["accuracy"] == pytest.approx(2 / 3)
