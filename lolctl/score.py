@@ -7,6 +7,7 @@ small number of slots (memory), and model calls are serialized. Errors a user ca
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,3 +170,9 @@ class Scorer:
             return records
         except LolctlError as err:
             return [error_record(item.display, item.id, err)]
+        except Exception as err:  # a bug must not end a long scan: record it (LOLCTL_DEBUG=1 re-raises)
+            if os.environ.get("LOLCTL_DEBUG"):
+                raise
+            bug = LolctlError("L199", item.display, f"{type(err).__name__}: {err}",
+                              "this is a bug in lolctl; rerun with LOLCTL_DEBUG=1 for the traceback and report it")
+            return [error_record(item.display, item.id, bug)]

@@ -236,3 +236,30 @@ def kohya_file(seed: int = 0, *, r: int = 2, n: int = 8, m: int = 6) -> bytes:
         tensors[f"lora_unet_{block}.lora_up.weight"] = torch.randn(n, r, generator=g)
         tensors[f"lora_unet_{block}.alpha"] = torch.tensor(float(r))
     return save(tensors, metadata={"ss_network_dim": str(r), "ss_base_model_version": "sd_v1"})
+
+
+def tiny_checkpoint(folder, adapter_dir, *, base: str = "tiny/base", ranks=(2,), seed: int = 0):
+    """An untrained GL-net checkpoint whose input spec fits the adapter at ``adapter_dir`` (needs lolctl.nn).
+
+    Tasks: ``quality`` (regression with a ±0.1 interval) and ``membership`` (multilabel: noun.animal, noun.food).
+    Its predictions are arbitrary but deterministic: tests compare against what it predicts, never against constants.
+    """
+    import torch
+
+    from lolctl.nn.checkpoint import save_checkpoint
+    from lolctl.nn.registry import build_model
+    from lolctl.nn.spec import InputSpec, TaskSpec
+    from lolctl.read import read_adapter
+
+    torch.manual_seed(seed)
+    spec = InputSpec.from_adapter(read_adapter(adapter_dir))
+    tasks = (TaskSpec("quality", "regression", ("quality",)),
+             TaskSpec("membership", "multilabel", ("membership[noun.animal]", "membership[noun.food]"),
+                      ("noun.animal", "noun.food")))
+    model = build_model("glnet", None, spec, tasks)
+    config = {"name": "tiny-ckpt", "architecture": "glnet", "invariance": model.invariance,
+              "model_config": model.config.to_dict(), "input_spec": spec.to_dict(), "base_model": base,
+              "tasks": [t.to_dict() for t in tasks],
+              "target_normalisation": {"quality": {"mean": [0.5], "std": [0.1]}},
+              "intervals": {"quality": {"lo": [-0.1], "hi": [0.1]}}, "ood": {"ranks": list(ranks)}}
+    return save_checkpoint(folder, model, config)

@@ -1,0 +1,142 @@
+"""`lolctl score`: health-only when no checkpoint fits (with a note on stderr), predictions with a checkpoint,
+out-of-distribution reasons, a checkpoint that does not fit, errors and exit codes; in process and as a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hubserver import peft_files, tiny_checkpoint, write_files
+from typer.testing import CliRunner
+
+from lolctl.errors import LolctlError
+
+MINILM_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "minilm-adapter"
+
+
+def _app():
+    from lolctl.cli import _register, app
+
+    _register()
+    return app
+
+
+def invoke(args: list[str]):
+    res = CliRunner().invoke(_app(), args)
+    if isinstance(res.exception, LolctlError):
+        return res.exception.exit_code, res
+    return res.exit_code, res
+
+
+@pytest.fixture
+def adapters(tmp_path) -> dict[str, Path]:
+    return {
+        "good": write_files(tmp_path / "good", peft_files(1)),
+        "rank3": write_files(tmp_path / "rank3", peft_files(2, r=3)),
+        "other_base": write_files(tmp_path / "other", peft_files(3, base="someone/else")),
+        "one_layer": write_files(tmp_path / "one", peft_files(4, layers=1)),
+        "inert": write_files(tmp_path / "inert", peft_files(5, zero_b=True)),
+    }
+
+
+@pytest.fixture
+def ckpt(tmp_path, adapters) -> Path:
+    pytest.importorskip("lolctl.nn.checkpoint")
+    return tiny_checkpoint(tmp_path / "ckpt", adapters["good"])
+
+
+def test_health_only_with_a_note_when_no_checkpoint_fits(adapters, monkeypatch, tmp_path):
+    monkeypatch.setenv("LOLCTL_MODELS", str(tmp_path / "no-models"))
+    code, res = invoke(["score", str(adapters["good"]), "-f", "json"])
+    assert code == 0, res.output
+    doc = json.loads(res.stdout)  # stdout: data only
+    rec = doc["records"][0]
+    assert rec["schema"] == "lolctl.score/v1" and rec["status"] == "ok" and rec["prediction"] is None
+    assert rec["summary"]["base_model"] == "tiny/base" and rec["summary"]["modules"] == 4
+    assert len(rec["modules"]) == 4 and all(len(m["singular_values"]) == 2 for m in rec["modules"])
+    assert "no checkpoint fits base model tiny/base" in res.stderr and "lolctl train" in res.stderr
+    assert rec["notes"] and "no checkpoint" in rec["notes"][0]
+
+
+def test_predictions_with_a_checkpoint(adapters, ckpt):
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.read import read_adapter
+
+    code, res = invoke(["score", str(adapters["good"]), "-c", str(ckpt), "-f", "json", "--device", "cpu"])
+    assert code == 0, res.output
+    pred = json.loads(res.stdout)["records"][0]["prediction"]
+    want = load_checkpoint(str(ckpt), device="cpu").predict([read_adapter(adapters["good"])])[0]
+    assert pred["checkpoint"] == "tiny-ckpt"
+    quality = pred["tasks"]["quality"]
+    assert quality["value"] == pytest.approx(want["tasks"]["quality"]["value"])
+    assert quality["interval"][0] < quality["value"] < quality["interval"][1]
+    assert set(pred["tasks"]["membership"]["probs"]) == {"noun.animal", "noun.food"}
+    assert pred["ood"] == {"flag": False, "reasons": []}
+
+
+def test_out_of_distribution_reasons(adapters, ckpt):
+    code, res = invoke(["score", str(adapters["rank3"]), str(adapters["other_base"]), "-c", str(ckpt),
+                        "-f", "jsonl", "--device", "cpu"])
+    assert code == 0, res.output
+    rank3, other = (json.loads(x) for x in res.stdout.splitlines())
+    assert rank3["prediction"]["ood"]["flag"] and "rank 3" in rank3["prediction"]["ood"]["reasons"][0]
+    assert other["prediction"]["ood"]["flag"]
+    assert any("someone/else" in r for r in other["prediction"]["ood"]["reasons"])
+
+
+def test_checkpoint_that_does_not_fit_the_adapter_gives_health_and_a_note(adapters, ckpt):
+    code, res = invoke(["score", str(adapters["one_layer"]), "-c", str(ckpt), "-f", "json", "--device", "cpu"])
+    assert code == 0, res.output
+    rec = json.loads(res.stdout)["records"][0]
+    assert rec["prediction"] is None and rec["summary"]["modules"] == 2
+    assert "does not fit" in rec["notes"][0] and "L171" in rec["notes"][0]
+
+
+def test_human_table_is_readable_at_80_columns(adapters, ckpt):
+    res = CliRunner().invoke(_app(), ["score", str(adapters["good"]), "-c", str(ckpt), "--device", "cpu"],
+                             env={"COLUMNS": "80"}, terminal_width=80)
+    assert res.exit_code == 0, res.output
+    assert "quality" in res.stdout and "noun.animal" in res.stdout and "in distribution" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+
+
+def test_errors_and_exit_codes(adapters, tmp_path):
+    code, res = invoke(["score", str(adapters["inert"]), "-f", "json"])
+    assert code == 1  # an error-severity finding (inert adapter) with the default --fail-on error
+    assert invoke(["score", str(adapters["inert"]), "--fail-on", "never", "-f", "json"])[0] == 0
+    code, res = invoke(["score", str(tmp_path / "nope")])
+    assert code == 2 and res.exception.code == "L100"
+    (tmp_path / "empty").mkdir()
+    code, res = invoke(["score", str(tmp_path / "empty")])
+    assert code == 3 and res.exception.code == "L101"
+    code, res = invoke(["score", str(adapters["good"]), "-c", str(tmp_path / "no-such-ckpt")])
+    assert code == 2 and res.exception.code in ("L172", "L170")
+
+
+def test_score_subprocess_csv(adapters, ckpt):
+    proc = subprocess.run([sys.executable, "-m", "lolctl", "score", str(adapters["good"]), str(adapters["rank3"]),
+                           "-c", str(ckpt), "-f", "csv", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 2 and "prediction.tasks.quality.value" in rows[0]
+    assert rows[1]["prediction.ood.flag"] == "True"
+    bad = subprocess.run([sys.executable, "-m", "lolctl", "score", "./no/such/adapter"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error[L100 ") and "Traceback" not in bad.stderr
+
+
+def test_minilm_example_adapter():
+    if not MINILM_EXAMPLE.is_dir():
+        pytest.skip("no bundled MiniLM example adapter in this checkout")
+    code, res = invoke(["score", str(MINILM_EXAMPLE), "-f", "json", "--device", "cpu", "--fail-on", "never"])
+    assert code == 0, res.output
+    rec = json.loads(res.stdout)["records"][0]
+    assert "minilm" in (rec["summary"]["base_model"] or "").lower()
+    assert rec["summary"]["modules"] == 12
