@@ -91,7 +91,10 @@ def train(
     task: Annotated[
         list[str] | None, typer.Option("--task", "-t", help="Task to train (repeat); default all.")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the init and the batches.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and the batch order.")] = 0,
+    split_seed: Annotated[
+        int, typer.Option("--split-seed", help="Seed of the 70/15/15 split of rows without a `split` column.")
+    ] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 300,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Adapters per step.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
@@ -123,7 +126,13 @@ def train(
     if model not in MODEL_NAMES:
         raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        split_seed=split_seed,
     )
     with _progress(out) as (read_cb, epoch_cb):
         summary = train_zoo(

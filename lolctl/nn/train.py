@@ -30,7 +30,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     patience: int = 30  # epochs without a better validation loss before stopping
-    seed: int = 0
+    seed: int = 0  # initialisation and batch order
+    split_seed: int = 0  # the random train/val/test split of rows without a `split` column
 
 
 @dataclass

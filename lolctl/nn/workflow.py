@@ -58,7 +58,7 @@ def train_zoo(
         raise LolctlError("L175", str(zoo.labels_path), "no target columns to train on", "add targets or --task")
     batch, info = load_factors(zoo, cache=cache, progress=read_progress)
     y = {t.name: targets(zoo, t) for t in tasks}
-    split = assign_splits(zoo, cfg.seed)
+    split = assign_splits(zoo, cfg.split_seed)
     train_rows = split == "train"
     if train_rows.sum() < 2:
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
@@ -94,7 +94,7 @@ def train_zoo(
             **zoo.describe(),
             "source": str(source),
             "splits": {s: int((split == s).sum()) for s in SPLITS},
-            "split_source": "column" if any(zoo.splits) else f"seeded ({cfg.seed})",
+            "split_source": "column" if any(zoo.splits) else f"seeded ({cfg.split_seed})",
             "test_ids": [zoo.ids[i] for i in np.flatnonzero(split == "test")],
         },
         "train_config": asdict(cfg),
