@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from lolctl.errors import LolctlError
 
-MINILM_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "minilm-adapter"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _app():
@@ -132,11 +132,22 @@ def test_score_subprocess_csv(adapters, ckpt):
     assert bad.returncode == 2 and bad.stderr.startswith("error[L100 ") and "Traceback" not in bad.stderr
 
 
-def test_minilm_example_adapter():
-    if not MINILM_EXAMPLE.is_dir():
-        pytest.skip("no bundled MiniLM example adapter in this checkout")
-    code, res = invoke(["score", str(MINILM_EXAMPLE), "-f", "json", "--device", "cpu", "--fail-on", "never"])
+def _minilm_adapter(folder: Path) -> Path:
+    """An all-MiniLM-L6-v2 adapter as PEFT saves it for BertModel: LoRA r=4 on query/value of the 6 layers
+    (384 x 384), keys ``base_model.model.encoder.layer.{i}.attention.self.{query,value}.lora_{A,B}.weight``."""
+    return write_files(folder, peft_files(7, r=4, n=384, m=384, layers=6, base=MINILM))
+
+
+def test_minilm_example_adapter(tmp_path):
+    from lolctl.nn.checkpoint import find_checkpoint_for
+
+    adapter = _minilm_adapter(tmp_path / "minilm-adapter")
+    code, res = invoke(["score", str(adapter), "-f", "json", "--device", "cpu", "--fail-on", "never"])
     assert code == 0, res.output
     rec = json.loads(res.stdout)["records"][0]
-    assert "minilm" in (rec["summary"]["base_model"] or "").lower()
-    assert rec["summary"]["modules"] == 12
+    assert rec["summary"]["base_model"] == MINILM and rec["summary"]["modules"] == 12
+    assert rec["summary"]["ranks"] == [4]
+    if find_checkpoint_for(MINILM) is None:  # no bundled MiniLM checkpoint in this checkout: health + note
+        assert rec["prediction"] is None and "no checkpoint fits base model " + MINILM in res.stderr
+    else:
+        assert rec["prediction"]["tasks"] and "ood" in rec["prediction"]
