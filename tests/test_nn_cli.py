@@ -257,14 +257,28 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     assert any("rank" in r for r in ckpt.check(as_adapter(r8)))
 
 
-def test_bare_csv_seeded_split_and_cache(tmp_path, reader):
+def add_family_column(labels: Path) -> None:
+    """A text column: the bare-CSV loader infers a multiclass task from it."""
+    with labels.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["family"] = "alpha" if row["membership[A]"] == "1" else "beta"
+    with labels.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     zoo = write_zoo(tmp_path / "zoo", 30, seed=1, with_split=False)
     (zoo / "manifest.json").unlink()
+    add_family_column(zoo / "labels.csv")
     from lolctl.nn.data import assign_splits, load_factors, load_zoo
 
     z = load_zoo(zoo / "labels.csv")
     kinds = {t.name: t.kind for t in z.tasks}
-    assert kinds == {"quality": "regression", "membership": "multilabel"}
+    assert kinds == {"quality": "regression", "family": "multiclass", "membership": "multilabel"}
+    assert z.task("family").labels == ("alpha", "beta")
     split = assign_splits(z, seed=3)
     assert sorted(set(split)) == ["test", "train", "val"] and (split == assign_splits(z, seed=3)).all()
     batch, info = load_factors(z)
@@ -276,26 +290,20 @@ def test_bare_csv_seeded_split_and_cache(tmp_path, reader):
     assert torch.equal(batch.ranks, cached.ranks)
 
     runner = CliRunner()
-    res = runner.invoke(
-        _app(),
-        [
-            "train",
-            str(zoo / "labels.csv"),
-            "--model",
-            "mlp_svd",
-            "--task",
-            "quality",
-            "--out",
-            str(tmp_path / "c"),
-            "--epochs",
-            "3",
-            "--format",
-            "json",
-            "--threads",
-            "1",
-        ],
-    )
+    args = ["train", str(zoo / "labels.csv"), "--model", "mlp_svd", "--out", str(tmp_path / "c"), "--epochs", "3"]
+    res = runner.invoke(_app(), [*args, "--format", "json", "--threads", "1"])
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert config["training_data"]["split_source"] == "seeded (0)"
-    assert [t["name"] for t in config["tasks"]] == ["quality"] and config["base_model"] == BASE
+    assert config["training_data"]["split_source"] == "seeded (0)" and config["base_model"] == BASE
+    assert {t["name"] for t in config["tasks"]} == {"quality", "family", "membership"}
+    res = runner.invoke(_app(), ["eval", str(tmp_path / "c"), str(zoo / "labels.csv"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["rows"] == "the checkpoint's recorded test ids" and result["n"] == len(
+        config["training_data"]["test_ids"]
+    )
+    family = result["metrics"]["family"]
+    assert family["kind"] == "multiclass" and 0.0 <= family["accuracy"] <= 1.0 and family["n"] == result["n"]
+
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "resnet", "--out", str(tmp_path / "d")])
+    assert res.exit_code != 0 and "L180" in str(res.exception)

@@ -188,7 +188,7 @@ def evaluate(
         if per_label:
             for task, m in result["metrics"].items():
                 if "per_label" in m:
-                    out.print(metrics_table(m["per_label"], title=f"{task} per label"))
+                    out.print(metrics_table(m["per_label"], title=f"{task} per label", first="label"))
     else:
         out.records([result], {"schema": "lolctl.eval/v1", **result})
 
@@ -204,11 +204,11 @@ COLUMNS = (
 )
 
 
-def metrics_table(metrics: dict[str, Any], title: str = "") -> Any:
+def metrics_table(metrics: dict[str, Any], title: str = "", first: str = "task") -> Any:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("task")
+    table.add_column(first)
     used = [(k, label) for k, label in COLUMNS if any(k in m for m in metrics.values())]
     for _, label in used:
         table.add_column(label, justify="right")
