@@ -41,6 +41,8 @@ def gate(
     max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Check adapters against requirements on predictions and findings; exit 1 when any check fails."""
+    from rich.markup import escape
+
     from lolctl.cli.score import nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
     from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
@@ -58,7 +60,7 @@ def gate(
     records = [rec for item in items for rec in scorer.score_item(item)]
     checks = [c for rec in records for c in evaluate(rec, requirements, fail_on_severity.value, fail_on_ood)]
     for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {note}")
+        out.log(f"[cyan]note:[/cyan] {escape(note)}")
     if junit is not None:
         write_junit(junit, checks)
     if sarif is not None:
@@ -66,7 +68,7 @@ def gate(
     failed = [c for c in checks if not c.passed]
     for c in failed:
         kind = "ERROR" if c.error else "FAIL"
-        out.log(f"{kind} {c.source}: {c.name} — {c.message}".replace("[", "\\["))
+        out.log(escape(f"{kind} {c.source}: {c.name} — {c.message}"))
     if out.human:
         out.print(checks_table(checks))
     else:
@@ -92,7 +94,7 @@ def checks_table(checks: list[Any]) -> Any:
     table.add_column("detail", overflow="fold", ratio=3)
     for c in checks:
         result = Text("pass", "green") if c.passed else Text("error" if c.error else "FAIL", "bold red")
-        table.add_row(c.source, c.name, result, c.message)
+        table.add_row(Text(c.source), Text(c.name), result, Text(c.message))
     return table
 
 

@@ -104,7 +104,7 @@ def scan(
         if progress is not None:
             progress.stop()
     for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {note}")
+        out.log(f"[cyan]note:[/cyan] {_escape(note)}")
     if out.human:
         out.print(results_table(fresh))
         out.print(summary_table(summary.to_dict(), output))
@@ -156,16 +156,17 @@ def results_table(records: list[dict[str, Any]]) -> Any:
         if rec["status"] == "ok":
             sev = rec.get("max_severity") or "none"
             ood = " (OOD)" if ((rec.get("prediction") or {}).get("ood") or {}).get("flag") else ""
-            table.add_row(rec["source"], Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
-                          headline(rec.get("prediction")) + ood)
+            table.add_row(Text(rec["source"]), Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
+                          Text(headline(rec.get("prediction")) + ood))
         else:
             err = rec["error"]
-            table.add_row(rec["source"], Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
+            table.add_row(Text(rec["source"]), Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
     return table
 
 
 def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="scan summary", title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column("key", style="bold", no_wrap=True)
@@ -182,8 +183,14 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
     if output is not None:
         rows.append(("output", str(output)))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))
     return table
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def register(app: typer.Typer) -> None:

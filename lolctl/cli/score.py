@@ -53,6 +53,8 @@ def score(
     health report is printed with a note on how to get or train one. Unreadable sources are reported and make the
     exit code 2.
     """
+    from rich.markup import escape
+
     from lolctl.output import Output
     from lolctl.score import Scorer
     from lolctl.sources import resolve
@@ -70,7 +72,7 @@ def score(
         elif out.human:
             render_record(out, rec)
     for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {note}")
+        out.log(f"[cyan]note:[/cyan] {escape(note)}")
     if not out.human:
         out.records(records, {"schema": "lolctl.score-report/v1", "records": records})
     raise typer.Exit(exit_code(records, fail_on.value, out))
@@ -88,7 +90,9 @@ def _error_line(rec: dict[str, Any]) -> str:
     e = rec["error"]
     text = f"error[{e['code']} {e['name']}] {e['where']}: {e['reason']}" + (f" (fix: {e['remedy']})"
                                                                             if e.get("remedy") else "")
-    return " ".join(text.split()).replace("[", "\\[")
+    from rich.markup import escape
+
+    return escape(" ".join(text.split()))
 
 
 def exit_code(records: list[dict[str, Any]], fail_on: str, out: Any) -> int:
@@ -116,6 +120,7 @@ def exit_code(records: list[dict[str, Any]], fail_on: str, out: Any) -> int:
 # ---------------------------------------------------------------------- human rendering (80 columns)
 def prediction_table(pred: dict[str, Any]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     from lolctl.render import fmt
 
@@ -130,7 +135,7 @@ def prediction_table(pred: dict[str, Any]) -> Any:
         else:
             probs = sorted((task.get("probs") or {}).items(), key=lambda kv: -kv[1])
             text = ", ".join(f"{label} {p:.2f}" for label, p in probs[:6]) + (" …" if len(probs) > 6 else "")
-        table.add_row(name, task.get("kind", "?"), text.replace("[", "\\["))
+        table.add_row(Text(name), task.get("kind", "?"), Text(text))
     return table
 
 
@@ -150,6 +155,8 @@ def headline(pred: dict[str, Any] | None) -> str:
 
 
 def render_record(out: Any, rec: dict[str, Any]) -> None:
+    from rich.text import Text
+
     from lolctl.render import findings_table, summary_table
 
     out.print(summary_table(rec["source"], rec["summary"]))
@@ -159,7 +166,7 @@ def render_record(out: Any, rec: dict[str, Any]) -> None:
         out.print(prediction_table(pred))
         ood = pred.get("ood") or {}
         if ood.get("flag"):
-            out.print("[yellow]out of distribution:[/yellow] " + "; ".join(ood.get("reasons") or []))
+            out.print(Text("out of distribution: ", "yellow") + Text("; ".join(ood.get("reasons") or [])))
         else:
             out.print("[green]in distribution[/green] for this checkpoint")
     out.print("")
