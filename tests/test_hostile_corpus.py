@@ -24,6 +24,7 @@ KNOWN_BROKEN: dict[str, str] = {
     "fs_weights_is_directory": "IsADirectoryError (L199)",
     "fs_weights_is_fifo": "reported as L126 empty file",
     "kohya_alpha_nan": "NaN scale breaks the JSON output (L199)",
+    "lora_float32_max": "health: svdvals of an overflowing float32 product raises LinAlgError (L199)",
 }
 
 

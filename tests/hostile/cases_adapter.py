@@ -122,6 +122,12 @@ def _(c: Ctx, d: Path):
     peft(d, w.st_file(t))
 
 
+@case("lora_float32_max", "ok", None, 0, "finite values at the float32 maximum (ΔW overflows float32)")
+def _(c: Ctx, d: Path):
+    t = {k: (dt, s, w.f32([3.4028234e38] * (len(r) // 4))) for k, (dt, s, r) in good_tensors().items()}
+    peft(d, w.st_file(t))
+
+
 @case("lora_inert", "finding", "H202", 1, "every lora_B is zero (saved before training)")
 def _(c: Ctx, d: Path):
     t = {k: (dt, s, bytes(len(r)) if ".lora_B." in k else r) for k, (dt, s, r) in good_tensors().items()}
