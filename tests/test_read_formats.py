@@ -209,5 +209,10 @@ def test_find_adapters(tmp_path):
               outside / "evil.safetensors")
     (tmp_path / "link.safetensors").symlink_to(outside / "evil.safetensors")
     (tmp_path / "linkdir").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "noconfig").mkdir()
+    save_file({"base_model.model.q.lora_A.weight": rand(2, 4)}, tmp_path / "noconfig" / "adapter_model.safetensors")
     found = find_adapters(tmp_path)
-    assert found == [tmp_path / "deep" / "er" / "k.safetensors", tmp_path / "mlx"]
+    assert found == [tmp_path / "deep" / "er" / "k.safetensors", tmp_path / "mlx", tmp_path / "noconfig"]
+    with pytest.raises(LolctlError) as e:
+        read_adapter(tmp_path / "noconfig")
+    assert e.value.code == "L113"

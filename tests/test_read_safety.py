@@ -51,7 +51,13 @@ HEADER_CASES = {
         b' "k": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}')),
     "bad-metadata": ("L122", lambda p: raw_file(p, {"__metadata__": {"a": 1}, "k": entry()}, bytes(16))),
     "unknown-dtype": ("L124", lambda p: raw_file(p, {"k": entry(dtype="C64")}, bytes(16))),
-    "offsets-past-end": ("L123", lambda p: raw_file(p, {"k": entry(begin=0, end=16)}, bytes(8))),
+    "offsets-past-end": ("L120", lambda p: raw_file(p, {"k": entry(begin=0, end=16)}, bytes(8))),
+    "offsets-reversed": ("L123", lambda p: raw_file(p, {"k": entry(begin=16, end=0)}, bytes(16))),
+    "deep-nesting": ("L122", lambda p: (lambda h: p.write_bytes(struct.pack("<Q", len(h)) + h))(
+        b'{"__metadata__": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")),
+    "bigint-shape": ("L122", lambda p: (lambda h: p.write_bytes(struct.pack("<Q", len(h)) + h + bytes(16)))(
+        b'{"k": {"dtype": "F32", "shape": [' + b"9" * 5000 + b', 2], "data_offsets": [0, 16]}}')),
+    "huge-declared": ("L120", lambda p: raw_file(p, {"k": entry(shape=(65536, 65536), end=2**34)}, bytes(16))),
     "overlap": ("L123", lambda p: raw_file(p, {"a": entry(begin=0, end=16), "b": entry(begin=8, end=24)}, bytes(24))),
     "gap": ("L123", lambda p: raw_file(p, {"a": entry(begin=4, end=20)}, bytes(20))),
     "trailing": ("L123", lambda p: raw_file(p, {"a": entry()}, bytes(32))),
@@ -134,6 +140,7 @@ TENSORS = {f"{P}.lora_A.weight": torch.ones(2, 8), f"{P}.lora_B.weight": torch.o
     (json.dumps({**PEFT_CONFIG, "r": "eight"}), "L112"),
     (json.dumps({**PEFT_CONFIG, "lora_alpha": None, "use_rslora": "yes"}), "L112"),
     (json.dumps({**PEFT_CONFIG, "rank_pattern": {"(": 2}}), "L112"),
+    ("[" * 100_000 + "]" * 100_000, "L110"),
 ])
 def test_bad_config(tmp_path, text, code):
     save_file(TENSORS, tmp_path / "adapter_model.safetensors")
@@ -212,6 +219,15 @@ def test_hub_cache_snapshot_links_are_allowed(tmp_path):
     (snap / "adapter_model.safetensors").symlink_to(repo / "blobs" / "w1")
     (snap / "adapter_config.json").symlink_to(repo / "blobs" / "c1")
     assert read_adapter(snap).ranks == [2]
+
+
+def test_weights_that_are_not_files(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps(PEFT_CONFIG))
+    (tmp_path / "adapter_model.safetensors").mkdir()
+    expect("L101", tmp_path)
+    (tmp_path / "adapter_model.safetensors").rmdir()
+    raw_file(tmp_path / "adapter_model.safetensors", {})
+    expect("L101", tmp_path)
 
 
 def test_sources_that_are_not_adapters(tmp_path):

@@ -44,6 +44,8 @@ def read_adapter(
     path = Path(source)
     if not path.exists():
         raise LolctlError("L100", path, "no such file or folder", "check the path")
+    if not path.is_dir() and not path.is_file():
+        raise LolctlError("L101", path, "not a regular file or folder", "point at an adapter folder or weights file")
     if path.is_dir():
         root = path.resolve()
         target = _pick(root, name)
@@ -69,8 +71,8 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         dirnames.sort()
-        if CONFIG in filenames and _inside(real_root, here / CONFIG):
-            found.append(here)
+        if (CONFIG in filenames and _inside(real_root, here / CONFIG)) or set(filenames) & set(PEFT_WEIGHTS):
+            found.append(here)  # a PEFT/MLX folder (even without its config: reading it then says L113)
             dirnames.clear()  # named sub-adapters are read through their own config
             continue
         safes = {Path(f).stem for f in filenames if f.endswith(".safetensors")}
@@ -136,7 +138,12 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
     config_path = folder / CONFIG
     if config_path.exists():
         _check_inside(root, config_path)
-        present = [folder / w for w in PEFT_WEIGHTS if (folder / w).exists()]
+        present = [folder / w for w in PEFT_WEIGHTS if (folder / w).exists() or (folder / w).is_symlink()]
+        for p in present:
+            _check_inside(root, p)
+            if not p.is_file():
+                what = "a folder" if p.is_dir() else "a broken link" if not p.exists() else "not a regular file"
+                raise LolctlError("L101", p, f"the weights file is {what}", "replace it with the adapter weights")
         if not present:
             cfg = load_config(config_path)
             if isinstance(cfg.get("peft_type"), str) and cfg["peft_type"].upper() != "LORA":
@@ -192,6 +199,13 @@ def _looks_like_adapter(path: Path, strict: bool = False) -> bool:
 # --- files ------------------------------------------------------------------------------------------------------
 
 
+def _open(path: Path, trust_pickle: bool, max_bytes: int) -> TensorStore:
+    store = open_store(path, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    if not store.shapes:
+        raise LolctlError("L101", path, "the weights file holds no tensors", "re-save the adapter")
+    return store
+
+
 def _read_with_config(weights: Path, config_path: Path, trust_pickle: bool, dtype, max_bytes: int) -> Adapter:
     from lolctl.read.mlx import is_mlx_config, looks_mlx, read_mlx
     from lolctl.read.peft import read_peft
@@ -200,7 +214,7 @@ def _read_with_config(weights: Path, config_path: Path, trust_pickle: bool, dtyp
     peft_type = cfg.get("peft_type")
     if isinstance(peft_type, str) and peft_type.upper() != "LORA":
         raise refuse_peft_type(config_path, peft_type)  # before touching the weights
-    store = open_store(weights, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    store = _open(weights, trust_pickle, max_bytes)
     if is_mlx_config(cfg) or looks_mlx(store.keys()):
         adapter = read_mlx(weights, config_path, store, dtype)
     else:
@@ -213,7 +227,7 @@ def _read_file(path: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, m
     sibling = path.parent / CONFIG
     if path.name in PEFT_WEIGHTS and sibling.exists():
         return _read_with_config(path, _check_inside(root, sibling), trust_pickle, dtype, max_bytes)
-    store = open_store(path, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    store = _open(path, trust_pickle, max_bytes)
     kind = classify(store.keys())
     if kind == "peft" or kind == "mlx":
         raise LolctlError("L113", path, f"{kind.upper()} LoRA weights without {CONFIG}, so the scale is unknown",

@@ -20,8 +20,11 @@ def load_config(path: Path) -> dict[str, Any]:
         raise LolctlError("L112", path, f"{size} bytes is far too large for an adapter config", "check the file")
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LolctlError("L110", path, f"not valid JSON ({exc})", "repair or re-save adapter_config.json") from None
+    except RecursionError:
+        raise LolctlError("L110", path, "nests too deeply to be an adapter config", "re-save the config") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
+        reason = f"not valid JSON ({' '.join(str(exc).split())[:200]})"
+        raise LolctlError("L110", path, reason, "repair or re-save adapter_config.json") from None
     if not isinstance(cfg, dict):
         raise LolctlError("L111", path, f"expected a JSON object, found {type(cfg).__name__}", "re-save the config")
     return cfg

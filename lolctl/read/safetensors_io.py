@@ -112,8 +112,10 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = f"the header is not valid UTF-8 JSON ({exc})"
+    except RecursionError:
+        raise LolctlError("L122", path, "the header nests too deeply to be a safetensors header", "re-save") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
+        reason = f"the header is not valid UTF-8 JSON ({' '.join(str(exc).split())[:200]})"
         raise LolctlError("L122", path, reason, _placeholder_hint(raw)) from None
     if not isinstance(header, dict):
         raise LolctlError("L122", path, "the header is not a JSON object", "re-save the file with safetensors")
@@ -121,8 +123,9 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise LolctlError("L122", f"{path}:__metadata__", "metadata must map strings to strings", "re-save the file")
     data_len = size - 8 - n
-    tensors = {key: _parse_entry(path, key, entry, data_len) for key, entry in header.items()}
+    tensors = {key: _parse_entry(path, key, entry) for key, entry in header.items()}
     _check_layout(path, tensors, data_len)
+    _check_sizes(path, tensors)
     total = sum(t.nbytes for t in tensors.values())
     if total > max_bytes:
         raise LolctlError(
@@ -136,7 +139,7 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _parse_entry(path: Path, key: str, entry: Any, data_len: int) -> TensorInfo:
+def _parse_entry(path: Path, key: str, entry: Any) -> TensorInfo:
     where = f"{path}:{key}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise LolctlError("L122", where, "entry must be an object with dtype, shape and data_offsets", "re-save")
@@ -151,21 +154,24 @@ def _parse_entry(path: Path, key: str, entry: Any, data_len: int) -> TensorInfo:
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise LolctlError("L122", where, f"data_offsets {offsets!r} is not [begin, end]", "re-save the file")
     begin, end = offsets
-    if not 0 <= begin <= end <= data_len:
-        raise LolctlError(
-            "L123", where, f"data_offsets [{begin}, {end}] fall outside the {data_len}-byte data buffer",
-            "the file is truncated or corrupt; download it again",
-        )
-    expected = math.prod(shape) * DTYPES[dtype][1]
-    if end - begin != expected:
-        raise LolctlError(
-            "L127", where, f"shape {shape} of {dtype} needs {expected} bytes but the offsets give {end - begin}",
-            "the file is corrupt; re-save it",
-        )
+    if not 0 <= begin <= end:
+        raise LolctlError("L123", where, f"data_offsets [{begin}, {end}] are not an ordered range", "re-save the file")
     return TensorInfo(dtype, tuple(shape), begin, end)
 
 
+def _check_sizes(path: Path, tensors: dict[str, TensorInfo]) -> None:
+    for key, t in tensors.items():
+        expected = math.prod(t.shape) * DTYPES[t.dtype][1]
+        if t.nbytes != expected:
+            raise LolctlError(
+                "L127", f"{path}:{key}", f"shape {list(t.shape)} of {t.dtype} needs {expected} bytes but the offsets "
+                f"give {t.nbytes}", "the file is corrupt; re-save it",
+            )
+
+
 def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:
+    """The tensors must tile the data buffer exactly: overlaps and gaps are L123; a tiling that runs past the end of
+    the file means the file was cut short (L120); bytes after the last tensor are L123."""
     cursor, prev = 0, None
     for key, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.nbytes == 0:
@@ -177,7 +183,12 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> 
                 "L123", f"{path}:{key}", f"a {t.begin - cursor}-byte gap precedes it in the data buffer", "re-save"
             )
         cursor, prev = t.end, key
-    if cursor != data_len:
+    if cursor > data_len:
+        raise LolctlError(
+            "L120", f"{path}:{prev}", f"the header's tensors need {cursor} data bytes but the file holds {data_len}",
+            "the file is truncated; download it again",
+        )
+    if cursor < data_len:
         raise LolctlError(
             "L123", path, f"{data_len - cursor} bytes after the last tensor are not described by the header",
             "the file was appended to or is corrupt; re-save it",
