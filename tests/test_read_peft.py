@@ -219,3 +219,23 @@ def test_meta_is_filled(tmp_path):
     assert meta.nbytes == sum(2 * 4 * 16 * 4 for _ in range(4))
     assert meta.file_metadata.get("format") == "pt"
     assert meta.config["peft_type"] == "LORA"
+
+
+@pytest.mark.parametrize("patterns", [
+    {"q_proj": 1, "layers.0.self_attn.q_proj": 2},  # first key in config order wins, as in PEFT
+    {"layers.0.self_attn.q_proj": 2, "q_proj": 1},
+    {r"layers\.[01]\.self_attn\.v_proj": 3, "proj": 4},
+    {"attn.q_proj": 5, "self_attn": 6, "elf_attn.q_proj": 7},  # whole dotted components only
+    {"model.layers.1.mlp.down_proj": 8},
+])
+def test_pattern_key_is_peft_get_pattern_key(patterns):
+    from peft.utils.other import get_pattern_key
+
+    from lolctl.read.peft import pattern_key
+
+    leaves = ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")
+    names = [f"model.layers.{i}.{m}" for i in (0, 1) for m in leaves]
+    for name in names:
+        theirs = get_pattern_key(patterns.keys(), name)
+        ours = pattern_key(patterns, name, "test")
+        assert patterns.get(theirs) == (patterns[ours] if ours is not None else None), name

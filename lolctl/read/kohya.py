@@ -104,7 +104,6 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
         files=[str(store.path)],
         base_model=meta_in.get("ss_sd_model_name") or meta_in.get("modelspec.architecture"),
         peft_type="LORA",
-        target_modules=sorted({n.split("_", 2)[1] for n in groups}),
         config_rank=net_dim,
         config_alpha=_float_meta(meta_in, "ss_network_alpha"),
         use_dora=any("dora_magnitude" in m.extras for m in modules),
