@@ -80,6 +80,12 @@ def test_builtin_name_and_find_for_base_model(tmp_path, monkeypatch):
     assert find_checkpoint_for(BASE) == str(tmp_path / "models" / "minilm-glnet")
     assert find_checkpoint_for("ORG/Base-Model") is not None  # case-insensitive
     assert find_checkpoint_for("other/model") is None and find_checkpoint_for(None) is None
+    config = json.loads((tmp_path / "models" / "minilm-glnet" / "config.json").read_text())
+    config["base_model_aliases"] = ["/opt/copies/base-model"]
+    (tmp_path / "models" / "minilm-glnet" / "config.json").write_text(json.dumps(config))
+    assert find_checkpoint_for("/opt/copies/base-model/") == str(tmp_path / "models" / "minilm-glnet")
+    ckpt = load_checkpoint("minilm-glnet", device="cpu")
+    assert not any("base model" in r for r in ckpt.check(adapter(base="/opt/copies/base-model")))  # an alias
     with pytest.raises(LolctlError) as err:
         load_checkpoint("no-such-model")
     assert err.value.code == "L172" and "minilm-glnet" in str(err.value)

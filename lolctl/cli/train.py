@@ -107,6 +107,10 @@ def train(
     base_model: Annotated[
         str | None, typer.Option("--base-model", help="Base model id to record (default: from the adapters).")
     ] = None,
+    alias: Annotated[
+        list[str] | None,
+        typer.Option("--base-model-alias", help="Another name of the base model (repeat), e.g. a local copy's path."),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -139,15 +143,16 @@ def train(
             zoo,
             model,
             out_dir,
-            task,
-            _parse_sets(sets or []),
-            cfg,
-            device.value,
-            name,
-            base_model,
-            not no_cache,
-            read_cb,
-            epoch_cb,
+            task_names=task,
+            model_values=_parse_sets(sets or []),
+            train_config=cfg,
+            device=device.value,
+            name=name,
+            base_model=base_model,
+            base_model_aliases=alias,
+            cache=not no_cache,
+            read_progress=read_cb,
+            epoch_progress=epoch_cb,
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")

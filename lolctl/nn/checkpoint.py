@@ -139,7 +139,7 @@ class Checkpoint:
             )
         reasons = []
         base = adapter.meta.base_model
-        if self.base_model and base and _norm_model(base) != _norm_model(self.base_model):
+        if self.base_model and base and _norm_model(base) not in base_model_names(self.config):
             reasons.append(f"base model {base} differs from the training base model {self.base_model}")
         ood = self.config.get("ood", {})
         seen = set(ood.get("ranks", []))
@@ -232,8 +232,22 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
     return Checkpoint(path, config, model, dev)
 
 
+def base_model_names(config: dict[str, Any]) -> set[str]:
+    """The checkpoint's base model and every base model recorded by its training adapters (normalised)."""
+    names = [
+        config.get("base_model"),
+        *config.get("base_model_aliases", []),
+        *config.get("ood", {}).get("base_models", []),
+    ]
+    return {_norm_model(n) for n in names if isinstance(n, str) and n}
+
+
 def find_checkpoint_for(base_model: str | None) -> str | None:
-    """The folder of a built-in checkpoint trained on ``base_model`` (first match), or None."""
+    """The folder of a built-in checkpoint trained on ``base_model`` (first match by name), or None.
+
+    A checkpoint matches its ``base_model``, any name in ``base_model_aliases``, and the base models its training
+    adapters recorded (e.g. a local copy's path next to the Hub id). Matching ignores case and a trailing slash.
+    """
     if not base_model:
         return None
     want = _norm_model(base_model)
@@ -242,10 +256,10 @@ def find_checkpoint_for(base_model: str | None) -> str | None:
             continue
         for cfg in sorted(d.glob("*/config.json")):
             try:
-                base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model")
-            except (OSError, ValueError, AttributeError):
+                config = json.loads(cfg.read_text(encoding="utf-8"))
+                aliases = base_model_names(config)
+            except (OSError, ValueError, AttributeError, TypeError):
                 continue
-            aliases = {_norm_model(b) for b in ([base] if isinstance(base, str) else base or [])}
             if want in aliases:
                 return str(cfg.parent)
     return None
