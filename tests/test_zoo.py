@@ -1,0 +1,195 @@
+"""Zoo builder: a tiny recipe on a tiny random BERT — format, PEFT loading, determinism, kill + resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lolctl.errors import LolctlError
+from lolctl.zoo.builder import build
+from lolctl.zoo.recipes import get_recipe
+from lolctl.zoo.recipes.tiny import make_tiny_bert
+
+SMALL = {"n_train": "3", "other_ranks": "2"}  # 2 val + 2 test + 3 train + 1 r2 = 8 LoRAs
+
+
+def _small_subset(path: Path) -> Path:
+    """The first 40 synsets of each category of the shipped WordNet subset (keeps the test's frozen work small)."""
+    import gzip
+
+    from lolctl.zoo.wordnet import SUBSET_PATH
+
+    seen: dict[str, int] = {}
+    keep = []
+    with gzip.open(SUBSET_PATH, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            lexname = line.split("\t", 1)[0]
+            seen[lexname] = seen.get(lexname, 0) + 1
+            if seen[lexname] <= 40:
+                keep.append(line)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(keep)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    SMALL["subset"] = str(_small_subset(folder / "synsets.tsv.gz"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted build, in process."""
+    zoo = tmp_path_factory.mktemp("zoo-ref")
+    result = build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert)}), zoo, workers=1)
+    assert result["status"] == "complete" and result["total"] == 8
+    return zoo
+
+
+def _rows(zoo: Path) -> list[dict[str, str]]:
+    with open(zoo / "labels.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_layout_manifest_and_labels(reference: Path, tiny_bert: Path) -> None:
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert {t["name"]: t["kind"] for t in manifest["tasks"]} == {
+        "quality": "regression", "own_quality": "regression", "log_size": "regression",
+        "membership": "multilabel", "noise": "multiclass", "lemma_form": "multiclass"}
+    assert set(manifest["versions"]) >= {"torch", "transformers", "lolctl"}
+    assert manifest["base_model"]["hash"].startswith("sha256:")
+    assert manifest["recipe"]["name"] == "tiny" and manifest["recipe"]["n_train"] == 3
+    rows = _rows(reference)
+    assert [r["split"] for r in rows] == ["val"] * 2 + ["test"] * 2 + ["train"] * 3 + ["test_r2"]
+    assert [r["rank"] for r in rows] == ["4"] * 7 + ["2"]
+    assert set(manifest["adapters"]) == {r["id"] for r in rows}
+    columns = list(rows[0])
+    assert columns[:4] == ["id", "path", "split", "rank"]
+    assert "membership[noun.animal]" in columns and all(c.startswith("hp.") for c in columns[22:])
+    for row in rows:
+        assert 0.0 <= float(row["quality"]) <= 1.0
+        assert row["noise"] in ("clean", "noisy") and row["lemma_form"] in ("single", "multi")
+        members = [int(row[c]) for c in columns if c.startswith("membership[")]
+        assert 1 <= sum(members) <= 3 and int(row["hp.n_topics"]) == sum(members)
+
+
+def test_adapter_is_standard_peft(reference: Path, tiny_bert: Path) -> None:
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    from lolctl.zoo.lean_bert import LeanBert
+
+    folder = reference / "adapters" / "lora-00004"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["target_modules"] == ["query", "value"]
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    assert "base_model.model.encoder.layer.1.attention.self.value.lora_B.weight" in state
+    model = PeftModel.from_pretrained(BertModel.from_pretrained(str(tiny_bert)), str(folder)).eval()
+    loaded = get_peft_model_state_dict(model)
+    assert sorted(loaded) == sorted(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    # the lean trainer's forward equals PEFT's forward with the saved adapter (float32 path)
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state.mean(1)
+    s = config["lora_alpha"] / config["r"]
+    lora = [{m: (s * state[f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_B.weight"],
+                 state[f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_A.weight"].T)
+             for m in ("query", "value")} for i in range(2)]
+    lean = LeanBert.from_folder(tiny_bert, torch.float32).encode(ids, mask, lora)
+    assert torch.allclose(lean, torch.nn.functional.normalize(hidden, dim=-1), atol=1e-5)
+
+
+def test_training_moves_the_weights(reference: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(reference / "adapters" / "lora-00000" / "adapter_model.safetensors"))
+    assert all(state[k].abs().sum() > 0 for k in state if "lora_B" in k)  # B starts at zero
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from lolctl.zoo.builder import build
+    from lolctl.zoo.recipes import get_recipe
+    overrides = dict(arg.split("=", 1) for arg in sys.argv[3:])
+    def log(message):  # injected crash: SIGKILL ourselves after the third finished LoRA
+        if message.startswith("[3/"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    build(get_recipe("tiny", overrides), sys.argv[1], workers=int(sys.argv[2]), log=log)
+""")
+
+
+def test_killed_build_resumes_to_identical_loras(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo"
+    args = [f"{k}={v}" for k, v in {**SMALL, "base_model": str(tiny_bert)}.items()]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(zoo), "1", *args], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    built = sorted(p.name for p in (zoo / "adapters").glob("lora-*"))
+    assert built == ["lora-00000", "lora-00001", "lora-00002"]
+    assert json.loads((zoo / "manifest.json").read_text())["status"] == "building"
+    (zoo / "adapters" / ".tmp-lora-00003-999").mkdir()  # a half-written LoRA left by the crash
+    (zoo / "adapters" / ".tmp-lora-00003-999" / "adapter_model.safetensors").write_bytes(b"garbage")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lolctl", "zoo", "build", str(zoo), "--recipe", "tiny", "--workers", "2",
+         *[x for a in args for x in ("--set", a)]], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "3 already built, 5 to build" in resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "complete"
+    assert not list((zoo / "adapters").glob(".tmp-*"))
+    for ref in sorted((reference / "adapters").glob("lora-*")):
+        for name in ("adapter_model.safetensors", "adapter_config.json", "meta.json"):
+            assert (zoo / "adapters" / ref.name / name).read_bytes() == (ref / name).read_bytes(), (ref.name, name)
+    assert (zoo / "labels.csv").read_bytes() == (reference / "labels.csv").read_bytes()
+    ref_manifest = json.loads((reference / "manifest.json").read_text())
+    assert json.loads((zoo / "manifest.json").read_text())["adapters"] == ref_manifest["adapters"]
+
+
+def test_resume_with_other_settings_is_refused(reference: Path, tiny_bert: Path) -> None:
+    with pytest.raises(LolctlError) as err:
+        build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert), "seed": "7"}), reference)
+    assert err.value.code == "L176"
+
+
+def test_bad_recipe_and_setting_are_usage_errors() -> None:
+    with pytest.raises(LolctlError) as err:
+        get_recipe("no-such-recipe")
+    assert err.value.code == "L180"
+    with pytest.raises(LolctlError) as err:
+        get_recipe("tiny", {"no_such_field": "1"})
+    assert err.value.code == "L180"
+
+
+def test_paper_recipes_plan_but_refuse_to_train(tmp_path: Path) -> None:
+    recipe = get_recipe("qwen2-arc-lora")
+    plan = recipe.plan()
+    assert len(plan) == 2000 and {j.rank for j in plan} == {4}
+    with pytest.raises(LolctlError) as err:
+        build(recipe, tmp_path / "z")
+    assert err.value.code == "L182" and "GPU" in err.value.reason
+
+
+def test_zoo_info_summarises(reference: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "lolctl", "zoo", "info", str(reference), "-f", "json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["splits"]["train"] == {"built": 3, "planned": 3}
+    assert summary["splits"]["test_r2"] == {"built": 1, "planned": 1}
+    quality = next(t for t in summary["targets"] if t["column"] == "quality")
+    assert 0.0 <= quality["min"] <= quality["max"] <= 1.0
+    table = subprocess.run([sys.executable, "-m", "lolctl", "zoo", "info", str(reference)],
+                           capture_output=True, text=True)
+    assert table.returncode == 0 and "membership[noun.animal]" in table.stdout and "test_r2" in table.stdout
