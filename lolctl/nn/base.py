@@ -68,6 +68,9 @@ class LoraModel(nn.Module):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     invariance: ClassVar[str] = "GL(r) per module"  # documented symmetry of the outputs
+    input_scale: torch.Tensor  # (L,) buffer
+    head: nn.Sequential
+    outputs: nn.ModuleDict
 
     def __init__(self, config: ModelConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lolctl.factors import Adapter
@@ -103,7 +104,7 @@ class LoraBatch:
                 out[i] = (g.U[:, j], g.V[:, j])
         return out  # type: ignore[return-value]
 
-    def select(self, index: torch.Tensor | Sequence[int]) -> LoraBatch:
+    def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> LoraBatch:
         idx = torch.as_tensor(index, dtype=torch.long)
         groups = tuple(GroupFactors(g.indices, g.U[idx.to(g.U.device)], g.V[idx.to(g.V.device)]) for g in self.groups)
         return LoraBatch(self.spec, groups, self.ranks[idx])
