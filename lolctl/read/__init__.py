@@ -43,9 +43,10 @@ def read_adapter(
     """Read one adapter. ``name`` picks a named adapter subfolder (or file) when the source holds several."""
     path = Path(source)
     if not path.exists():
-        raise LolctlError("L100", path, "no such file or folder", "check the path")
+        raise LolctlError("L100", str(path), "no such file or folder", "check the path")
     if not path.is_dir() and not path.is_file():
-        raise LolctlError("L101", path, "not a regular file or folder", "point at an adapter folder or weights file")
+        raise LolctlError("L101", str(path),
+                          "not a regular file or folder", "point at an adapter folder or weights file")
     if path.is_dir():
         root = path.resolve()
         target = _pick(root, name)
@@ -65,7 +66,7 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
     symlinked folders are not entered and links resolving outside ``folder`` are skipped."""
     root = Path(folder)
     if not root.is_dir():
-        raise LolctlError("L100", root, "not a folder", "pass a folder to scan")
+        raise LolctlError("L100", str(root), "not a folder", "pass a folder to scan")
     real_root = root.resolve()
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -102,9 +103,10 @@ def _pick(root: Path, name: str | None) -> Path:
         return subs[0]
     if len(subs) > 1:
         names = ", ".join(d.name for d in subs)
-        raise LolctlError("L104", root, f"{len(subs)} adapters in named subfolders ({names})",
+        raise LolctlError("L104", str(root), f"{len(subs)} adapters in named subfolders ({names})",
                           "name one (--name / name=) or pass its folder")
-    raise LolctlError("L101", root, "no adapter_config.json and no weights files here", "point at an adapter folder")
+    raise LolctlError("L101", str(root),
+                      "no adapter_config.json and no weights files here", "point at an adapter folder")
 
 
 def _weights_in(folder: Path) -> list[Path]:
@@ -127,7 +129,8 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _check_inside(root: Path, path: Path) -> Path:
     if not _inside(root, path):
-        raise LolctlError("L150", path, f"links to {path.resolve()}, outside {root}", "copy the file into the folder")
+        raise LolctlError("L150", str(path),
+                          f"links to {path.resolve()}, outside {root}", "copy the file into the folder")
     return path
 
 
@@ -143,30 +146,30 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
             _check_inside(root, p)
             if not p.is_file():
                 what = "a folder" if p.is_dir() else "a broken link" if not p.exists() else "not a regular file"
-                raise LolctlError("L101", p, f"the weights file is {what}", "replace it with the adapter weights")
+                raise LolctlError("L101", str(p), f"the weights file is {what}", "replace it with the adapter weights")
         if not present:
             cfg = load_config(config_path)
             if isinstance(cfg.get("peft_type"), str) and cfg["peft_type"].upper() != "LORA":
                 raise refuse_peft_type(config_path, cfg["peft_type"])
-            raise LolctlError("L101", folder, f"{CONFIG} but none of {', '.join(PEFT_WEIGHTS)}",
+            raise LolctlError("L101", str(folder), f"{CONFIG} but none of {', '.join(PEFT_WEIGHTS)}",
                               "copy the weights next to the config")
         adapter = _read_with_config(_check_inside(root, present[0]), config_path, trust_pickle, dtype, max_bytes)
         adapter.findings += [finding("H216", f"{p.name} was not read; {present[0].name} was") for p in present[1:]]
         return adapter
     files = [_check_inside(root, p) for p in _weights_in(folder)]
     if not files:
-        raise LolctlError("L101", folder, "no adapter_config.json and no weights files", "point at an adapter")
+        raise LolctlError("L101", str(folder), "no adapter_config.json and no weights files", "point at an adapter")
     safes = {p.stem for p in files if p.suffix == ".safetensors"}
     skipped = [p for p in files if p.suffix != ".safetensors" and p.stem in safes]  # pickle twin of a safetensors
     files = [p for p in files if p not in skipped]
     if len(files) > 1:
         looking = [p for p in files if _looks_like_adapter(p, strict=True)]
         if len(looking) > 1:
-            raise LolctlError("L104", folder, f"several adapter files ({', '.join(p.name for p in looking)})",
+            raise LolctlError("L104", str(folder), f"several adapter files ({', '.join(p.name for p in looking)})",
                               "name one (--name / name=) or pass the file")
         if not looking:
             reasons = "; ".join(f"{p.name}: {_why_not(p, trust_pickle, max_bytes)}" for p in files)
-            raise LolctlError("L103", folder, f"no file has a known LoRA key scheme ({reasons})",
+            raise LolctlError("L103", str(folder), f"no file has a known LoRA key scheme ({reasons})",
                               "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
         skipped += [p for p in files if p not in looking]
         files = looking
@@ -202,7 +205,7 @@ def _looks_like_adapter(path: Path, strict: bool = False) -> bool:
 def _open(path: Path, trust_pickle: bool, max_bytes: int) -> TensorStore:
     store = open_store(path, trust_pickle=trust_pickle, max_bytes=max_bytes)
     if not store.shapes:
-        raise LolctlError("L101", path, "the weights file holds no tensors", "re-save the adapter")
+        raise LolctlError("L101", str(path), "the weights file holds no tensors", "re-save the adapter")
     return store
 
 
@@ -230,7 +233,7 @@ def _read_file(path: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, m
     store = _open(path, trust_pickle, max_bytes)
     kind = classify(store.keys())
     if kind == "peft" or kind == "mlx":
-        raise LolctlError("L113", path, f"{kind.upper()} LoRA weights without {CONFIG}, so the scale is unknown",
+        raise LolctlError("L113", str(path), f"{kind.upper()} LoRA weights without {CONFIG}, so the scale is unknown",
                           f"put the adapter's {CONFIG} next to the file")
     if kind == "kohya":
         from lolctl.read.kohya import read_kohya
@@ -247,7 +250,8 @@ def _read_file(path: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, m
         raise AssertionError("unreachable")
     else:
         hint = custom_layout_hint(store.keys())
-        raise LolctlError("L103", path, hint or f"none of its {len(store.shapes)} tensor keys follow a known LoRA "
+        raise LolctlError("L103", str(path),
+                          hint or f"none of its {len(store.shapes)} tensor keys follow a known LoRA "
                           "key scheme", "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
     _note_pickle(adapter, store)
     return adapter

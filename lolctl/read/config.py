@@ -17,16 +17,18 @@ MAX_CONFIG_BYTES = 4 * 2**20
 def load_config(path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise LolctlError("L112", path, f"{size} bytes is far too large for an adapter config", "check the file")
+        raise LolctlError("L112", str(path), f"{size} bytes is far too large for an adapter config", "check the file")
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8"))
     except RecursionError:
-        raise LolctlError("L110", path, "nests too deeply to be an adapter config", "re-save the config") from None
+        raise LolctlError("L110", str(path),
+                          "nests too deeply to be an adapter config", "re-save the config") from None
     except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
         reason = f"not valid JSON ({' '.join(str(exc).split())[:200]})"
-        raise LolctlError("L110", path, reason, "repair or re-save adapter_config.json") from None
+        raise LolctlError("L110", str(path), reason, "repair or re-save adapter_config.json") from None
     if not isinstance(cfg, dict):
-        raise LolctlError("L111", path, f"expected a JSON object, found {type(cfg).__name__}", "re-save the config")
+        raise LolctlError("L111", str(path),
+                          f"expected a JSON object, found {type(cfg).__name__}", "re-save the config")
     return cfg
 
 

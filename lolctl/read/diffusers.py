@@ -95,7 +95,7 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
         groups, rest = _group_old(store)
         embeddings, style = set(), "diffusers-old"
     if not groups:
-        raise LolctlError("L103", store.path, "no diffusers LoRA keys found", "check the file")
+        raise LolctlError("L103", str(store.path), "no diffusers LoRA keys found", "check the file")
     alphas = {k[: -len(".alpha")]: k for k in rest if k.endswith(".alpha")}
     rest = [k for k in rest if k not in alphas.values()]
     configs = _header_configs(store)

@@ -95,7 +95,8 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
         modules.append(make_module(name, shape, store.get(slot["A"]), store.get(slot["B"]), scale=alpha / r,
                                    scale_source=source, dtype=dtype, keys=keys, extras=extras))
     if not modules:
-        raise LolctlError("L103", store.path, "kohya-style keys but no lora_down / lora_up pairs", "check the file")
+        raise LolctlError("L103", str(store.path),
+                          "kohya-style keys but no lora_down / lora_up pairs", "check the file")
     if defaulted:
         findings.append(finding("H212", f"{len(defaulted)} modules have no .alpha tensor; alpha = rank (scale 1) "
                                 "was assumed, as kohya does", module=defaulted[0]))

@@ -160,7 +160,7 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
 
     groups, embeddings, rest = group_lora_keys(store)
     if not groups:
-        raise LolctlError("L103", weights, "no lora_A / lora_B tensors in a LoRA adapter's weights",
+        raise LolctlError("L103", str(weights), "no lora_A / lora_B tensors in a LoRA adapter's weights",
                           "the file holds no LoRA factors; check it was saved from a LoRA model")
     rank_of: dict[str, int] = {}
 

@@ -20,7 +20,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 def refuse_pickle(path: Path) -> LolctlError:
     return LolctlError(
-        "L130", path, "this is a pickle file, which can run code when loaded",
+        "L130", str(path), "this is a pickle file, which can run code when loaded",
         "convert it to .safetensors, or pass --trust-pickle to load it with torch.load(weights_only=True)",
     )
 
@@ -31,20 +31,21 @@ def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
 
     size = path.stat().st_size
     if size == 0:
-        raise LolctlError("L126", path, "the file is empty (0 bytes)", "download the file again")
+        raise LolctlError("L126", str(path), "the file is empty (0 bytes)", "download the file again")
     if size > max_bytes:
-        raise LolctlError("L125", path, f"{size} bytes is above the {max_bytes}-byte budget", "raise --max-bytes")
+        raise LolctlError("L125", str(path), f"{size} bytes is above the {max_bytes}-byte budget", "raise --max-bytes")
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
     except Exception as exc:  # the restricted unpickler raises several types; none of them ran foreign code
         reason = " ".join(str(exc).split())[:300]
         raise LolctlError(
-            "L131", path, f"torch.load(weights_only=True) refused it: {reason}",
+            "L131", str(path), f"torch.load(weights_only=True) refused it: {reason}",
             "only plain tensor state dicts are loaded; convert the file to .safetensors in a sandbox",
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     flat = isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     if not flat:
-        raise LolctlError("L131", path, f"expected a flat dict of tensors, found {type(obj).__name__}", "re-save it")
+        raise LolctlError("L131", str(path),
+                          f"expected a flat dict of tensors, found {type(obj).__name__}", "re-save it")
     return {k: v.detach() for k, v in obj.items()}

@@ -59,7 +59,7 @@ KEY_SIGNATURES: list[tuple[str, str]] = [
 def refuse_peft_type(where: Path | str, peft_type: str) -> LolctlError:
     what = PEFT_TYPES.get(peft_type.upper(), f"a {peft_type} adapter")
     return LolctlError(
-        "L102", where, f"peft_type {peft_type!r} is {what}, not LoRA; lolctl reads LoRA adapters only",
+        "L102", str(where), f"peft_type {peft_type!r} is {what}, not LoRA; lolctl reads LoRA adapters only",
         "use a LoRA adapter (peft_type LORA)",
     )
 

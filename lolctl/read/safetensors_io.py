@@ -89,36 +89,38 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
     """Parse and validate the header of ``path`` without reading tensor data."""
     size = path.stat().st_size
     if size == 0:
-        raise LolctlError("L126", path, "the file is empty (0 bytes)", "download the file again")
+        raise LolctlError("L126", str(path), "the file is empty (0 bytes)", "download the file again")
     with path.open("rb") as f:
         head = f.read(64)
         prefix = head[:8]
         f.seek(len(prefix))
         if len(prefix) < 8:
             raise LolctlError(
-                "L120", path, f"{size} bytes is shorter than the 8-byte safetensors length prefix",
+                "L120", str(path), f"{size} bytes is shorter than the 8-byte safetensors length prefix",
                 _placeholder_hint(head),
             )
         n = int.from_bytes(prefix, "little")
         if n > MAX_HEADER_BYTES:
             raise LolctlError(
-                "L121", path, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit", _placeholder_hint(head)
+                "L121", str(path), f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit",
+                _placeholder_hint(head),
             )
         if 8 + n > size:
             raise LolctlError(
-                "L120", path, f"header says {n} bytes but the file has only {size - 8} after the prefix",
+                "L120", str(path), f"header says {n} bytes but the file has only {size - 8} after the prefix",
                 "the file is truncated; download it again",
             )
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys(path))
     except RecursionError:
-        raise LolctlError("L122", path, "the header nests too deeply to be a safetensors header", "re-save") from None
+        raise LolctlError("L122", str(path),
+                          "the header nests too deeply to be a safetensors header", "re-save") from None
     except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
         reason = f"the header is not valid UTF-8 JSON ({' '.join(str(exc).split())[:200]})"
-        raise LolctlError("L122", path, reason, _placeholder_hint(raw)) from None
+        raise LolctlError("L122", str(path), reason, _placeholder_hint(raw)) from None
     if not isinstance(header, dict):
-        raise LolctlError("L122", path, "the header is not a JSON object", "re-save the file with safetensors")
+        raise LolctlError("L122", str(path), "the header is not a JSON object", "re-save the file with safetensors")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise LolctlError("L122", f"{path}:__metadata__", "metadata must map strings to strings", "re-save the file")
@@ -129,7 +131,7 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
     total = sum(t.nbytes for t in tensors.values())
     if total > max_bytes:
         raise LolctlError(
-            "L125", path, f"tensors declare {total} bytes, above the {max_bytes}-byte budget",
+            "L125", str(path), f"tensors declare {total} bytes, above the {max_bytes}-byte budget",
             "raise max_bytes (--max-bytes) if you trust this file",
         )
     return SafetensorsHeader(path=path, data_start=8 + n, tensors=tensors, metadata=dict(metadata))
@@ -142,20 +144,22 @@ def _is_int(x: Any) -> bool:
 def _parse_entry(path: Path, key: str, entry: Any) -> TensorInfo:
     where = f"{path}:{key}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-        raise LolctlError("L122", where, "entry must be an object with dtype, shape and data_offsets", "re-save")
+        raise LolctlError("L122", str(where), "entry must be an object with dtype, shape and data_offsets", "re-save")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str):
-        raise LolctlError("L122", where, "dtype must be a string", "re-save the file")
+        raise LolctlError("L122", str(where), "dtype must be a string", "re-save the file")
     if dtype not in DTYPES:
         known = ", ".join(DTYPES)
-        raise LolctlError("L124", where, f"dtype {dtype!r} is not one lolctl reads ({known})", "convert the tensor")
+        raise LolctlError("L124", str(where),
+                          f"dtype {dtype!r} is not one lolctl reads ({known})", "convert the tensor")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise LolctlError("L122", where, f"shape {shape!r} is not a list of non-negative integers", "re-save")
+        raise LolctlError("L122", str(where), f"shape {shape!r} is not a list of non-negative integers", "re-save")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
-        raise LolctlError("L122", where, f"data_offsets {offsets!r} is not [begin, end]", "re-save the file")
+        raise LolctlError("L122", str(where), f"data_offsets {offsets!r} is not [begin, end]", "re-save the file")
     begin, end = offsets
     if not 0 <= begin <= end:
-        raise LolctlError("L123", where, f"data_offsets [{begin}, {end}] are not an ordered range", "re-save the file")
+        raise LolctlError("L123", str(where),
+                          f"data_offsets [{begin}, {end}] are not an ordered range", "re-save the file")
     return TensorInfo(dtype, tuple(shape), begin, end)
 
 
@@ -190,7 +194,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> 
         )
     if cursor < data_len:
         raise LolctlError(
-            "L123", path, f"{data_len - cursor} bytes after the last tensor are not described by the header",
+            "L123", str(path), f"{data_len - cursor} bytes after the last tensor are not described by the header",
             "the file was appended to or is corrupt; re-save it",
         )
 

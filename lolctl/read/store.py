@@ -64,4 +64,4 @@ def open_store(path: Path, *, trust_pickle: bool, max_bytes: int) -> TensorStore
             nbytes={k: v.numel() * v.element_size() for k, v in tensors.items()},
             _tensors=tensors,
         )
-    raise LolctlError("L103", path, f"unknown weights file type {path.suffix!r}", "use .safetensors (or .bin)")
+    raise LolctlError("L103", str(path), f"unknown weights file type {path.suffix!r}", "use .safetensors (or .bin)")
