@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -203,10 +204,12 @@ class Hub:
         if self.offline:
             ids = self._cached_repo_ids(user)
         else:
+            def listing(tag: str) -> list[str]:
+                return [m.id for m in self.api.list_models(author=user, filter=tag)]
+
             ids = set()
             for tag in LISTING_TAGS:
-                models = self._call(lambda tag=tag: list(self.api.list_models(author=user, filter=tag)), f"{user}/*")
-                ids.update(m.id for m in models)
+                ids.update(self._call(partial(listing, tag), f"{user}/*"))
         return [HubRef(i, revision) for i in sorted(ids) if fnmatch.fnmatchcase(i, f"{user}/{name}")]
 
     def _cached_repo_ids(self, user: str) -> set[str]:
@@ -232,8 +235,8 @@ class Hub:
             if not name.endswith(".safetensors"):
                 continue
             meta = self._call(
-                lambda name=name: self.api.parse_safetensors_file_metadata(
-                    ref.repo_id, name, revision=ref.revision, timeout=self.timeout),
+                partial(self.api.parse_safetensors_file_metadata, ref.repo_id, name, revision=ref.revision,
+                        timeout=self.timeout),
                 f"{ref}/{name}",
             )
             for key, info in meta.tensors.items():
@@ -270,9 +273,8 @@ class Hub:
         local: list[Path] = []
         for name in wanted:
             path = self._call(
-                lambda name=name: hf_hub_download(
-                    ref.repo_id, name, revision=ref.revision, cache_dir=self.cache_dir, endpoint=self.endpoint,
-                    token=self.token, etag_timeout=self.timeout),
+                partial(hf_hub_download, ref.repo_id, name, revision=ref.revision, cache_dir=self.cache_dir,
+                        endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout),
                 f"{ref}/{name}",
             )
             local.append(Path(path))

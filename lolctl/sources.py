@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from lolctl.hub import Hub
 
 GLOB_CHARS = "*?["
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 
 
 @dataclass(frozen=True)
@@ -60,23 +59,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def find_local_adapters(folder: Path) -> list[Path]:
-    """Every adapter below a folder (the reader's ``find_adapters`` when it is available)."""
-    try:
-        from lolctl.read import find_adapters
-    except ImportError:
-        find_adapters = _find_adapters_fallback
+    """Every adapter below a folder (the reader's discovery: PEFT folders and weight files, links not followed)."""
+    from lolctl.read import find_adapters
+
     return [Path(p) for p in find_adapters(folder)]
-
-
-def _find_adapters_fallback(folder: Path) -> list[Path]:
-    """Folders holding adapter_config.json, plus weight files outside such folders."""
-    folder = Path(folder)
-    peft_dirs = sorted({p.parent for p in folder.rglob("adapter_config.json")})
-    out: list[Path] = list(peft_dirs)
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not any(d == p.parent for d in peft_dirs):
-            out.append(p)
-    return out
 
 
 def _local_items(path: Path, source: str) -> list[Item]:

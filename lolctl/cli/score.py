@@ -149,7 +149,7 @@ def headline(pred: dict[str, Any] | None) -> str:
     for name, task in (pred.get("tasks") or {}).items():
         probs = task.get("probs") or {}
         if probs:
-            label = max(probs, key=probs.get)
+            label = max(probs, key=lambda k: probs[k])
             return f"{name} {label} {probs[label]:.2f}"
     return "-"
 
