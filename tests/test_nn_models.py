@@ -193,3 +193,14 @@ def test_batch_layout_roundtrip_and_respec():
     torch.testing.assert_close(moved.factors()[0][0], batch.factors()[3][0])
     with pytest.raises(LolctlError, match="L171"):
         batch.respec(InputSpec((*SPEC.modules[:3], ModuleSpec("b.q", 9, 8))))
+
+
+def test_fixed_rank_models_default_to_the_zoos_largest_rank():
+    from lolctl.nn.workflow import rank_defaults
+
+    assert rank_defaults("mlp", {}, 16) == {"rank": 16}
+    assert rank_defaults("mlp_oalign", {"rank": "8"}, 16) == {"rank": "8"}  # an explicit value wins
+    assert (
+        rank_defaults("mlp_svd", {}, 4) == {"max_rank": 32} and rank_defaults("transformer", {}, 64)["max_rank"] == 64
+    )
+    assert rank_defaults("glnet", {}, 64) == {}  # any rank

@@ -6,7 +6,7 @@ Both return plain dicts (metrics and a description) and take progress callbacks;
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from lolctl.errors import LolctlError
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from lolctl.nn.data import assign_splits, load_factors, load_zoo, targets
-from lolctl.nn.registry import build_model
+from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.train import TrainConfig, evaluate, fit, intervals, normalisation, predict, scale_stats
 
 ReadProgress = Callable[[int, int], None]
@@ -65,7 +65,8 @@ def train_zoo(
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
     norm = normalisation(tasks, y, train_rows)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_name, model_values, batch.spec, tasks).to(dev)
+    values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
+    model = build_model(model_name, values, batch.spec, tasks).to(dev)
     on_dev = batch.to(dev)
     result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
     pred = predict(model, on_dev, norm)
@@ -105,6 +106,18 @@ def train_zoo(
     }
     folder = save_checkpoint(Path(out_dir), model, config)
     return {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
+
+
+def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
+    """Fixed-rank models default to the zoo's largest rank: ``rank`` = top, ``max_rank`` = max(its default, top)."""
+    cls = model_class(model_name).config_class
+    names = {f.name for f in fields(cls)}
+    out = dict(values)
+    if "rank" in names and "rank" not in out:
+        out["rank"] = top
+    if "max_rank" in names and "max_rank" not in out:
+        out["max_rank"] = max(int(cls().max_rank), top)  # type: ignore[attr-defined]
+    return out
 
 
 def eval_zoo(
