@@ -166,7 +166,7 @@ class Transformer(LoraModel):
             [per_module_weight(len(g.indices), d, (g.n + g.m) * k + config.max_rank) for g in spec.groups]
         )
         self.position = nn.Parameter(torch.zeros(len(spec), d))
-        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, config.dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, config.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.build_head(d)
 
