@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -77,6 +78,8 @@ CASES = {
                                                    fan_in_fan_out=True), "default"),
     "conv2d": (ConvNet, dict(r=2, lora_alpha=3, target_modules=["conv1", "conv2", "fc"]), "default"),
     "embedding": (EmbNet, dict(r=3, lora_alpha=6, target_modules=["emb", "proj"]), "default"),
+    "conv1d-conv3d": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3), nn.Conv3d(3, 5, (2, 3, 3))),
+                      dict(r=2, lora_alpha=3, target_modules=["0", "1"]), "default"),
     "dora-llama": (tiny_llama, dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "k_proj"]), "default"),
     "dora-conv": (ConvNet, dict(r=2, lora_alpha=4, use_dora=True, target_modules=["conv1", "fc"]), "default"),
     "named-subfolder": (tiny_bert, dict(r=2, lora_alpha=4, target_modules=["query"]), "mine"),
@@ -239,3 +242,12 @@ def test_pattern_key_is_peft_get_pattern_key(patterns):
         theirs = get_pattern_key(patterns.keys(), name)
         ours = pattern_key(patterns, name, "test")
         assert patterns.get(theirs) == (patterns[ours] if ours is not None else None), name
+
+
+def test_base_modifying_init_is_flagged(tmp_path):
+    build(tmp_path, "bert-query-value")
+    cfg_path = tmp_path / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["init_lora_weights"] = "pissa_niter_4"
+    cfg_path.write_text(json.dumps(cfg))
+    assert "H220" in {f.code for f in read_adapter(tmp_path).findings}

@@ -238,3 +238,36 @@ def test_sources_that_are_not_adapters(tmp_path):
     expect("L104", tmp_path)
     assert read_adapter(tmp_path, name="b").ranks == [2]
     expect("L151", tmp_path, name="../..")
+
+
+def test_every_dtype_reads_like_safetensors(tmp_path):
+    from safetensors.torch import load_file
+
+    from lolctl.read.safetensors_io import load_tensor, read_header
+
+    torch.manual_seed(0)
+    tensors = {
+        "f64": torch.randn(3, 2, dtype=torch.float64), "f32": torch.randn(5), "f16": torch.randn(2, 3).half(),
+        "bf16": torch.randn(4, 1).bfloat16(), "f8": torch.randn(6).to(torch.float8_e4m3fn),
+        "f8b": torch.randn(2).to(torch.float8_e5m2), "i64": torch.arange(4), "i8": torch.arange(-3, 3).to(torch.int8),
+        "u8": torch.arange(5).to(torch.uint8), "b": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(2.5),
+    }
+    save_file(tensors, tmp_path / "all.safetensors")
+    header = read_header(tmp_path / "all.safetensors", 2**20)
+    reference = load_file(tmp_path / "all.safetensors")
+    assert set(header.tensors) == set(reference)
+    for key, want in reference.items():
+        got = load_tensor(header, key)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.equal(got.reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("suffix,what", [("lora_mid.weight", "Tucker"), ("diff", "full weight difference"),
+                                         ("hra_u", "non-LoRA")])
+def test_lookalike_methods_refused(tmp_path, suffix, what):
+    t = {"lora_unet_x.lora_down.weight": torch.ones(2, 8), "lora_unet_x.lora_up.weight": torch.ones(8, 2),
+         f"lora_unet_x.{suffix}": torch.ones(2, 2)}
+    save_file(t, tmp_path / "k.safetensors")
+    err = expect("L102", tmp_path / "k.safetensors")
+    assert what in err.reason

@@ -16,6 +16,7 @@ READER_FINDINGS: dict[str, tuple[str, Severity]] = {
     "H217": ("lora-bias-payload", "info"),
     "H218": ("config-field-inferred", "info"),
     "H219": ("pickle-loaded", "info"),
+    "H220": ("base-modifying-init", "warning"),
 }
 
 

@@ -35,6 +35,7 @@ from lolctl.read.store import TensorStore
 
 WRAPPER_PREFIX = "base_model.model."
 PARTS = {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "A", "lora_embedding_B": "B", "lora_magnitude_vector": "M"}
+BASE_MODIFYING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # init_lora_weights values that rewrite W
 CONV1D_LEAVES = {"c_attn", "c_proj", "c_fc", "q_attn"}  # GPT-2 family transformers.Conv1D layers
 
 
@@ -198,6 +199,15 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
     elif fan_in_fan_out and not conv1d_like:
         findings.append(finding("H213", "fan_in_fan_out is true but no module looks like a GPT-2 Conv1D layer",
                                 remedy="fan_in_fan_out is for layers storing weights as (in, out)"))
+    init = cfg.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_MODIFYING_INITS):
+        findings.append(finding(
+            "H220", f"init_lora_weights={init!r} changes the base weights when the adapter is created; unless it was "
+            "converted when saved, U Vᵀ is the update relative to that modified base, not to the original model",
+            remedy="save with path_initial_model_for_weight_conversion to get a plain LoRA of the original base"))
+    if cfg.get("loftq_config"):
+        findings.append(finding("H220", "LoftQ: the adapter pairs with a quantised, modified base; U Vᵀ is relative "
+                                "to that base"))
     biases = [k for k in rest if (p := split_key(k)) is not None and p[3]]
     if biases:
         findings.append(finding("H217", f"{len(biases)} lora_B bias tensors (lora_bias=true) are reported as payload; "

@@ -52,7 +52,10 @@ KEY_SIGNATURES: list[tuple[str, str]] = [
     (r"\.ia3_l(\.|$)", "IA3 (learned rescaling vectors)"),
     (r"\.boft_[RPs](\.|$)", "BOFT (butterfly orthogonal finetuning)"),
     (r"\.oft_[rR](\.|$)|\.oft_blocks$|\.oft_diag$", "OFT (orthogonal finetuning)"),
-    (r"\.spectrum(\.|$)", "FourierFT (spectral coefficients)"),
+    (r"\.lora_mid(\.|$)", "LyCORIS LoCon with Tucker decomposition (lora_mid core: ΔW is not up·down)"),
+    (r"\.diff(_b)?$", "a full weight difference (LyCORIS 'full'), not low-rank factors"),
+    (r"\.(fourierft|vblora|hra|bone|randlora|shira|c3a|road|miss|lily|adamss|gralora|frod|beft)_",
+     "a non-LoRA PEFT method (see the key's prefix)"),
 ]
 
 
