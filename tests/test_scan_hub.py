@@ -70,6 +70,14 @@ def test_hub_user_scan_subprocess(tmp_path):
                      "hf://someuser/private": "L161"}
     assert "scan summary" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "hf" / "hub" / "models--someuser--good").is_dir()  # the normal HF cache under HF_HOME
+    # the same user offline, in a fresh process (huggingface_hub reads HF_HUB_OFFLINE at import): the cache answers
+    offline = subprocess.run([sys.executable, "-m", "lolctl", "scan", "someuser/*", "-f", "json"],
+                             capture_output=True, text=True, timeout=120,
+                             env=_env(fake, tmp_path, HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9"))
+    assert offline.returncode == 2, offline.stderr  # the cached broken and IA3 repos are still unreadable
+    status = {r["item"]: r["status"] for r in json.loads(offline.stdout)["records"]}
+    assert status == {"hf://someuser/good": "ok", "hf://someuser/kohya": "ok", "hf://someuser/broken": "error",
+                      "hf://someuser/ia3": "error"}  # gated and private were never downloaded: not in the cache
 
 
 def test_hub_scan_in_process_then_offline_from_cache(tmp_path, monkeypatch):

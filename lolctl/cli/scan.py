@@ -68,6 +68,7 @@ def scan(
     from lolctl.sources import parse_shard, resolve, shard_of
 
     out = Output(fmt.value)
+    _quiet_hub_downloads()
     if resume and output is None:
         from lolctl.errors import LolctlError
 
@@ -152,7 +153,7 @@ def results_table(records: list[dict[str, Any]]) -> Any:
     table.add_column("status", no_wrap=True)
     table.add_column("worst / error", overflow="fold", ratio=1)
     table.add_column("prediction", overflow="fold", ratio=2)
-    for rec in records:
+    for rec in sorted(records, key=lambda r: r["source"]):
         if rec["status"] == "ok":
             sev = rec.get("max_severity") or "none"
             ood = " (OOD)" if ((rec.get("prediction") or {}).get("ood") or {}).get("flag") else ""
@@ -175,7 +176,7 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
     codes = ", ".join(f"{k} ×{v}" for k, v in sorted(summary["error_codes"].items())) or "-"
     rows = [
         ("items", f"{summary['items']} ({summary['resumed']} already recorded)"),
-        ("records", f"{summary['records']}: {summary['ok']} ok, {summary['errors']} errors"),
+        ("records", f"{summary['records']}: {summary['ok']} ok, {summary['errors']} error(s)"),
         ("worst finding", sev),
         ("error codes", codes),
         ("predicted", f"{summary['predicted']} ({summary['ood']} out of distribution)"),
@@ -185,6 +186,13 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
     for key, value in rows:
         table.add_row(key, Text(value))
     return table
+
+
+def _quiet_hub_downloads() -> None:
+    """huggingface_hub's own per-file tqdm bars would interleave with ours: the scan reports progress itself."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
 
 
 def _escape(text: str) -> str:
