@@ -271,3 +271,20 @@ def test_lookalike_methods_refused(tmp_path, suffix, what):
     save_file(t, tmp_path / "k.safetensors")
     err = expect("L102", tmp_path / "k.safetensors")
     assert what in err.reason
+
+
+def test_fifos_are_never_opened(tmp_path):
+    import os
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps(PEFT_CONFIG))
+    os.mkfifo(tmp_path / "adapter_model.safetensors")
+    expect("L101", tmp_path)
+    os.mkfifo(tmp_path / "other.safetensors")
+    from lolctl.read import find_adapters
+
+    assert find_adapters(tmp_path) == [tmp_path]
+    (tmp_path / "adapter_model.safetensors").unlink()
+    save_file(TENSORS, tmp_path / "adapter_model.safetensors")
+    (tmp_path / "adapter_config.json").unlink()
+    os.mkfifo(tmp_path / "adapter_config.json")
+    expect("L110", tmp_path)

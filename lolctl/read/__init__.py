@@ -81,7 +81,7 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
             p = here / f
             if p.suffix in PICKLE_SUFFIXES and p.stem in safes:
                 continue  # the pickle twin of a safetensors file: read_adapter prefers the safetensors
-            if p.suffix in WEIGHT_SUFFIXES and _inside(real_root, p) and _looks_like_adapter(p):
+            if p.suffix in WEIGHT_SUFFIXES and p.is_file() and _inside(real_root, p) and _looks_like_adapter(p):
                 found.append(p)
     return sorted(found)
 

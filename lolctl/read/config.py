@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from lolctl.errors import LolctlError
+from lolctl.read.safetensors_io import regular_file_size
 
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
+    size = regular_file_size(path, "L110")
     if size > MAX_CONFIG_BYTES:
         raise LolctlError("L112", str(path), f"{size} bytes is far too large for an adapter config", "check the file")
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lolctl.errors import LolctlError
+from lolctl.read.safetensors_io import regular_file_size
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,7 @@ def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     """Load a flat ``{key: tensor}`` state dict with torch's restricted unpickler."""
     import torch
 
-    size = path.stat().st_size
+    size = regular_file_size(path)
     if size == 0:
         raise LolctlError("L126", str(path), "the file is empty (0 bytes)", "download the file again")
     if size > max_bytes:

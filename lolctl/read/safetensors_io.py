@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,9 +86,17 @@ def _placeholder_hint(head: bytes) -> str:
     return "the file is a placeholder or an interrupted download; download it again"
 
 
+def regular_file_size(path: Path, code: str = "L101") -> int:
+    """The size of ``path``, refusing folders, FIFOs and devices (opening a FIFO would block)."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise LolctlError(code, str(path), "not a regular file", "replace it with the real file")
+    return st.st_size
+
+
 def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
     """Parse and validate the header of ``path`` without reading tensor data."""
-    size = path.stat().st_size
+    size = regular_file_size(path)
     if size == 0:
         raise LolctlError("L126", str(path), "the file is empty (0 bytes)", "download the file again")
     with path.open("rb") as f:
