@@ -151,3 +151,29 @@ def test_minilm_example_adapter(tmp_path):
         assert rec["prediction"] is None and "no checkpoint fits base model " + MINILM in res.stderr
     else:
         assert rec["prediction"]["tasks"] and "ood" in rec["prediction"]
+
+
+def test_scan_with_a_checkpoint_counts_predictions_and_ood(adapters, ckpt, tmp_path):
+    out = tmp_path / "scan.jsonl"
+    code, res = invoke(["scan", str(adapters["good"]), str(adapters["rank3"]), str(adapters["one_layer"]),
+                        "-c", str(ckpt), "--device", "cpu", "-o", str(out), "-f", "json"])
+    assert code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["summary"]["predicted"] == 2 and doc["summary"]["ood"] == 1  # one_layer: the checkpoint does not fit
+    by_name = {Path(r["item"]).name: r for r in doc["records"]}
+    assert by_name["rank3"]["prediction"]["ood"]["flag"] and by_name["one"]["prediction"] is None
+    assert "modules" not in by_name["good"]  # scan records stay small
+
+
+def test_score_a_hub_repo_at_a_revision(monkeypatch, tmp_path):
+    from hubserver import FakeHub, FakeRepo
+
+    with FakeHub([FakeRepo("someuser/lora", {"main": peft_files(1), "v2": peft_files(2, r=4)})]) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        code, res = invoke(["score", "someuser/lora@v2", "-f", "json", "--triage"])
+    assert code == 0, res.output
+    rec = json.loads(res.stdout)["records"][0]
+    assert rec["source"] == "someuser/lora@v2" and rec["summary"]["ranks"] == [4]
+    assert rec["hub"]["revision"] == "v2" and rec["hub"]["triage"]["lora_tensors"] == 8

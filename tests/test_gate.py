@@ -162,6 +162,14 @@ def test_gate_fail_prints_failing_checks_and_writes_junit(setup):
     assert json.loads(sarif.read_text())["runs"][0]["results"]
 
 
+def test_gate_table_fits_80_columns(setup):
+    res = CliRunner().invoke(_app(), ["gate", str(setup["good"]), str(setup["inert"]), "-c", str(setup["ckpt"]),
+                                      "--device", "cpu", "-r", "membership[noun.animal]<=1"],
+                             env={"COLUMNS": "80"}, terminal_width=80)
+    assert res.exit_code == 1 and "FAIL" in res.stdout and "pass" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+
+
 def test_gate_input_errors_exit_2(setup, tmp_path):
     assert invoke(["gate", str(setup["good"]), "--require", "quality>>1"])[0] == 2
     code, res = invoke(["gate", str(setup["good"]), "-c", str(setup["ckpt"]), "--device", "cpu",
