@@ -70,8 +70,15 @@ def current_rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_phase_child(phases: dict[str, Callable[[list[str]], dict[str, Any]]], name: str, argv: list[str]) -> None:
-    """Child side: run one phase and print its result, with the memory baseline and peak, as one JSON line."""
+def run_phase_child(
+    phases: dict[str, Callable[[list[str]], dict[str, Any]]], name: str, argv: list[str], preload: Sequence[str] = ()
+) -> None:
+    """Child side: import ``preload`` (so the baseline includes the libraries), run one phase and print its result,
+    with the memory baseline and peak, as one JSON line."""
+    import importlib
+
+    for module in preload:
+        importlib.import_module(module)
     base = peak_rss_mb()
     result = phases[name](argv)
     result.update({"rss_base_mb": base, "rss_peak_mb": peak_rss_mb()})
@@ -79,7 +86,10 @@ def run_phase_child(phases: dict[str, Callable[[list[str]], dict[str, Any]]], na
 
 
 def run_phase(module: str, name: str, argv: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
-    """Parent side: run ``python -m module --phase name argv...`` in a fresh process; return its JSON result."""
+    """Parent side: run ``python -m module --phase name argv...`` in a fresh process; return its JSON result.
+
+    Linux carries a parent's RSS high-water mark into a forked child's ru_maxrss, so the parent must stay small:
+    benchmark parents do not import torch (heavy work, even writing test data, happens in phases)."""
     cmd = [sys.executable, "-m", module, "--phase", name, *argv]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -91,12 +101,11 @@ def run_phase(module: str, name: str, argv: Sequence[str], timeout: float = 3600
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on, and how busy the machine was when the script started."""
     info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        import torch
+    try:  # without importing torch: a parent that imported it would lend its RSS to every child (see run_phase)
+        from importlib.metadata import version
 
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
+        info["torch"] = version("torch")
+    except ImportError:  # PackageNotFoundError: torch not installed
         pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -192,7 +192,15 @@ def phase_dense(argv: list[str]) -> dict[str, Any]:
     return {"samples": rows, "counts": counts}
 
 
+def phase_write(argv: list[str]) -> dict[str, Any]:
+    folder, layers, hidden, intermediate, rank = Path(argv[0]), *map(int, argv[1:5])
+    write_adapter(folder, layers, hidden, intermediate, rank)
+    return {}
+
+
+PRELOAD = ("torch", "safetensors.torch", "lolctl.read", "lolctl.health", "lolctl.canonical")
 PHASES = {
+    "write": phase_write,
     "load_file": phase_load_file,
     "load_bytes": phase_load_bytes,
     "read": phase_read,
@@ -313,12 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     if args.phase:
-        run_phase_child(PHASES, args.phase, rest)
+        run_phase_child(PHASES, args.phase, rest, PRELOAD)
         return 0
     with tempfile.TemporaryDirectory(prefix="lolctl-bench-") as tmp:
         folder = args.folder or Path(tmp) / "llama2-7b-lora"
         log(f"writing the adapter to {folder} ...")
-        write_adapter(folder, args.layers, args.hidden, args.intermediate, args.rank)
+        shape = [str(x) for x in (args.layers, args.hidden, args.intermediate, args.rank)]
+        if args.inline:
+            phase_write([str(folder), *shape])
+        else:
+            run_phase("benchmarks.large_adapter", "write", [str(folder), *shape])
         quick = ("load_file", "load_bytes", "read", "score")
         res = {name: run(name, folder, str(args.repeat), args.inline) for name in quick}
         res["dense"] = run("dense", folder, str(args.dense_per_shape), args.inline)
