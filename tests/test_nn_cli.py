@@ -94,7 +94,7 @@ def write_zoo(root: Path, count: int, seed: int, with_split: bool = True) -> Pat
     rows = []
     for i, (mods, lab) in enumerate(zip(adapters, labels)):
         write_peft(root / "adapters" / f"a{i:04d}", mods)
-        split = "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
+        split = "test_extra" if i % 10 == 0 else "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
         rows.append({"id": f"a{i:04d}", "path": f"adapters/a{i:04d}", "split": split if with_split else "", **lab})
     with (root / "labels.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -111,6 +111,7 @@ def write_zoo(root: Path, count: int, seed: int, with_split: bool = True) -> Pat
             {"name": "quality", "kind": "regression", "columns": ["quality"], "labels": []},
         ],
         "recipe": {"kind": "synthetic planted top singular direction", "seed": seed},
+        "base_model": {"id": BASE, "hash": "sha256:0"},
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
@@ -204,6 +205,12 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     assert metrics["membership"]["auroc"] > 0.9, metrics
     assert metrics["quality"]["r2"] > 0.5, metrics
     assert metrics["membership"]["accuracy"] == pytest.approx(summary["metrics"]["test"]["membership"]["accuracy"])
+
+    assert set(summary["metrics"]) == {"train", "val", "test", "test_extra"}  # an extra held-out split
+    res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--split", "test_extra", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    extra = json.loads(res.stdout)
+    assert extra["n"] == 30 and extra["metrics"]["membership"]["accuracy"] > 0.85
 
     res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--device", "cpu"])  # human table
     assert res.exit_code == 0 and "membership" in res.stdout and "AUROC" in res.stdout

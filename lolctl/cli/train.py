@@ -166,7 +166,12 @@ def train(
 def evaluate(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint folder, built-in name or Hub repo id.")],
     zoo: Annotated[str, typer.Argument(help="A zoo folder or labels CSV with the checkpoint's target columns.")],
-    split: Annotated[str, typer.Option("--split", help="Rows to evaluate: test, val, train or all.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split", help="Rows to evaluate: test, val, train, an extra split of the zoo (e.g. test_r8) or all."
+        ),
+    ] = "test",
     per_label: Annotated[
         bool, typer.Option("--per-label", help="Also show per-label classification metrics.")
     ] = False,

@@ -52,7 +52,23 @@ class Zoo:
 
     @property
     def splits(self) -> list[str | None]:
-        return [SPLIT_NAMES.get((row.get("split") or "").strip().lower()) for row in self.rows]
+        """Split per row: train / val / test (synonyms mapped), any other name kept as-is (an extra held-out set,
+        e.g. ``test_r8``, never trained on), None where empty."""
+        out: list[str | None] = []
+        for row in self.rows:
+            value = (row.get("split") or "").strip()
+            out.append(SPLIT_NAMES.get(value.lower(), value) if value else None)
+        return out
+
+    @property
+    def base_model(self) -> str | None:
+        """The manifest's base model id (``"base_model"``: a string or {"id": ...}; else ``recipe.base_model``)."""
+        for value in (self.manifest.get("base_model"), self.manifest.get("recipe", {}).get("base_model")):
+            if isinstance(value, dict):
+                value = value.get("id")
+            if isinstance(value, str) and value:
+                return value
+        return None
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -188,7 +204,8 @@ def targets(zoo: Zoo, task: TaskSpec) -> np.ndarray:
 
 
 def assign_splits(zoo: Zoo, seed: int, val: float = 0.15, test: float = 0.15) -> np.ndarray:
-    """Split name per row: the zoo's ``split`` column where set, else a seeded random assignment."""
+    """Split name per row: the zoo's ``split`` column where set (extra names such as ``test_r8`` are kept and never
+    trained on), else a seeded random 70/15/15 assignment."""
     given = zoo.splits
     out = np.array([s or "" for s in given], dtype=object)
     free = np.flatnonzero(out == "")

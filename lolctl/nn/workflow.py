@@ -24,9 +24,15 @@ EpochProgress = Callable[[int, int, float, float], None]
 SPLITS = ("train", "val", "test")
 
 
+def split_names(split: np.ndarray) -> list[str]:
+    """train, val, test first, then extra held-out splits in sorted order."""
+    present = {str(s) for s in split}
+    return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+
 def _metrics_by_split(tasks, pred, y, split: np.ndarray) -> dict[str, Any]:
     out = {}
-    for name in SPLITS:
+    for name in split_names(split):
         rows = np.flatnonzero(split == name)
         if rows.size:
             out[name] = evaluate(tasks, {k: v[rows] for k, v in pred.items()}, {k: v[rows] for k, v in y.items()})
@@ -76,6 +82,7 @@ def train_zoo(
     spans = intervals(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
     scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
     bases = info.get("base_models", [])
+    base = base_model or zoo.base_model or (bases[0] if len(bases) == 1 else None)
     config = {
         "name": name or Path(out_dir).name,
         "lolctl_version": __version__,
@@ -83,8 +90,8 @@ def train_zoo(
         "invariance": model.invariance,
         "model_config": model.config.to_dict(),
         "input_spec": batch.spec.to_dict(),
-        "base_model": base_model or (bases[0] if len(bases) == 1 else None),
-        "base_model_aliases": sorted(set(base_model_aliases or []) | ({*bases} - {base_model})),
+        "base_model": base,
+        "base_model_aliases": sorted(set(base_model_aliases or []) | ({*bases} - {base})),
         "tasks": [t.to_dict() for t in tasks],
         "target_normalisation": norm,
         "intervals": {k: {**v, "source": "val" if calib is val else "train"} for k, v in spans.items()},
@@ -96,7 +103,7 @@ def train_zoo(
         "training_data": {
             **zoo.describe(),
             "source": str(source),
-            "splits": {s: int((split == s).sum()) for s in SPLITS},
+            "splits": {s: int((split == s).sum()) for s in split_names(split)},
             "split_source": "column" if any(zoo.splits) else f"seeded ({cfg.split_seed})",
             "test_ids": [zoo.ids[i] for i in np.flatnonzero(split == "test")],
         },
@@ -162,9 +169,10 @@ def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str
     n = len(zoo.rows)
     if split == "all":
         return np.arange(n), "all rows"
-    if split not in SPLITS:
-        raise LolctlError("L180", f"--split {split}", "unknown split", "use test, val, train or all")
     given = zoo.splits
+    known = set(SPLITS) | {s for s in given if s}
+    if split not in known:
+        raise LolctlError("L180", f"--split {split}", "unknown split", f"use all or one of {', '.join(sorted(known))}")
     if any(given):
         rows = np.array([i for i, s in enumerate(given) if s == split], dtype=np.int64)
         if not rows.size:
