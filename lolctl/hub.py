@@ -143,6 +143,9 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
         if status == 404:
             return LolctlError("L160", where, "the Hub answered 404 Not Found", "check the repo and revision")
         return LolctlError("L164", where, f"the Hub answered HTTP {status}", "retry later (rerun with --resume)")
+    if isinstance(err, e.HFValidationError):
+        return LolctlError("L100", where, f"not a valid Hub repo id or revision ({err})",
+                           "Hub ids look like user/repo or user/repo@revision")
     if isinstance(err, e.SafetensorsParsingError):
         return LolctlError("L122", where, f"the remote safetensors header could not be parsed: {err}",
                            "the file is not valid safetensors; skip this repo")

@@ -98,6 +98,8 @@ def _resolve_one(src: str, hub: Hub | None) -> list[Item]:
     parsed = parse_hub_source(src)
     local_looking = src.startswith((".", "/", "~")) or (parsed is not None and Path(parsed[0]).is_dir())
     if parsed is None or (not forced_hub and local_looking):
+        if any(c in src for c in GLOB_CHARS):
+            raise LolctlError("L101", src, "the pattern matched nothing", "check the glob")
         raise LolctlError("L100", src, "no such file or folder, and not a Hub repo id (user/repo[@rev], user/*)",
                           "check the path; quote globs so lolctl expands them")
     user, name, revision = parsed

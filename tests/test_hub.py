@@ -120,6 +120,12 @@ def test_fetch_errors_map_to_stable_codes(hub, fake_hub, repo, code):
         assert not any("/resolve/" in p for m, p in fake_hub.log)
 
 
+def test_invalid_repo_id_is_an_input_error(hub):
+    with pytest.raises(LolctlError) as err:
+        hub.fetch(HubRef("someuser/bad..name"))
+    assert err.value.code == "L100"
+
+
 def test_missing_revision_is_not_found(hub):
     with pytest.raises(LolctlError) as err:
         hub.fetch(HubRef("someuser/good", "no-such-tag"))

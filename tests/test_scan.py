@@ -124,6 +124,9 @@ def test_resolve_local_folder_glob_and_errors(zoo, tmp_path):
     with pytest.raises(LolctlError) as err:
         resolve([str(tmp_path / "missing")])
     assert err.value.code == "L100"
+    with pytest.raises(LolctlError) as err:
+        resolve([str(tmp_path / "missing" / "*")])
+    assert err.value.code == "L101" and err.value.exit_code == 3
 
 
 def test_hub_shaped_source_under_a_local_folder_is_a_missing_path(zoo, monkeypatch):
