@@ -121,12 +121,20 @@ def test_bad_structure_refused(tmp_path, case):
     assert "adapter_model.safetensors:base_model.model.layer.q" in err.where
 
 
+TENSORS = {f"{P}.lora_A.weight": torch.ones(2, 8), f"{P}.lora_B.weight": torch.ones(8, 2)}
+
+
 def test_config_rank_mismatch_and_unmatched_pattern_are_findings(tmp_path):
     cfg = {**PEFT_CONFIG, "r": 4, "rank_pattern": {"nothing_here": 3}}
     a = read_adapter(peft_folder(tmp_path, {f"{P}.lora_A.weight": torch.ones(2, 8),
                                             f"{P}.lora_B.weight": torch.ones(8, 2)}, cfg))
     assert {"H210", "H211"} <= {f.code for f in a.findings}
     assert a.modules[0].scale == 4 / 2  # the tensors' rank is used
+    two = {**TENSORS, **{k.replace("layer.q", "layer.k"): v for k, v in TENSORS.items()}}
+    (tmp_path / "two").mkdir()
+    a = read_adapter(peft_folder(tmp_path / "two", two, {**PEFT_CONFIG, "r": 4, "target_modules": ["q", "k"]}))
+    h210 = [f for f in a.findings if f.code == "H210"]
+    assert len(h210) == 1 and "2 modules" in h210[0].message and h210[0].module == "layer.k"
 
 
 # --- configs ----------------------------------------------------------------------------------------------------

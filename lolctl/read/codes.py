@@ -23,3 +23,11 @@ READER_FINDINGS: dict[str, tuple[str, Severity]] = {
 def finding(code: str, message: str, module: str | None = None, remedy: str = "") -> Finding:
     _, severity = READER_FINDINGS[code]
     return Finding(code=code, severity=severity, message=" ".join(message.split()), module=module, remedy=remedy)
+
+
+def grouped(code: str, modules: list[str], message: str, remedy: str = "") -> list[Finding]:
+    """One finding for a condition that hits several modules: the count and the first module are named."""
+    if not modules:
+        return []
+    where = f" ({len(modules)} modules, e.g. {modules[0]})" if len(modules) > 1 else ""
+    return [finding(code, message + where, module=modules[0], remedy=remedy)]

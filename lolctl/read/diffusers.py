@@ -24,7 +24,7 @@ import torch
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, Finding
 from lolctl.read.build import duplicate_error
-from lolctl.read.codes import finding
+from lolctl.read.codes import finding, grouped
 from lolctl.read.kohya import scalar
 from lolctl.read.peft import build_modules, group_lora_keys, pattern_key, payload_of
 from lolctl.read.refuse import refuse_by_keys
@@ -101,6 +101,7 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
     configs = _header_configs(store)
     findings: list[Finding] = []
     defaulted: list[str] = []
+    mismatched: list[str] = []
 
     def scale_for(name: str, r: int) -> tuple[float, str]:
         prefix, _, inner = name.partition(".")
@@ -111,8 +112,7 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
             r_key = pattern_key(rp, inner, f"{store.path}:lora_adapter_metadata") if isinstance(rp, dict) else None
             want = rp[r_key] if r_key is not None else cfg.get("r")
             if isinstance(want, int) and want != r:
-                findings.append(finding("H210", f"header metadata rank {want} but the tensors have rank {r}",
-                                        module=name))
+                mismatched.append(name)
             alpha = float(ap[a_key]) if a_key is not None else float(cfg["lora_alpha"])
             if cfg.get("use_rslora") is True:
                 return alpha / math.sqrt(r), "lora_alpha/sqrt(r) (rslora, header metadata)"
@@ -123,6 +123,7 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
         return 1.0, "defaulted scale=1 (diffusers)"
 
     modules = build_modules(store, groups, embeddings, scale_for, dtype)
+    findings += grouped("H210", mismatched, "the header metadata's rank differs from the tensors' rank")
     if defaulted:
         findings.append(finding("H212", f"{len(defaulted)} modules carry no alpha; scale 1 (lora_alpha = rank, "
                                 "diffusers' training default) was assumed", module=defaulted[0]))

@@ -15,7 +15,7 @@ import torch
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, Finding
 from lolctl.read.build import check_pair, duplicate_error, make_module, natural_key
-from lolctl.read.codes import finding
+from lolctl.read.codes import finding, grouped
 from lolctl.read.peft import payload_of
 from lolctl.read.refuse import refuse_by_keys
 from lolctl.read.store import TensorStore
@@ -70,6 +70,7 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
     net_dim = _int_meta(meta_in, "ss_network_dim")
     findings: list[Finding] = []
     defaulted: list[str] = []
+    mismatched: list[str] = []
     modules = []
     for name in sorted(groups, key=natural_key):
         slot = groups[name]
@@ -86,8 +87,7 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
             alpha, source = float(r), "defaulted alpha=r (kohya)"
             defaulted.append(name)
         if shape.kind == "linear" and net_dim is not None and net_dim != r:
-            findings.append(finding("H210", f"ss_network_dim = {net_dim} but the tensors have rank {r}", module=name,
-                                    remedy="the metadata and the weights disagree"))
+            mismatched.append(name)
         extras = {}
         if "dora" in slot:
             extras["dora_magnitude"] = store.get(slot["dora"]).reshape(-1)
@@ -97,6 +97,8 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
     if not modules:
         raise LolctlError("L103", str(store.path),
                           "kohya-style keys but no lora_down / lora_up pairs", "check the file")
+    findings += grouped("H210", mismatched, f"ss_network_dim = {net_dim} differs from the tensors' rank",
+                        remedy="the metadata and the weights disagree")
     if defaulted:
         findings.append(finding("H212", f"{len(defaulted)} modules have no .alpha tensor; alpha = rank (scale 1) "
                                 "was assumed, as kohya does", module=defaulted[0]))

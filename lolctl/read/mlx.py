@@ -17,7 +17,7 @@ from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, Finding
 from lolctl.read import config as C
 from lolctl.read.build import check_pair, duplicate_error, make_module, natural_key
-from lolctl.read.codes import finding
+from lolctl.read.codes import finding, grouped
 from lolctl.read.peft import payload_of
 from lolctl.read.refuse import refuse_by_keys
 from lolctl.read.store import TensorStore
@@ -65,6 +65,7 @@ def read_mlx(weights: Path, config_path: Path, store: TensorStore, dtype: torch.
         slot[role] = key
 
     modules = []
+    mismatched: list[str] = []
     for name in sorted(groups, key=natural_key):
         slot = groups[name]
         a_shape = tuple(reversed(store.shapes[slot["a"]])) if "a" in slot else None
@@ -74,8 +75,7 @@ def read_mlx(weights: Path, config_path: Path, store: TensorStore, dtype: torch.
             raise LolctlError("L145", store.where(slot["a"]), "MLX factors must be matrices", "re-save the adapter")
         r = shape.rank
         if rank is not None and rank != r:
-            findings.append(finding("H210", f"lora_parameters.rank = {rank} but the tensors have rank {r}",
-                                    module=name, remedy="re-save the config with the adapter"))
+            mismatched.append(name)
         if alpha is not None:
             s, src = base_scale * alpha / r, "mlx scale*alpha/r"
         else:
@@ -85,6 +85,8 @@ def read_mlx(weights: Path, config_path: Path, store: TensorStore, dtype: torch.
         keys = tuple(slot[k] for k in ("a", "b", "m") if k in slot)
         modules.append(make_module(name, shape, A, B, scale=s, scale_source=src, dtype=dtype, keys=keys,
                                    extras=extras))
+    findings += grouped("H210", mismatched, f"lora_parameters.rank = {rank} differs from the tensors' rank",
+                        remedy="re-save the config with the adapter")
     if alpha is not None:
         findings.append(finding("H215", f"lora_parameters has both scale={base_scale:g} and alpha={alpha:g}: "
                                 "read as s = scale·alpha/rank (mlx-lm releases that had alpha); later releases "

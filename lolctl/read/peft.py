@@ -29,7 +29,7 @@ from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, Finding, ModuleFactors, Payload
 from lolctl.read import config as C
 from lolctl.read.build import check_pair, duplicate_error, make_module, natural_key
-from lolctl.read.codes import finding
+from lolctl.read.codes import finding, grouped
 from lolctl.read.refuse import refuse_by_keys, refuse_peft_type
 from lolctl.read.store import TensorStore
 
@@ -163,19 +163,17 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
     if not groups:
         raise LolctlError("L103", str(weights), "no lora_A / lora_B tensors in a LoRA adapter's weights",
                           "the file holds no LoRA factors; check it was saved from a LoRA model")
-    rank_of: dict[str, int] = {}
+
+    mismatched: list[tuple[str, str]] = []
 
     def scale_for(name: str, tensor_rank: int) -> tuple[float, str]:
         r_key = pattern_key(rank_pattern, name, f"{config_path}:rank_pattern")
         a_key = pattern_key(alpha_pattern, name, f"{config_path}:alpha_pattern")
         want_r = rank_pattern[r_key] if r_key is not None else r
         a = float(alpha_pattern[a_key]) if a_key is not None else alpha
-        rank_of[name] = tensor_rank
         if want_r != tensor_rank:
             origin = f"rank_pattern[{r_key!r}]" if r_key is not None else "r"
-            findings.append(finding("H210", f"config {origin} = {want_r} but the tensors have rank {tensor_rank}; "
-                                    f"the scale uses the tensor rank", module=name,
-                                    remedy="re-save the config with the adapter"))
+            mismatched.append((name, f"config {origin} = {want_r} but the tensors have rank {tensor_rank}"))
         a_src = f"alpha_pattern[{a_key!r}]" if a_key is not None else "lora_alpha"
         if rslora:
             return a / math.sqrt(tensor_rank), f"{a_src}/sqrt(r) (rslora)"
@@ -183,9 +181,12 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
 
     modules = build_modules(store, groups, embeddings, scale_for, dtype)
     names = [m.name for m in modules]
+    if mismatched:
+        findings += grouped("H210", [n for n, _ in mismatched], f"{mismatched[0][1]}; the scale uses the tensor rank",
+                            remedy="re-save the config with the adapter")
     for label, patterns in (("rank_pattern", rank_pattern), ("alpha_pattern", alpha_pattern)):
         for key in patterns:
-            if not any(pattern_key({key: 0}, n, label) for n in names):
+            if not any(pattern_key({key: 0}, n, label) is not None for n in names):
                 findings.append(finding("H211", f"{label} key {key!r} matches no module of this adapter",
                                         remedy="check the pattern against the module names (PEFT suffix match)"))
     findings.extend(_target_findings(targets, names))
