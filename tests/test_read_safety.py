@@ -130,7 +130,7 @@ def test_config_rank_mismatch_and_unmatched_pattern_are_findings(tmp_path):
                                             f"{P}.lora_B.weight": torch.ones(8, 2)}, cfg))
     assert {"H210", "H211"} <= {f.code for f in a.findings}
     assert a.modules[0].scale == 4 / 2  # the tensors' rank is used
-    two = {**TENSORS, **{k.replace("layer.q", "layer.k"): v for k, v in TENSORS.items()}}
+    two = {**TENSORS, **{k.replace("layer.q", "layer.k"): v.clone() for k, v in TENSORS.items()}}
     (tmp_path / "two").mkdir()
     a = read_adapter(peft_folder(tmp_path / "two", two, {**PEFT_CONFIG, "r": 4, "target_modules": ["q", "k"]}))
     h210 = [f for f in a.findings if f.code == "H210"]
