@@ -14,11 +14,11 @@ EPILOG = """
 [bold]Examples[/bold]
 
   lolctl gate ./adapter --require 'quality>=0.6'
-  lolctl gate ./adapter --require 'quality.lower>=0.5' --require 'membership[noun.animal]<0.5'
+  lolctl gate ./adapter --require 'quality.lower>=0.5' --require 'membership\\[noun.animal]<0.5'
   lolctl gate out/*/adapter --fail-on-severity warning --junit gate.xml --sarif gate.sarif
 
-Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr), 2 input error
-(unreadable adapter, bad --require, unknown task or label), 3 nothing scannable.
+Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr),
+2 input error (unreadable adapter, bad --require, unknown task or label), 3 nothing scannable.
 """
 
 
@@ -26,7 +26,7 @@ def gate(
     sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos.",
                                                  show_default=False)],
     require: Annotated[list[str] | None, typer.Option("--require", "-r", help="A check such as 'quality>=0.6' or "
-                                                      "'membership[noun.animal]<0.5' (repeatable).")] = None,
+                                                      "'membership\\[noun.animal]<0.5' (repeatable).")] = None,
     fail_on_severity: Annotated[SeverityLevel, typer.Option("--fail-on-severity", help="Fail when a finding is at "
                                                             "or above this severity ('never' to ignore).")]
     = SeverityLevel.error,

@@ -29,9 +29,11 @@ EPILOG = """
   lolctl scan 'org/*' --shard 0/4 -o part0.jsonl       [dim]# one of 4 machines[/dim]
   HF_HUB_OFFLINE=1 lolctl scan 'someuser/*'            [dim]# only what the HF cache holds[/dim]
 
-In table mode the results and the summary go to stdout; in json/jsonl/csv modes stdout carries the records and the
-summary goes to stderr. Exit codes: 0 ok, 1 findings at/above --fail-on, 2 any item unreadable (recorded as an
-error record; the scan goes on), 3 nothing scannable.
+In table mode the results and the summary go to stdout; in json/jsonl/csv modes stdout carries the records
+and the summary goes to stderr.
+
+Exit codes: 0 ok, 1 findings at/above --fail-on, 2 any item unreadable (an error record; the scan goes on),
+3 nothing scannable.
 """
 
 
@@ -57,8 +59,9 @@ def scan(
 ) -> None:
     """Scan many adapters: one record per adapter (health + predictions, or an error record) and a summary.
 
-    Unreadable, private, gated or missing items become error records and the scan goes on. A killed scan continues
-    with --resume: no duplicates, no gaps.
+    Unreadable, private, gated or missing items become error records and the scan goes on.
+
+    A killed scan continues with --resume: no duplicates, no gaps.
     """
     from lolctl.cli.score import exit_code, nothing_found
     from lolctl.hub import Hub

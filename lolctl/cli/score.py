@@ -49,9 +49,9 @@ def score(
 ) -> None:
     """Score adapters: health findings plus predictions of quality, attributes and training-data membership.
 
-    Predictions come from a checkpoint trained on a zoo of adapters of the same base model; when none fits, the
-    health report is printed with a note on how to get or train one. Unreadable sources are reported and make the
-    exit code 2.
+    Predictions come from a checkpoint trained on adapters of the same base model.
+
+    When none fits, the health report is printed with a note on how to get or train one.
     """
     from rich.markup import escape
 
