@@ -163,7 +163,7 @@ def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[s
     results: list[dict[str, Any]] = []
 
     def location(source: str) -> list[dict[str, Any]]:
-        return [{"physicalLocation": {"artifactLocation": {"uri": source}}}]
+        return [{"physicalLocation": {"artifactLocation": {"uri": _uri(source)}}}]
 
     for rec in records:
         for f in rec.get("findings") or []:
@@ -185,6 +185,17 @@ def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[s
                                       "rules": list(rules.values())}},
                   "results": results}],
     }
+
+
+def _uri(source: str) -> str:
+    """Local paths inside the working directory become relative POSIX paths (what code-scanning UIs resolve)."""
+    path = Path(source)
+    if path.exists():
+        try:
+            return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return path.resolve().as_uri()
+    return source
 
 
 def write_sarif(path: Path, records: list[dict[str, Any]], checks: list[Check]) -> None:

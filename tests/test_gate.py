@@ -125,6 +125,17 @@ def test_junit_and_sarif_documents(tmp_path):
     assert {r["id"] for r in doc["runs"][0]["tool"]["driver"]["rules"]} >= {"H202", "gate"}
 
 
+def test_sarif_locations_are_relative_inside_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "out" / "run1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    rec = _record(str(tmp_path / "out" / "run1"), findings=[{"code": "H202", "severity": "error", "message": "m"}])
+    doc = sarif_document([rec], [])
+    assert doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "out/run1"
+    other = sarif_document([_record("someuser/repo", findings=rec["findings"])], [])
+    assert other["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "someuser/repo")
+
+
 # ---------------------------------------------------------------------- CLI
 @pytest.fixture
 def setup(tmp_path):
