@@ -122,9 +122,17 @@ def _(c: Ctx, d: Path):
     peft(d, w.st_file(t))
 
 
-@case("lora_float32_max", "ok", None, 0, "finite values at the float32 maximum (ΔW overflows float32)")
+@case("lora_float32_max", "finding", "H201", 1, "every value at the float32 maximum: U = s·B overflows to Inf")
 def _(c: Ctx, d: Path):
     t = {k: (dt, s, w.f32([3.4028234e38] * (len(r) // 4))) for k, (dt, s, r) in good_tensors().items()}
+    peft(d, w.st_file(t))
+
+
+@case("lora_huge_finite", "ok", None, 0, "one lora_A value is 3e38: U, V finite, only U Vᵀ overflows float32")
+def _(c: Ctx, d: Path):
+    t = good_tensors()
+    dtype, shape, raw = t[f"{QKEY}.lora_A.weight"]
+    t[f"{QKEY}.lora_A.weight"] = (dtype, shape, w.f32([3.0e38]) + raw[4:])
     peft(d, w.st_file(t))
 
 
