@@ -103,10 +103,10 @@ class Scorer:
         ckpt = self._load(ref)
         try:
             reasons = list(ckpt.check(adapter))
-        except LolctlError as err:
+            with self._model_lock:
+                pred = dict(ckpt.predict([adapter])[0])
+        except LolctlError as err:  # the adapter does not fit the model (L171, L173): health only, say why
             return None, [f"checkpoint {ref} does not fit this adapter: {err.one_line()}"]
-        with self._model_lock:
-            pred = dict(ckpt.predict([adapter])[0])
         ood = dict(pred.get("ood") or {})
         ood_reasons = list(ood.get("reasons") or [])
         ood_reasons += [r for r in reasons if r not in ood_reasons]
