@@ -149,7 +149,7 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
     if isinstance(err, e.SafetensorsParsingError):
         return LolctlError("L122", where, f"the remote safetensors header could not be parsed: {err}",
                            "the file is not valid safetensors; skip this repo")
-    if isinstance(err, (ConnectionError, TimeoutError, OSError)) or type(err).__module__.startswith("httpx"):
+    if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.startswith("httpx"):
         return LolctlError("L164", where, f"the Hub could not be reached ({type(err).__name__})",
                            "check the network / HF_ENDPOINT, or retry later (rerun with --resume)")
     raise err
