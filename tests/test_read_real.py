@@ -130,3 +130,58 @@ def test_find_adapters_on_shared():
     names = {p.name if p.is_dir() else p.parent.name for p in found}
     assert "JamesQFreeman__LoRA-ViT__root_at_300bee1" not in names  # numbered tensors do not look like a LoRA
     assert len(found) == 13 and "catundchat__stable-diffusion-v1.5-lora" in names
+
+
+def _t5_small():  # google/flan-t5-small's attention shapes, tiny vocabulary and feed-forward
+    import transformers
+
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=32, d_model=512, d_kv=64, num_heads=6, d_ff=8, num_layers=8, num_decoder_layers=8))
+
+
+def _gpt2():  # gpt2's shapes (12 layers, 768 wide, 3072 MLP), tiny vocabulary
+    import transformers
+
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=32, n_positions=16))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder,factory,trust_pickle", [
+    ("Rahul-8905__Email_Summarizer__fine_tuned_model", _t5_small, False),
+    ("BlackSpy369__story-generator__fine_tuned_model", _gpt2, False),  # fan_in_fan_out false on Conv1D (H213)
+    ("yoonyerin__be-great", _gpt2, True),  # pickle, fan_in_fan_out true
+])
+def test_real_adapter_matches_peft_loaded_delta(folder, factory, trust_pickle):
+    """Load the published adapter with PEFT into a base of the right shapes; U Vᵀ must equal PEFT's ΔW."""
+    import warnings
+
+    peft = pytest.importorskip("peft")
+    pytest.importorskip("transformers")
+    from peft.tuners.lora import LoraLayer
+
+    path = SHARED / folder
+    if not path.exists():
+        pytest.skip("absent")
+    torch.manual_seed(0)
+    try:  # skipping the random init of ~85M base weights saves most of the time; its home moved in transformers 5
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            from contextlib import nullcontext as no_init_weights
+
+    with warnings.catch_warnings(), no_init_weights():  # base weights stay uninitialised: only ΔW is compared
+        warnings.simplefilter("ignore")
+        model = peft.PeftModel.from_pretrained(factory(), str(path))
+    adapter = read_adapter(path, dtype=torch.float64, trust_pickle=trust_pickle)
+    seen = 0
+    for name, layer in model.named_modules():
+        if isinstance(layer, LoraLayer):
+            m = adapter.module(name.removeprefix("base_model.model."))
+            layer.lora_A.double(), layer.lora_B.double()
+            delta = layer.get_delta_weight("default")
+            want = delta.T if layer.fan_in_fan_out else delta  # PEFT turns fan_in_fan_out on for Conv1D itself
+            torch.testing.assert_close(m.delta(), want, rtol=1e-12, atol=1e-12)
+            seen += 1
+    assert seen == len(adapter.modules) > 0
