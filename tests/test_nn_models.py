@@ -204,3 +204,13 @@ def test_fixed_rank_models_default_to_the_zoos_largest_rank():
         rank_defaults("mlp_svd", {}, 4) == {"max_rank": 32} and rank_defaults("transformer", {}, 64)["max_rank"] == 64
     )
     assert rank_defaults("glnet", {}, 64) == {}  # any rank
+
+
+def test_select_trims_rank_padding_and_cat_pads():
+    low = LoraBatch.from_factors(SPEC, random_factors(SHAPES, 2, 2, generator=torch.Generator().manual_seed(16)))
+    high = LoraBatch.from_factors(SPEC, random_factors(SHAPES, 6, 1, generator=torch.Generator().manual_seed(17)))
+    both = LoraBatch.cat([low, high])
+    assert both.size == 3 and both.max_rank == 6 and both.ranks[:, 0].tolist() == [2, 2, 6]
+    assert both.select([0, 1]).max_rank == 2 and both.select([1, 2]).max_rank == 6
+    model = make("glnet")
+    torch.testing.assert_close(as_fn(model)(low.factors())["quality"], model(both.select([0, 1]))["quality"].detach())

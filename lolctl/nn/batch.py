@@ -105,9 +105,15 @@ class LoraBatch:
         return out  # type: ignore[return-value]
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> LoraBatch:
+        """The adapters at ``index``, with rank padding trimmed to the largest rank among them."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        groups = tuple(GroupFactors(g.indices, g.U[idx.to(g.U.device)], g.V[idx.to(g.V.device)]) for g in self.groups)
-        return LoraBatch(self.spec, groups, self.ranks[idx])
+        ranks = self.ranks[idx]
+        R = max(1, int(ranks.max())) if ranks.numel() else self.max_rank
+        groups = tuple(
+            GroupFactors(g.indices, g.U[idx.to(g.U.device), ..., :R], g.V[idx.to(g.V.device), ..., :R])
+            for g in self.groups
+        )
+        return LoraBatch(self.spec, groups, ranks)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LoraBatch:
         groups = tuple(GroupFactors(g.indices, g.U.to(device, dtype), g.V.to(device, dtype)) for g in self.groups)
