@@ -227,6 +227,7 @@ def test_hub_cache_snapshot_links_are_allowed(tmp_path):
     (snap / "adapter_model.safetensors").symlink_to(repo / "blobs" / "w1")
     (snap / "adapter_config.json").symlink_to(repo / "blobs" / "c1")
     assert read_adapter(snap).ranks == [2]
+    assert read_adapter(snap / "adapter_model.safetensors").ranks == [2]  # the file itself, named by its link
 
 
 def test_weights_that_are_not_files(tmp_path):

@@ -50,9 +50,9 @@ def read_adapter(
     if path.is_dir():
         root = path.resolve()
         target = _pick(root, name)
-    else:
-        root = path.resolve().parent
-        target = path.resolve()
+    else:  # keep the name as given: a Hub-cache snapshot links "adapter_model.safetensors" to a hash-named blob
+        target = path.absolute()
+        root = target.parent.resolve()
     if target.is_dir():
         adapter = _read_folder(target, root, trust_pickle, dtype, max_bytes)
     else:
