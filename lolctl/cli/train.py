@@ -54,9 +54,18 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
 
 @contextmanager
 def _progress(out: Any):
-    """(read callback, epoch callback): a Rich progress bar on stderr in human mode, silent otherwise."""
-    if not out.human:
-        yield None, None
+    """(read callback, epoch callback): a Rich progress bar on stderr in human mode, occasional log lines otherwise."""
+    if not out.human:  # plain log lines on stderr: stdout stays one JSON document
+
+        def read_log(done: int, total: int) -> None:
+            if done == total:
+                out.log(f"read {total} adapters")
+
+        def epoch_log(done: int, total: int, train_loss: float, val_loss: float) -> None:
+            if done == 1 or done % 25 == 0:
+                out.log(f"epoch {done}/{total}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+
+        yield read_log, epoch_log
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -3,7 +3,7 @@
 For a group of L_g modules of shape (n, m), ``U`` is (B, L_g, n, R) and ``V`` is (B, L_g, m, R), where R is the
 largest rank in the batch. Lower ranks are padded with zero columns: U Vᵀ is unchanged, and every model in
 :mod:`lolctl.nn` gives the same output for a zero-padded input as for the unpadded one (GL-net exactly; the rest by
-construction of their features). ``ranks`` (B, L) keeps the true rank of every module.
+construction of their features; O-Align for generic inputs). ``ranks`` (B, L) keeps the true rank of every module.
 """
 
 from __future__ import annotations
