@@ -91,9 +91,10 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
 
 def _pick(root: Path, name: str | None) -> Path:
     if name is not None:
-        target = (root / name).resolve()
-        if not _is_within(root, target) or not target.exists():
-            raise LolctlError("L151" if not _is_within(root, target) else "L100", f"{root}:{name}",
+        target = root / name
+        inside = _inside(root, target)
+        if not inside or not target.exists():
+            raise LolctlError("L100" if inside else "L151", f"{root}:{name}",
                               "no adapter by that name inside the folder", "name a subfolder or file of the source")
         return target
     if (root / CONFIG).exists() or _weights_in(root):
