@@ -297,3 +297,31 @@ def test_fifos_are_never_opened(tmp_path):
     (tmp_path / "adapter_config.json").unlink()
     os.mkfifo(tmp_path / "adapter_config.json")
     expect("L110", tmp_path)
+
+
+def test_random_corruption_only_ever_raises_coded_errors(tmp_path_factory):
+    """Flip, cut or overwrite bytes of a valid adapter: the reader either reads it or raises a LolctlError."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    base = tmp_path_factory.mktemp("fuzz")
+    save_file({**TENSORS, "base_model.model.head.weight": torch.ones(3, 3)}, base / "w.safetensors")
+    good = (base / "w.safetensors").read_bytes()
+    (base / "adapter_config.json").write_text(json.dumps(PEFT_CONFIG))
+
+    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+    @hypothesis.given(pos=st.integers(0, len(good) - 1), junk=st.binary(min_size=1, max_size=12),
+                      cut=st.integers(0, len(good)), mode=st.sampled_from(["overwrite", "cut", "insert"]))
+    def run(pos, junk, cut, mode):
+        data = {"overwrite": good[:pos] + junk + good[pos + len(junk):], "cut": good[:cut],
+                "insert": good[:pos] + junk + good[pos:]}[mode]
+        (base / "adapter_model.safetensors").write_bytes(data)
+        try:
+            adapter = read_adapter(base, max_bytes=2**20)
+        except LolctlError as e:
+            assert e.code in {"L101", "L103", "L113", "L120", "L121", "L122", "L123", "L124", "L125", "L126", "L127",
+                              "L140", "L141", "L142", "L143", "L144", "L145"}, e.one_line()
+        else:
+            assert all(m.U.shape[1] == m.V.shape[1] for m in adapter.modules)
+
+    run()
