@@ -312,5 +312,15 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     family = result["metrics"]["family"]
     assert family["kind"] == "multiclass" and 0.0 <= family["accuracy"] <= 1.0 and family["n"] == result["n"]
 
+    # the comparison table: a second seed of the same model is aggregated with the first
+    args2 = [*args[:5], str(tmp_path / "c1"), "--epochs", "3", "--seed", "1", "--format", "json", "--threads", "1"]
+    assert runner.invoke(_app(), args2).exit_code == 0
+    res = runner.invoke(_app(), ["compare", str(tmp_path / "c"), str(tmp_path / "c1"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["models"]
+    assert row["model"] == "mlp_svd" and row["seeds"] == 2 and set(row["quality.r2"]) == {"mean", "std"}
+    res = runner.invoke(_app(), ["compare", str(tmp_path / "c"), str(tmp_path / "c1"), "--markdown"])
+    assert res.stdout.startswith("| model | seeds |") and "| mlp_svd | 2 |" in res.stdout
+
     res = runner.invoke(_app(), ["train", str(zoo), "--model", "resnet", "--out", str(tmp_path / "d")])
     assert res.exit_code != 0 and "L180" in str(res.exception)

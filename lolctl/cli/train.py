@@ -212,6 +212,51 @@ def evaluate(
         out.records([result], {"schema": "lolctl.eval/v1", **result})
 
 
+COMPARE_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl compare runs/*/                          [dim]# test metrics, mean ± std over seeds per model[/dim]
+  lolctl compare runs/*/ --markdown > table.md    [dim]# a Markdown table for a report[/dim]
+  lolctl compare runs/*/ --split test_r8 --format json
+"""
+
+
+def compare(
+    checkpoints: Annotated[list[str], typer.Argument(help="Checkpoint folders written by lolctl train.")],
+    split: Annotated[
+        str, typer.Option("--split", help="Which stored metrics: test, val, train or an extra split.")
+    ] = ("test"),
+    as_markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table on stdout.")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Compare trained checkpoints: the metrics `lolctl train` stored, grouped by model (architecture and
+    non-default config), mean ± std over seeds. Nothing is re-run; use `lolctl eval` for another zoo.
+    """
+    from lolctl.nn.compare import aggregate, cell, collect, markdown
+    from lolctl.output import Output
+
+    out = Output(fmt.value)
+    rows = aggregate(collect(checkpoints, split))
+    if as_markdown:
+        out.stdout.write(markdown(rows))
+    elif out.human:
+        from rich.table import Table
+
+        columns = list(dict.fromkeys(k for row in rows for k in row if "." in k))
+        for task in dict.fromkeys(c.split(".")[0] for c in columns):  # one table per task fits 80 columns
+            mine = [c for c in columns if c.split(".")[0] == task]
+            table = Table(title=f"{task} — {split}, mean ± std over seeds", title_justify="left")
+            table.add_column("model")
+            table.add_column("seeds", justify="right")
+            for col in mine:
+                table.add_column(col.split(".", 1)[1], justify="right")
+            for row in rows:
+                table.add_row(row["model"], str(row["seeds"]), *(cell(row.get(c)) for c in mine))
+            out.print(table)
+    else:
+        out.records(rows, {"schema": "lolctl.compare/v1", "split": split, "models": rows})
+
+
 COLUMNS = (
     ("n", "n"),
     ("r2", "R²"),
@@ -243,3 +288,4 @@ def metrics_table(metrics: dict[str, Any], title: str = "", first: str = "task")
 def register(app: typer.Typer) -> None:
     app.command("train", epilog=TRAIN_EPILOG)(train)
     app.command("eval", epilog=EVAL_EPILOG)(evaluate)
+    app.command("compare", epilog=COMPARE_EPILOG)(compare)

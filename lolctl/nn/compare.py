@@ -1,0 +1,101 @@
+"""The comparison table: metrics of trained checkpoints, grouped by model (architecture + non-default config), as
+mean ± std over seeds. Reads only each checkpoint's config.json (the metrics `lolctl train` stored there).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lolctl.errors import LolctlError
+from lolctl.nn.registry import model_class
+
+KEY_METRICS = {
+    "regression": ("r2", "kendall_tau", "mae"),
+    "multilabel": ("accuracy", "auroc", "ece"),
+    "multiclass": ("accuracy", "auroc", "ece"),
+}
+AUTO_FIELDS = ("rank", "max_rank")  # set from the zoo when training: not part of a model's identity
+
+
+def variant(config: dict[str, Any]) -> str:
+    """``architecture`` plus the model config fields that differ from their defaults, e.g. ``glnet hidden=64``."""
+    arch = config.get("architecture", "?")
+    try:
+        defaults = model_class(arch).config_class()
+    except LolctlError:
+        return arch
+    changed = [
+        f"{f.name}={config.get('model_config', {}).get(f.name)}"
+        for f in fields(defaults)
+        if f.name not in AUTO_FIELDS
+        and config.get("model_config", {}).get(f.name, getattr(defaults, f.name)) != getattr(defaults, f.name)
+    ]
+    return " ".join([arch, *changed])
+
+
+def collect(folders: list[str | Path], split: str = "test") -> list[dict[str, Any]]:
+    """One record per checkpoint: model variant, seed, and the key metrics of ``split`` as ``task.metric``."""
+    records = []
+    for folder in dict.fromkeys(Path(f).resolve() for f in folders):  # a folder named twice counts once
+        path = Path(folder) / "config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise LolctlError(
+                "L170",
+                str(path),
+                f"cannot read the checkpoint config ({err})",
+                "pass checkpoint folders written by lolctl train",
+            ) from err
+        metrics = config.get("metrics", {}).get(split)
+        if metrics is None:
+            raise LolctlError(
+                "L175",
+                str(path),
+                f"no metrics for split {split!r}",
+                f"splits stored: {', '.join(config.get('metrics', {})) or 'none'}",
+            )
+        row: dict[str, Any] = {
+            "model": variant(config),
+            "seed": config.get("train_config", {}).get("seed"),
+            "checkpoint": str(folder),
+        }
+        for task, m in metrics.items():
+            for key in KEY_METRICS.get(m.get("kind", ""), ()):
+                row[f"{task}.{key}"] = m.get(key)
+        records.append(row)
+    return records
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per model, keeping the order in which models first appear."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(rec["model"], []).append(rec)
+    columns = [k for rec in records for k in rec if "." in k]
+    columns = list(dict.fromkeys(columns))
+    rows = []
+    for model, recs in groups.items():
+        row: dict[str, Any] = {"model": model, "seeds": len(recs)}
+        for col in columns:
+            values = np.array([r[col] for r in recs if isinstance(r.get(col), (int, float))], dtype=np.float64)
+            row[col] = {"mean": float(values.mean()), "std": float(values.std())} if values.size else None
+        rows.append(row)
+    return rows
+
+
+def cell(value: dict[str, float] | None) -> str:
+    return "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row if "." in k))
+    lines = ["| model | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['seeds']} | " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
