@@ -101,19 +101,7 @@ def write_lying_header(folder: Path) -> int:
 
 def write_sparse(folder: Path, nbytes: int = 9 * 2**30) -> int:
     """A file that really is ``nbytes`` long (sparse: no disk used) with a header that describes it exactly."""
-    n = 1024
-    cols = nbytes // (4 * n) // 2
-    header = {
-        f"{w.PEFT_PREFIX}model.q_proj.lora_A.weight": {"dtype": "F32", "shape": [n, cols],
-                                                      "data_offsets": [0, 4 * n * cols]},
-        f"{w.PEFT_PREFIX}model.q_proj.lora_B.weight": {"dtype": "F32", "shape": [cols, n],
-                                                      "data_offsets": [4 * n * cols, 8 * n * cols]},
-    }
-    w.write_peft(folder, w.st_pack(header, b""), w.peft_config(rank=n))
-    path = folder / "adapter_model.safetensors"
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size + 8 * n * cols)
-    return 8 * n * cols
+    return w.sparse_adapter(folder, nbytes)
 
 
 def table(rows: list[tuple[str, int, dict]]) -> str:

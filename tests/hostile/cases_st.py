@@ -241,3 +241,8 @@ def _(c: Ctx, d: Path):
     key = next(iter(t))
     t[key] = ("F32", [4, 0], b"")
     peft(d, w.st_file(t))
+
+
+@error("st_over_budget", "L125", "a sparse file really holding 9 GiB of tensors, above the 8 GiB default budget")
+def _(c: Ctx, d: Path):
+    w.sparse_adapter(d, 9 * 2**30)

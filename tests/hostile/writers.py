@@ -128,6 +128,27 @@ def write_peft(
     return folder
 
 
+def sparse_adapter(folder: Path, nbytes: int) -> int:
+    """A PEFT folder whose weights file really is ``nbytes`` of tensor data long, as a hole (no disk blocks written),
+    with a header describing it exactly. Refuses (OSError) on a filesystem that does not keep sparse files."""
+    n = 1024
+    cols = nbytes // (8 * n)
+    size = 4 * n * cols
+    header = {
+        f"{PEFT_PREFIX}model.q_proj.lora_A.weight": {"dtype": "F32", "shape": [n, cols], "data_offsets": [0, size]},
+        f"{PEFT_PREFIX}model.q_proj.lora_B.weight": {"dtype": "F32", "shape": [cols, n],
+                                                    "data_offsets": [size, 2 * size]},
+    }
+    write_peft(folder, st_pack(header, b""), peft_config(rank=n, target_modules=["q_proj"]))
+    path = folder / "adapter_model.safetensors"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size + 2 * size)
+    if path.stat().st_blocks * 512 > 2**20:
+        path.unlink()
+        raise OSError(f"{folder}: this filesystem does not keep sparse files; refusing to write {nbytes} bytes")
+    return 2 * size
+
+
 # --- pickles ---------------------------------------------------------------------------------------------------------
 
 
