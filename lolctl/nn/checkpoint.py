@@ -146,8 +146,8 @@ class Checkpoint:
         unseen = sorted(set(adapter.ranks) - seen)
         if seen and unseen:
             reasons.append(f"rank {', '.join(map(str, unseen))} not seen in training (seen: {sorted(seen)})")
-        if "scale_log_range" in ood:
-            lo, hi = ood["scale_log_range"]
+        lo, hi = ood.get("scale_log_range") or (None, None)
+        if lo is not None and hi is not None:
             batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
             s = float(scale_stats(self.model, batch)[0])
             if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
