@@ -251,3 +251,18 @@ def test_base_modifying_init_is_flagged(tmp_path):
     cfg["init_lora_weights"] = "pissa_niter_4"
     cfg_path.write_text(json.dumps(cfg))
     assert "H220" in {f.code for f in read_adapter(tmp_path).findings}
+
+
+def test_default_and_named_adapters_saved_together(tmp_path):
+    from lolctl.read import find_adapters
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(tiny_bert(), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+        pm.add_adapter("other", LoraConfig(r=3, target_modules=["value"], init_lora_weights=False))
+        pm.save_pretrained(tmp_path)
+    assert find_adapters(tmp_path) == [tmp_path, tmp_path / "other"]
+    assert set(read_adapter(tmp_path).ranks) == {2}
+    other = read_adapter(tmp_path, name="other")
+    assert set(other.ranks) == {3} and all(m.name.endswith("value") for m in other.modules)

@@ -74,8 +74,7 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
         dirnames.sort()
         if (CONFIG in filenames and _inside(real_root, here / CONFIG)) or set(filenames) & set(PEFT_WEIGHTS):
             found.append(here)  # a PEFT/MLX folder (even without its config: reading it then says L113)
-            dirnames.clear()  # named sub-adapters are read through their own config
-            continue
+            continue  # its subfolders are still walked: PEFT saves adapters not named "default" in <name>/
         safes = {Path(f).stem for f in filenames if f.endswith(".safetensors")}
         for f in sorted(filenames):
             p = here / f
