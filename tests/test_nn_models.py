@@ -214,3 +214,13 @@ def test_select_trims_rank_padding_and_cat_pads():
     assert both.select([0, 1]).max_rank == 2 and both.select([1, 2]).max_rank == 6
     model = make("glnet")
     torch.testing.assert_close(as_fn(model)(low.factors())["quality"], model(both.select([0, 1]))["quality"].detach())
+
+
+@pytest.mark.parametrize("name", ["glnet", "mlp_svd"])
+def test_unit_norm_option_keeps_invariance_and_sensitivity(name):
+    model = make(name, unit_norm=True)
+    f = factors(3)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(18))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(19))
+    scaled = [(3.0 * U, V) for U, V in f]  # only the magnitudes change: the log-norm input sees it
+    assert not torch.allclose(as_fn(model)(f)["quality"], as_fn(model)(scaled)["quality"])

@@ -27,6 +27,7 @@ class ModelConfig:
     head_hidden: int = 128  # width of the head MLP (h_inv)
     head_layers: int = 2  # hidden layers of the head MLP
     dropout: float = 0.0  # dropout in the head MLP
+    unit_norm: bool = False  # scale each module's ΔW to unit norm and give the head its log-norm (invariant) instead
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -87,6 +88,7 @@ class LoraModel(nn.Module):
         return None
 
     def build_head(self, d_in: int) -> None:
+        d_in += len(self.spec) if self.config.unit_norm else 0  # log ‖ΔW_i‖ per module
         self.head, d = mlp(d_in, self.config.head_hidden, self.config.head_layers, self.config.dropout)
         self.outputs = nn.ModuleDict({t.name: nn.Linear(d, t.out_dim) for t in self.tasks})
 
@@ -111,17 +113,30 @@ class LoraModel(nn.Module):
                 "use a GL-net checkpoint (any rank) or retrain with a larger max rank",
             )
 
-    def normalise(self, batch: LoraBatch) -> LoraBatch:
-        root = self.input_scale.to(batch.dtype).sqrt()
+    def normalise(self, batch: LoraBatch) -> tuple[LoraBatch, torch.Tensor | None]:
+        """Divide ΔW_i by input_scale[i]; with ``unit_norm`` also by its own ‖ΔW_i‖_F, returning log-norms (B, L).
+
+        Both are positive scalars per module (the norm is GL-invariant), so equivariance is untouched.
+        """
+        root = self.input_scale.to(batch.dtype).sqrt().expand(batch.size, -1)  # (B, L)
+        lognorm = None
+        if self.config.unit_norm:
+            norms = frobenius_norms(batch) / self.input_scale.to(batch.dtype)
+            norms = norms.clamp_min(1e-6)  # an all-zero module stays zero, with log-norm log(1e-6)
+            lognorm, root = norms.log(), root * norms.sqrt()
         groups = []
         for g in batch.groups:
-            s = root[list(g.indices)].view(1, -1, 1, 1)
+            s = root[:, list(g.indices)].unsqueeze(-1).unsqueeze(-1)  # (B, L_g, 1, 1)
             groups.append(GroupFactors(g.indices, g.U / s, g.V / s))
-        return LoraBatch(batch.spec, tuple(groups), batch.ranks)
+        return LoraBatch(batch.spec, tuple(groups), batch.ranks), lognorm
 
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
         self.check_rank(batch)
-        h = self.head(self.features(self.normalise(batch)))
+        scaled, lognorm = self.normalise(batch)
+        x = self.features(scaled)
+        if lognorm is not None:
+            x = torch.cat([x, lognorm.to(x.dtype)], dim=1)
+        h = self.head(x)
         return {name: layer(h) for name, layer in self.outputs.items()}
 
 

@@ -97,7 +97,7 @@ class MLPOAlign(LoraModel):
     @torch.no_grad()
     def prepare(self, batch: LoraBatch) -> None:
         super().prepare(batch)
-        first = self.normalise(batch.select([0]))
+        first, _ = self.normalise(batch.select([0]))
         for k, g in enumerate(first.groups):
             X = torch.cat([g.U[0], g.V[0]], dim=1)  # (L_g, n + m, R)
             getattr(self, f"template{k}").copy_(_fit_rank(X, self.config.rank))
