@@ -32,6 +32,7 @@ RESERVED = ("id", "path", "split", "rank")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 _LABEL_COL = re.compile(r"^(?P<task>[^\[\]]+)\[(?P<label>[^\[\]]+)\]$")
 CACHE_VERSION = "1"
+CACHE_KEEP = 3  # cache files kept per zoo
 
 
 @dataclass
@@ -282,6 +283,9 @@ def load_factors(
             cache_file.parent.mkdir(exist_ok=True)
             meta = {"info": json.dumps({"spec": spec.to_dict(), "adapters": info})}
             save_file(batch.tensors(), str(cache_file), metadata=meta)
+            old = sorted(cache_file.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for stale in old[CACHE_KEEP:]:  # a growing zoo leaves one file per labels version: keep the newest
+                stale.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only zoo is still usable, only slower
     return batch, info
