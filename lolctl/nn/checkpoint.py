@@ -65,6 +65,7 @@ def _from_hub(ref: str) -> Path:
         RepositoryNotFoundError,
     )
 
+    local = f"; no local folder {ref} or built-in checkpoint of that name either"
     try:
         return Path(snapshot_download(repo_id=ref, allow_patterns=list(FILES)))
     except GatedRepoError as err:
@@ -72,19 +73,19 @@ def _from_hub(ref: str) -> Path:
             "L161", ref, "the checkpoint repo is gated or private", "log in with `hf auth login`"
         ) from err
     except RepositoryNotFoundError as err:
-        raise LolctlError("L172", ref, "no checkpoint repo by that id on the Hub", "check the repo id") from err
+        raise LolctlError("L172", ref, "no checkpoint repo by that id on the Hub" + local, "check the id") from err
     except LocalEntryNotFoundError as err:
         raise LolctlError(
             "L163",
             ref,
-            "offline and the checkpoint is not in the local cache",
+            "offline and the checkpoint is not in the local Hub cache" + local,
             "unset HF_HUB_OFFLINE or download it first",
         ) from err
     except (HfHubHTTPError, OSError) as err:
         raise LolctlError(
             "L164",
             ref,
-            f"could not fetch the checkpoint ({type(err).__name__})",
+            f"could not fetch the checkpoint from the Hub ({type(err).__name__})" + local,
             "check the network or use a local checkpoint folder",
         ) from err
 
