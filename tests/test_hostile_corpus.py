@@ -17,6 +17,10 @@ NAMES = [c.name for c, _ in CASES]
 KNOWN_BROKEN: dict[str, str] = {
     "kohya_alpha_nan": "NaN scale breaks the JSON output (L199)",
     "lora_huge_finite": "health: svdvals of an overflowing float32 product raises LinAlgError (L199)",
+    "name_markup": "inspect treats an existing path holding '[' as a glob (L101); Output.log renders it as markup",
+    "name_control_chars": "file names reach stderr with raw terminal control characters",
+    **{name: "L131 passes torch's message on: ANSI bold codes and advice to load with weights_only=False"
+       for name in ("pkl_exec_trusted", "pkl_exec_raw_trusted", "pkl_import_trusted")},
 }
 
 
@@ -127,8 +131,6 @@ def test_scan_of_the_whole_corpus_folder_goes_on(corpus, scanned):
 @pytest.mark.parametrize("name", ["lora_nan", "pkl_exec_trusted"])  # exits 1 and 2; the driver covers the rest
 def test_real_entry_point(name, corpus):
     """A few cases through the real console entry point in its own process: exit code, one line, no traceback."""
-    if name in KNOWN_BROKEN:
-        pytest.xfail(KNOWN_BROKEN[name])
     case: Case = corpus["cases"][name]
     proc = h.run_cli(["inspect", str(corpus["root"] / case.target), *case.args], corpus["root"],
                      corpus["work"] / f"cli-{name}")

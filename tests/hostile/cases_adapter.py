@@ -326,3 +326,19 @@ def _(c: Ctx, d: Path):
     t = good_tensors(style="kohya")
     t[f"{KOHYA}.alpha"] = ("F32", [], w.f32([float("nan")]))
     return _kohya(d, t)
+
+
+# --- hostile names ---------------------------------------------------------------------------------------------------
+
+
+@error("name_markup", "L120", "a broken adapter in a folder named like Rich markup and a glob: 'x [/] [bold]y'")
+def _(c: Ctx, d: Path):
+    peft(d / "x [/] [bold]y", b"\r\n")
+    return "x [/] [bold]y"
+
+
+@error("name_control_chars", "L120", "a broken adapter in a folder whose name holds ESC[31m and a newline")
+def _(c: Ctx, d: Path):
+    name = "red\x1b[31m\nline"
+    peft(d / name, b"\r\n")
+    return name

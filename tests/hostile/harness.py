@@ -72,6 +72,8 @@ def check_inspect(case: Case, run: dict[str, Any]) -> list[str]:
     if "Traceback" in run["stderr"]:
         last = [ln for ln in run["stderr"].strip().splitlines() if ln.strip()][-1]
         problems.append(f"traceback: {last[:200]}")
+    if any(ch in run["stderr"] for ch in "\x1b\r\x07"):
+        problems.append("stderr carries terminal control characters from a file name")
     if run["exit"] != case.exit:
         problems.append(f"exit {run['exit']}, expected {case.exit}")
     try:
