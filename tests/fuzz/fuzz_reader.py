@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", nargs="*", default=["bytes", "mutated", "configs", "pickles"])
     args = p.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)  # torch warns about odd pickle protocols
     counts: Counter = Counter()
     failures = {}
     start = time.time()

@@ -72,6 +72,11 @@ def _(c: Ctx, d: Path):
     peft(d, w.st_file(good_tensors()), w.peft_config(rank_pattern=["q_proj", 4]))
 
 
+@error("cfg_alpha_pattern_inf", "L112", "alpha_pattern gives q_proj the value Infinity (found by the fuzzer)")
+def _(c: Ctx, d: Path):
+    peft(d, w.st_file(good_tensors()), json.dumps(w.peft_config(alpha_pattern={"q_proj": float("inf")})))
+
+
 @error("cfg_vera", "L102", "peft_type VERA: refused by name, never read as LoRA")
 def _(c: Ctx, d: Path):
     peft(d, w.st_file(good_tensors()), w.peft_config(peft_type="VERA"))
@@ -342,3 +347,8 @@ def _(c: Ctx, d: Path):
     name = "red\x1b[31m\nline"
     peft(d / name, b"\r\n")
     return name
+
+
+@error("cfg_too_large", "L112", "a 5 MiB adapter_config.json (whitespace around {}): refused before parsing")
+def _(c: Ctx, d: Path):
+    peft(d, w.st_file(good_tensors()), b" " * (5 * 2**20) + json.dumps(w.peft_config()).encode())
