@@ -325,3 +325,15 @@ def test_random_corruption_only_ever_raises_coded_errors(tmp_path_factory):
             assert all(m.U.shape[1] == m.V.shape[1] for m in adapter.modules)
 
     run()
+
+
+def test_untrusted_text_in_errors_is_terminal_safe(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps(PEFT_CONFIG))
+    with open(tmp_path / "adapter_model.bin", "wb") as f:
+        pickle.dump({"x": Boom()}, f)
+    err = expect("L131", tmp_path, trust_pickle=True)
+    assert "\x1b" not in err.one_line() and "weights_only=False" not in err.one_line()
+    key = "base_model.model.q\x1b[31m\x07.lora_A.weight"
+    save_file({key: torch.ones(2, 8)}, tmp_path / "adapter_model.safetensors")
+    err = expect("L141", tmp_path)
+    assert "\x1b" not in err.one_line() and "\x07" not in err.one_line() and "q\\x07.lora_A" in err.where

@@ -69,12 +69,16 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
         raise LolctlError("L100", str(root), "not a folder", "pass a folder to scan")
     real_root = root.resolve()
     found: list[Path] = []
+    adapter_dirs: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         dirnames.sort()
         if (CONFIG in filenames and _inside(real_root, here / CONFIG)) or set(filenames) & set(PEFT_WEIGHTS):
             found.append(here)  # a PEFT/MLX folder (even without its config: reading it then says L113)
+            adapter_dirs.append(here)
             continue  # its subfolders are still walked: PEFT saves adapters not named "default" in <name>/
+        if any(a in here.parents for a in adapter_dirs):
+            continue  # loose files inside an adapter folder belong to it (e.g. the target of its weights link)
         safes = {Path(f).stem for f in filenames if f.endswith(".safetensors")}
         for f in sorted(filenames):
             p = here / f

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lolctl.factors import Finding, Severity
 
 # code -> (name, severity)
@@ -31,3 +33,10 @@ def grouped(code: str, modules: list[str], message: str, remedy: str = "") -> li
         return []
     where = f" ({len(modules)} modules, e.g. {modules[0]})" if len(modules) > 1 else ""
     return [finding(code, message + where, module=modules[0], remedy=remedy)]
+
+
+def clean(text: str) -> str:
+    """Untrusted text (tensor keys, library messages) made safe for a terminal: ANSI sequences dropped, other
+    non-printable characters escaped."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

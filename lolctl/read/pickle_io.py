@@ -7,10 +7,12 @@ containers. Anything else in the file makes that unpickler stop *before* executi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lolctl.errors import LolctlError
+from lolctl.read.codes import clean
 from lolctl.read.safetensors_io import regular_file_size
 
 if TYPE_CHECKING:
@@ -38,7 +40,9 @@ def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
     except Exception as exc:  # the restricted unpickler raises several types; none of them ran foreign code
-        reason = " ".join(str(exc).split())[:300]
+        text = str(exc)
+        core = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)  # torch's own explanation, minus its advice
+        reason = clean(" ".join((core.group(1) if core else text).split()))[:300]
         raise LolctlError(
             "L131", str(path), f"torch.load(weights_only=True) refused it: {reason}",
             "only plain tensor state dicts are loaded; convert the file to .safetensors in a sandbox",

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from lolctl.errors import LolctlError
+from lolctl.read.codes import clean
 
 # peft_type (adapter_config.json) -> what it is
 PEFT_TYPES: dict[str, str] = {
@@ -82,6 +83,6 @@ def refuse_by_keys(where: Path | str, keys: list[str]) -> None:
     if hit is not None:
         key, what = hit
         raise LolctlError(
-            "L102", f"{where}:{key}", f"tensor keys mark {what}, not LoRA; lolctl reads LoRA adapters only",
+            "L102", f"{where}:{clean(key)}", f"tensor keys mark {what}, not LoRA; lolctl reads LoRA adapters only",
             "use a LoRA adapter",
         )

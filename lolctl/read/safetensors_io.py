@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lolctl.errors import LolctlError
+from lolctl.read.codes import clean
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +72,7 @@ def _no_duplicate_keys(path: Path):
         out: dict[str, Any] = {}
         for k, v in pairs:
             if k in out:
-                raise LolctlError("L122", f"{path}:{k}", "the header names this key twice", "re-save the file")
+                raise LolctlError("L122", f"{path}:{clean(k)}", "the header names this key twice", "re-save the file")
             out[k] = v
         return out
 
@@ -151,7 +152,7 @@ def _is_int(x: Any) -> bool:
 
 
 def _parse_entry(path: Path, key: str, entry: Any) -> TensorInfo:
-    where = f"{path}:{key}"
+    where = f"{path}:{clean(key)}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise LolctlError("L122", str(where), "entry must be an object with dtype, shape and data_offsets", "re-save")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -176,10 +177,8 @@ def _check_sizes(path: Path, tensors: dict[str, TensorInfo]) -> None:
     for key, t in tensors.items():
         expected = math.prod(t.shape) * DTYPES[t.dtype][1]
         if t.nbytes != expected:
-            raise LolctlError(
-                "L127", f"{path}:{key}", f"shape {list(t.shape)} of {t.dtype} needs {expected} bytes but the offsets "
-                f"give {t.nbytes}", "the file is corrupt; re-save it",
-            )
+            reason = f"shape {list(t.shape)} of {t.dtype} needs {expected} bytes but the offsets give {t.nbytes}"
+            raise LolctlError("L127", f"{path}:{clean(key)}", reason, "the file is corrupt; re-save it")
 
 
 def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:
@@ -189,18 +188,15 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> 
     for key, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.nbytes == 0:
             continue
+        where = f"{path}:{clean(key)}"
         if t.begin < cursor:
-            raise LolctlError("L123", f"{path}:{key}", f"its bytes overlap those of {prev!r}", "re-save the file")
+            raise LolctlError("L123", where, f"its bytes overlap those of {prev!r}", "re-save the file")
         if t.begin > cursor:
-            raise LolctlError(
-                "L123", f"{path}:{key}", f"a {t.begin - cursor}-byte gap precedes it in the data buffer", "re-save"
-            )
+            raise LolctlError("L123", where, f"a {t.begin - cursor}-byte gap precedes it in the data", "re-save")
         cursor, prev = t.end, key
     if cursor > data_len:
-        raise LolctlError(
-            "L120", f"{path}:{prev}", f"the header's tensors need {cursor} data bytes but the file holds {data_len}",
-            "the file is truncated; download it again",
-        )
+        reason = f"the header's tensors need {cursor} data bytes but the file holds {data_len}"
+        raise LolctlError("L120", f"{path}:{clean(str(prev))}", reason, "the file is truncated; download it again")
     if cursor < data_len:
         raise LolctlError(
             "L123", str(path), f"{data_len - cursor} bytes after the last tensor are not described by the header",
@@ -220,5 +216,6 @@ def load_tensor(header: SafetensorsHeader, key: str) -> torch.Tensor:
         f.seek(header.data_start + info.begin)
         buf = bytearray(f.read(info.nbytes))
     if len(buf) != info.nbytes:  # the file changed under us
-        raise LolctlError("L120", f"{header.path}:{key}", "the file is shorter than its header says", "download again")
+        where = f"{header.path}:{clean(key)}"
+        raise LolctlError("L120", where, "the file is shorter than its header says", "download it again")
     return torch.frombuffer(buf, dtype=torch_dtype).reshape(info.shape)

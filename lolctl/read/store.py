@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lolctl.errors import LolctlError
+from lolctl.read.codes import clean
 from lolctl.read.pickle_io import PICKLE_SUFFIXES, load_pickle, refuse_pickle
 from lolctl.read.safetensors_io import DTYPES, SafetensorsHeader, load_tensor, read_header
 
@@ -38,7 +39,7 @@ class TensorStore:
         return dict(Counter(self.dtypes[k] for k in (self.shapes if keys is None else keys)))
 
     def where(self, key: str) -> str:
-        return f"{self.path}:{key}"
+        return f"{self.path}:{clean(key)}"
 
 
 def open_store(path: Path, *, trust_pickle: bool, max_bytes: int) -> TensorStore:
