@@ -149,6 +149,8 @@ TENSORS = {f"{P}.lora_A.weight": torch.ones(2, 8), f"{P}.lora_B.weight": torch.o
     (json.dumps({**PEFT_CONFIG, "lora_alpha": None, "use_rslora": "yes"}), "L112"),
     (json.dumps({**PEFT_CONFIG, "rank_pattern": {"(": 2}}), "L112"),
     ("[" * 100_000 + "]" * 100_000, "L110"),
+    (json.dumps({**PEFT_CONFIG, "alpha_pattern": {"q": float("inf")}}), "L112"),
+    (json.dumps({**PEFT_CONFIG, "lora_alpha": float("nan")}), "L112"),
 ])
 def test_bad_config(tmp_path, text, code):
     save_file(TENSORS, tmp_path / "adapter_model.safetensors")

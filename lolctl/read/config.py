@@ -6,6 +6,7 @@ Nothing named in the config (``auto_mapping``, ``base_model_class``, ``parent_li
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def get_number(cfg: dict, path: Path, name: str, default: float | None) -> float
     v = cfg.get(name, default)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise _bad(path, name, v, "a finite number")
     return float(v)
 
@@ -75,12 +76,13 @@ def get_str(cfg: dict, path: Path, name: str) -> str | None:
 
 def get_pattern(cfg: dict, path: Path, name: str, *, integer: bool) -> dict[str, Any]:
     v = cfg.get(name) or {}
-    expected = "an object of string -> positive integer" if integer else "an object of string -> number"
+    expected = "an object of string -> positive integer" if integer else "an object of string -> finite number"
     if not isinstance(v, dict):
         raise _bad(path, name, v, expected)
     out: dict[str, Any] = {}
     for k, x in v.items():
-        ok = not isinstance(x, bool) and (isinstance(x, int) and x > 0 if integer else isinstance(x, (int, float)))
+        number = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        ok = number and (isinstance(x, int) and x > 0 if integer else True)
         if not ok or len(k) > 512:
             raise LolctlError("L112", f"{path}:{name}[{k!r}]", f"{x!r} is not valid", f"{name} must be {expected}")
         out[k] = x
