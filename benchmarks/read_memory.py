@@ -3,10 +3,11 @@
     python benchmarks/read_memory.py                    # sizes 4, 16, 64, 256 MiB + the refusal cases
     python benchmarks/read_memory.py --sizes 8 32 --dtype F16
 
-Each measurement runs in a fresh process: import torch and lolctl, note the resident set (baseline), read the adapter
-(``read_adapter``), note the peak resident set (``ru_maxrss``). "extra" = peak - baseline; "ratio" = extra / tensor
-bytes. Refusals: a header declaring a 16 GiB tensor in a small file (L120) and a sparse file really holding 9 GiB
-(above the 8 GiB default budget, L125) must be refused with ~0 extra memory — before any allocation.
+Each measurement runs in a fresh process: import torch and lolctl, reset the peak-RSS counter, note the resident set
+(baseline), read the adapter (``read_adapter``), note the peak resident set (VmHWM). "extra" = peak - baseline;
+"ratio" = extra / tensor bytes. Refusals: a header declaring a 16 GiB tensor in a small file (L120) and a sparse
+file really holding 9 GiB (above the 8 GiB default budget, L125) must be refused with ~0 extra memory, before any
+allocation.
 """
 
 from __future__ import annotations
@@ -27,36 +28,44 @@ from hostile import writers as w  # noqa: E402
 MiB = 2**20
 
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status(field: str) -> int:
+    """A /proc/self/status memory field in bytes (VmRSS: now, VmHWM: peak since start or the last reset)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). ru_maxrss cannot be used: it survives fork+exec."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def measure_here(source: str, trust_pickle: bool = False) -> dict:
-    """In this (fresh) process: baseline RSS, read, peak RSS."""
-    import resource
-
+    """In this process: RSS before, read, peak RSS during the read."""
     import torch  # noqa: F401
 
     from lolctl.errors import LolctlError
     from lolctl.read import read_adapter
 
-    base = _rss_now()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _reset_peak()
+    base = _status("VmRSS")
     outcome = "ok"
     try:
         adapter = read_adapter(source, trust_pickle=trust_pickle)
         factor_bytes = sum(t.numel() * t.element_size() for m in adapter.modules for t in (m.U, m.V))
+        del adapter
     except LolctlError as err:
         outcome, factor_bytes = err.code, 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"baseline": base, "peak": max(peak, peak_before), "extra": max(peak - max(base, peak_before), 0),
-            "outcome": outcome, "factor_bytes": factor_bytes}
+    peak = _status("VmHWM")
+    return {"baseline": base, "peak": peak, "extra": max(peak - base, 0), "outcome": outcome,
+            "factor_bytes": factor_bytes}
 
 
 def measure(*sources: Path) -> list[dict]:
-    """Measure in one fresh interpreter, in order. The peak RSS only grows, so put refusals (expected ~0) before
-    reads; each read's "extra" is then measured against the peak left by the ones before it."""
+    """Measure in one fresh interpreter, in order (the peak is reset before each read)."""
     proc = subprocess.run([sys.executable, __file__, "--one", *map(str, sources)], capture_output=True, text=True,
                           check=True)
     return [json.loads(line) for line in proc.stdout.splitlines()]
@@ -91,12 +100,16 @@ def _f32(count: int) -> bytes:
 
 
 def write_lying_header(folder: Path) -> int:
-    """A 16 GiB tensor declared in a ~2 KiB file."""
+    """A 16 GiB tensor declared in a ~2 KiB file (the other tensors shifted after it: a consistent, truncated file)."""
     header, data = w.st_header(w.lora_tensors())
     first = next(iter(header))
-    header[first].update(shape=[65536, 65536], data_offsets=[0, 65536 * 65536 * 4])
+    shift = 65536 * 65536 * 4
+    for key in header:
+        begin, end = header[key]["data_offsets"]
+        header[key]["data_offsets"] = [begin + (shift if key != first else 0), end + shift]
+    header[first]["shape"] = [65536, 65536]
     w.write_peft(folder, w.st_pack(header, data), w.peft_config())
-    return 65536 * 65536 * 4
+    return shift
 
 
 def write_sparse(folder: Path, nbytes: int = 9 * 2**30) -> int:
@@ -105,12 +118,13 @@ def write_sparse(folder: Path, nbytes: int = 9 * 2**30) -> int:
 
 
 def table(rows: list[tuple[str, int, dict]]) -> str:
-    lines = ["| case | tensor bytes | outcome | baseline RSS | peak RSS | extra | extra / bytes |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| case | tensor bytes | outcome | factors returned | baseline RSS | peak RSS | extra | extra / bytes |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, nbytes, m in rows:
         ratio = f"{m['extra'] / nbytes:.2f}" if nbytes else "-"
-        lines.append(f"| {name} | {nbytes / MiB:,.1f} MiB | {m['outcome']} | {m['baseline'] / MiB:.0f} MiB | "
-                     f"{m['peak'] / MiB:.0f} MiB | {m['extra'] / MiB:.1f} MiB | {ratio} |")
+        cells = [name, f"{nbytes / MiB:,.1f} MiB", m["outcome"], f"{m['factor_bytes'] / MiB:.1f} MiB",
+                 f"{m['baseline'] / MiB:.0f} MiB", f"{m['peak'] / MiB:.0f} MiB", f"{m['extra'] / MiB:.1f} MiB", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

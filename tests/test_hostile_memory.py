@@ -23,7 +23,7 @@ def measured(tmp_path_factory):
         sizes["sparse"] = rm.write_sparse(d / "sparse")
     except OSError:  # no sparse files on this filesystem
         pass
-    names = [k for k in ("lie", "sparse", "adapter") if k in sizes]  # refusals first: the peak only grows
+    names = [k for k in ("lie", "sparse", "adapter") if k in sizes]
     results = rm.measure(*(d / ("a" if k == "adapter" else k) for k in names))
     return {k: (sizes[k], m) for k, m in zip(names, results)}
 
