@@ -216,3 +216,17 @@ def test_find_adapters(tmp_path):
     with pytest.raises(LolctlError) as e:
         read_adapter(tmp_path / "noconfig")
     assert e.value.code == "L113"
+
+
+@pytest.mark.parametrize("meta,code", [
+    ("{bad", "L122"),
+    ("[1]", "L122"),
+    (json.dumps({"unet.lora_alpha": "x"}), "L112"),
+    (json.dumps({"unet.lora_alpha": 4, "unet.alpha_pattern": {"q": "big"}}), "L112"),
+])
+def test_diffusers_bad_header_metadata(tmp_path, meta, code):
+    t = {"unet.a.to_q.lora_A.weight": rand(2, 8), "unet.a.to_q.lora_B.weight": rand(8, 2)}
+    save_file(t, tmp_path / "w.safetensors", metadata={"lora_adapter_metadata": meta})
+    with pytest.raises(LolctlError) as e:
+        read_adapter(tmp_path / "w.safetensors")
+    assert e.value.code == code

@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, Finding
+from lolctl.read import config as C
 from lolctl.read.build import duplicate_error
 from lolctl.read.codes import finding, grouped
 from lolctl.read.kohya import scalar
@@ -65,26 +68,49 @@ def _group_old(store: TensorStore) -> tuple[dict[str, dict[str, str]], list[str]
     return groups, rest
 
 
-def _header_configs(store: TensorStore) -> dict[str, dict]:
-    """component prefix -> LoraConfig fields, from the ``lora_adapter_metadata`` header entry."""
+@dataclass(frozen=True)
+class HeaderConfig:
+    """The LoraConfig fields diffusers stores per component (``unet``, ``text_encoder``, ``transformer``)."""
+
+    r: int | None
+    lora_alpha: float
+    use_rslora: bool
+    rank_pattern: dict[str, int]
+    alpha_pattern: dict[str, float]
+
+
+def _header_configs(store: TensorStore) -> tuple[dict[str, HeaderConfig], dict]:
+    """component prefix -> validated fields, from the ``lora_adapter_metadata`` header entry (and the raw dict)."""
+    where = Path(f"{store.path}:__metadata__.lora_adapter_metadata")
     raw = store.metadata.get("lora_adapter_metadata")
     if raw is None:
-        return {}
+        return {}, {}
     try:
         flat = json.loads(raw)
-    except json.JSONDecodeError:
-        raise LolctlError("L122", f"{store.path}:__metadata__.lora_adapter_metadata", "not valid JSON",
-                          "re-save the file") from None
+    except (RecursionError, ValueError):
+        raise LolctlError("L122", str(where), "not valid JSON", "re-save the file") from None
     if not isinstance(flat, dict):
-        return {}
-    out: dict[str, dict] = {}
+        raise LolctlError("L122", str(where), "not a JSON object", "re-save the file")
+    grouped_fields: dict[str, dict] = {}
     for k, v in flat.items():
         prefix, _, field = k.partition(".")
         if isinstance(v, dict) and not field:  # nested form {"unet": {...}}
-            out.setdefault(prefix, {}).update(v)
+            grouped_fields.setdefault(prefix, {}).update(v)
         elif field:
-            out.setdefault(prefix, {})[field] = v
-    return out
+            grouped_fields.setdefault(prefix, {})[field] = v
+    out = {}
+    for prefix, cfg in grouped_fields.items():
+        alpha = C.get_number(cfg, where, "lora_alpha", None)
+        if alpha is not None:
+            alpha_pattern = C.get_pattern(cfg, where, "alpha_pattern", integer=False)
+            out[prefix] = HeaderConfig(
+                r=C.get_int(cfg, where, "r", None),
+                lora_alpha=alpha,
+                use_rslora=C.get_bool(cfg, where, "use_rslora"),
+                rank_pattern=C.get_pattern(cfg, where, "rank_pattern", integer=True),
+                alpha_pattern={k: float(v) for k, v in alpha_pattern.items()},
+            )
+    return out, grouped_fields
 
 
 def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
@@ -98,7 +124,7 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
         raise LolctlError("L103", str(store.path), "no diffusers LoRA keys found", "check the file")
     alphas = {k[: -len(".alpha")]: k for k in rest if k.endswith(".alpha")}
     rest = [k for k in rest if k not in alphas.values()]
-    configs = _header_configs(store)
+    configs, raw_configs = _header_configs(store)
     findings: list[Finding] = []
     defaulted: list[str] = []
     mismatched: list[str] = []
@@ -106,15 +132,15 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
     def scale_for(name: str, r: int) -> tuple[float, str]:
         prefix, _, inner = name.partition(".")
         cfg = configs.get(prefix)
-        if isinstance(cfg, dict) and isinstance(cfg.get("lora_alpha"), (int, float)):
-            rp, ap = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-            a_key = pattern_key(ap, inner, f"{store.path}:lora_adapter_metadata") if isinstance(ap, dict) else None
-            r_key = pattern_key(rp, inner, f"{store.path}:lora_adapter_metadata") if isinstance(rp, dict) else None
-            want = rp[r_key] if r_key is not None else cfg.get("r")
-            if isinstance(want, int) and want != r:
+        if cfg is not None:
+            where = f"{store.path}:lora_adapter_metadata"
+            a_key = pattern_key(cfg.alpha_pattern, inner, where)
+            r_key = pattern_key(cfg.rank_pattern, inner, where)
+            want = cfg.rank_pattern[r_key] if r_key is not None else cfg.r
+            if want is not None and want != r:
                 mismatched.append(name)
-            alpha = float(ap[a_key]) if a_key is not None else float(cfg["lora_alpha"])
-            if cfg.get("use_rslora") is True:
+            alpha = cfg.alpha_pattern[a_key] if a_key is not None else cfg.lora_alpha
+            if cfg.use_rslora:
                 return alpha / math.sqrt(r), "lora_alpha/sqrt(r) (rslora, header metadata)"
             return alpha / r, "lora_alpha/r (header metadata)"
         if name in alphas:
@@ -133,10 +159,10 @@ def read_diffusers(store: TensorStore, dtype: torch.dtype) -> Adapter:
         peft_type="LORA",
         target_modules=sorted({m.name.rsplit(".", 1)[-1] if not m.name.endswith(".0") else m.name.split(".")[-2]
                                for m in modules}),
-        config_rank=next((c.get("r") for c in configs.values() if isinstance(c.get("r"), int)), None),
+        config_rank=next((c.r for c in configs.values() if c.r is not None), None),
         dtypes=store.dtype_counts(),
         nbytes=sum(store.nbytes.values()),
         file_metadata=dict(store.metadata),
-        config=configs,
+        config=raw_configs,
     )
     return Adapter(source="", meta=meta, modules=modules, payload=payload_of(store, rest), findings=findings)
