@@ -230,3 +230,12 @@ def test_diffusers_bad_header_metadata(tmp_path, meta, code):
     with pytest.raises(LolctlError) as e:
         read_adapter(tmp_path / "w.safetensors")
     assert e.value.code == code
+
+
+def test_kohya_odd_metadata_and_dora_scale(tmp_path):
+    t = {"lora_unet_a.lora_down.weight": rand(2, 8), "lora_unet_a.lora_up.weight": rand(6, 2),
+         "lora_unet_a.dora_scale": rand(1, 8)}
+    save_file(t, tmp_path / "k.safetensors", metadata={"ss_network_dim": "inf", "ss_network_alpha": "None"})
+    a = read_adapter(tmp_path / "k.safetensors")
+    assert a.meta.config_rank is None and a.meta.config_alpha is None
+    assert set(a.modules[0].extras) == {"dora_scale"}  # (1, in): not an output magnitude

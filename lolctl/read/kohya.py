@@ -10,6 +10,8 @@ which cannot be undone reliably). LyCORIS variants (LoHa ``hada_*``, LoKr ``lokr
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from lolctl.errors import LolctlError
@@ -38,18 +40,18 @@ def scalar(store: TensorStore, key: str) -> float:
     return float(t[0])
 
 
-def _int_meta(meta: dict[str, str], key: str) -> int | None:
-    try:
-        return int(float(meta[key]))
-    except (KeyError, ValueError):
-        return None
-
-
 def _float_meta(meta: dict[str, str], key: str) -> float | None:
+    """A number from the ``ss_*`` metadata, or None when absent, not a number or not finite ("None", "inf")."""
     try:
-        return float(meta[key])
+        value = float(meta[key])
     except (KeyError, ValueError):
         return None
+    return value if math.isfinite(value) else None
+
+
+def _int_meta(meta: dict[str, str], key: str) -> int | None:
+    value = _float_meta(meta, key)
+    return int(value) if value is not None and value.is_integer() and value > 0 else None
 
 
 def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
@@ -89,8 +91,9 @@ def read_kohya(store: TensorStore, dtype: torch.dtype) -> Adapter:
         if shape.kind == "linear" and net_dim is not None and net_dim != r:
             mismatched.append(name)
         extras = {}
-        if "dora" in slot:
-            extras["dora_magnitude"] = store.get(slot["dora"]).reshape(-1)
+        if "dora" in slot:  # LyCORIS stores (out, 1) by default, (1, in) with wd_on_output=False
+            scale_vec = store.get(slot["dora"]).reshape(-1)
+            extras["dora_magnitude" if scale_vec.numel() == shape.n else "dora_scale"] = scale_vec
         keys = tuple(slot[k] for k in ("A", "B", "alpha", "dora") if k in slot)
         modules.append(make_module(name, shape, store.get(slot["A"]), store.get(slot["B"]), scale=alpha / r,
                                    scale_source=source, dtype=dtype, keys=keys, extras=extras))

@@ -81,6 +81,9 @@ def read_mlx(weights: Path, config_path: Path, store: TensorStore, dtype: torch.
         else:
             s, src = base_scale, "mlx scale"
         extras = {"dora_magnitude": store.get(slot["m"]).reshape(-1)} if "m" in slot else {}
+        if extras and extras["dora_magnitude"].numel() != shape.n:
+            raise LolctlError("L140", store.where(slot["m"]), f"DoRA magnitude has "
+                              f"{extras['dora_magnitude'].numel()} entries, expected {shape.n}", "re-save the adapter")
         A, B = store.get(slot["a"]).T, store.get(slot["b"]).T
         keys = tuple(slot[k] for k in ("a", "b", "m") if k in slot)
         modules.append(make_module(name, shape, A, B, scale=s, scale_source=src, dtype=dtype, keys=keys,
