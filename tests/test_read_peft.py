@@ -184,6 +184,8 @@ def test_named_subfolder_found_and_selectable(tmp_path):
     a = read_adapter(tmp_path)
     b = read_adapter(tmp_path, name="mine")
     assert a.ranks == b.ranks == [2, 2]
+    torch.save({"lr": torch.tensor(1e-3)}, tmp_path / "training_args.bin")  # not an adapter: not in the way
+    assert read_adapter(tmp_path).ranks == [2, 2]
 
 
 def test_modules_to_save_are_payload(tmp_path):

@@ -100,7 +100,8 @@ def _pick(root: Path, name: str | None) -> Path:
             raise LolctlError("L100" if inside else "L151", f"{root}:{name}",
                               "no adapter by that name inside the folder", "name a subfolder or file of the source")
         return target
-    if (root / CONFIG).exists() or _weights_in(root):
+    files = _weights_in(root)
+    if (root / CONFIG).exists() or any(_looks_like_adapter(p) for p in files):
         return root
     subs = sorted(d for d in root.iterdir() if d.is_dir() and (d / CONFIG).exists() and _inside(root, d / CONFIG))
     if len(subs) == 1:
@@ -109,6 +110,8 @@ def _pick(root: Path, name: str | None) -> Path:
         names = ", ".join(d.name for d in subs)
         raise LolctlError("L104", str(root), f"{len(subs)} adapters in named subfolders ({names})",
                           "name one (--name / name=) or pass its folder")
+    if files:
+        return root  # reading them explains what they are
     raise LolctlError("L101", str(root),
                       "no adapter_config.json and no weights files here", "point at an adapter folder")
 
