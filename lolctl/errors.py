@@ -109,7 +109,9 @@ class LolctlError(Exception):
         text = f"error[{self.code} {self.name}] {self.where}: {self.reason}"
         if self.remedy:
             text += f" (fix: {self.remedy})"
-        return " ".join(text.split())  # one line, always
+        text = " ".join(text.split())  # one line, always
+        # names from the input may hold terminal control characters (ESC sequences): show them escaped
+        return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
     def to_dict(self) -> dict[str, str | int]:
         return {

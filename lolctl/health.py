@@ -64,6 +64,17 @@ def _finite(m: ModuleFactors) -> bool:
     return bool(torch.isfinite(m.U).all() and torch.isfinite(m.V).all())
 
 
+def _singular_values(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Singular values; redone in float64 when finite but huge float32 factors overflow in the r×r product."""
+    try:
+        S = singular_values(U, V)
+        if bool(torch.isfinite(S).all()):
+            return S
+    except torch.linalg.LinAlgError:
+        pass
+    return singular_values(U.double(), V.double())
+
+
 def module_stats(modules: list[ModuleFactors]) -> list[dict[str, Any]]:
     """Statistics per module, in the input order; same-shape modules are batched."""
     groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
@@ -75,7 +86,7 @@ def module_stats(modules: list[ModuleFactors]) -> list[dict[str, Any]]:
     for idx in groups.values():
         U = torch.stack([modules[i].U for i in idx])
         V = torch.stack([modules[i].V for i in idx])
-        S = singular_values(U, V)
+        S = _singular_values(U, V)
         stats = _stats(S)
         for row, i in enumerate(idx):
             out[i] = {"singular_values": [float(s) for s in S[row]]}

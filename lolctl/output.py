@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -21,7 +22,22 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps(obj: Any, indent: int | None = None) -> str:
-    return json.dumps(obj, default=_json_default, indent=indent, allow_nan=False, ensure_ascii=False)
+    """Strict JSON. NaN and ±Inf (e.g. the scale of an adapter whose alpha is NaN) are written as null."""
+    try:
+        return json.dumps(obj, default=_json_default, indent=indent, allow_nan=False, ensure_ascii=False)
+    except ValueError:
+        return json.dumps(_finite(obj), default=lambda o: _finite(_json_default(o)), indent=indent,
+                          allow_nan=False, ensure_ascii=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

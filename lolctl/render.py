@@ -6,6 +6,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -46,13 +47,13 @@ def findings_table(findings: list[Finding] | list[dict[str, Any]]) -> Table:
     for f in findings:
         d = f.to_dict() if isinstance(f, Finding) else f
         style = SEVERITY_STYLE.get(d["severity"], "")
-        message = d["message"] + (f"  [dim]→ {d['remedy']}[/dim]" if d.get("remedy") else "")
+        message = escape(d["message"]) + (f"  [dim]→ {escape(d['remedy'])}[/dim]" if d.get("remedy") else "")
         table.add_row(Text(d["severity"], style=style), d["code"], message)
     return table
 
 
 def summary_table(source: str, summary: dict[str, Any]) -> Table:
-    table = Table(title=source, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table = Table(title=escape(source), title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     ranks = summary.get("ranks") or []
@@ -67,7 +68,7 @@ def summary_table(source: str, summary: dict[str, Any]) -> Table:
         ("stable / eff. rank", f"{fmt(summary.get('mean_stable_rank'))} / {fmt(summary.get('mean_effective_rank'))}"),
     ]
     for key, value in rows:
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, "-" if value is None else escape(str(value)))
     return table
 
 
@@ -89,7 +90,7 @@ def modules_table(modules: list[dict[str, Any]], grouped: bool = True) -> Table:
         shapes = sorted({"×".join(map(str, m["shape"])) for m in ms})
         ranks = sorted({m["rank"] for m in ms})
         table.add_row(
-            name,
+            escape(name),
             str(len(ms)),
             ",".join(shapes),
             ",".join(map(str, ranks)),

@@ -31,6 +31,8 @@ def inspect(
 
     Everything reported is invariant to the GL(r) symmetry of LoRA factors and computed without forming ΔW.
     """
+    from rich.markup import escape
+
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, LolctlError
     from lolctl.factors import severity_rank
     from lolctl.health import health
@@ -47,7 +49,7 @@ def inspect(
             adapter = read_adapter(path, trust_pickle=trust_pickle)
         except LolctlError as err:
             errors += 1
-            out.log(err.one_line())
+            out.log(escape(err.one_line()))  # paths and keys come from the input: never Rich markup
             records.append({"source": str(path), "status": "error", "error": err.to_dict()})
             continue
         report = health(adapter)
@@ -76,15 +78,15 @@ def _expand(sources: list[str]) -> list[str]:
 
     out: list[str] = []
     for src in sources:
-        if any(c in src for c in "*?["):
+        if Path(src).exists():  # an existing path is itself, even when its name holds glob characters
+            out.append(src)
+        elif any(c in src for c in "*?["):
             hits = sorted(glob.glob(src))
             if not hits:
                 raise LolctlError("L101", src, "the pattern matched nothing", "check the glob; quote it for lolctl")
             out += hits
-        elif not Path(src).exists():
-            raise LolctlError("L100", src, "no such file or folder", "check the path")
         else:
-            out.append(src)
+            raise LolctlError("L100", src, "no such file or folder", "check the path")
     return out
 
 

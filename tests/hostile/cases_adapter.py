@@ -352,3 +352,10 @@ def _(c: Ctx, d: Path):
 @error("cfg_too_large", "L112", "a 5 MiB adapter_config.json (whitespace around {}): refused before parsing")
 def _(c: Ctx, d: Path):
     peft(d, w.st_file(good_tensors()), b" " * (5 * 2**20) + json.dumps(w.peft_config()).encode())
+
+
+@case("name_markup_keys", "ok", None, 0, "Rich markup in the base model name and in module names from tensor keys")
+def _(c: Ctx, d: Path):
+    mods = {"model.[/].q_proj": (16, 16), "model.[bold red]x[/bold red].v_proj": (16, 16)}
+    cfg = w.peft_config(base_model_name_or_path="[/] [link=https://example.invalid]evil", target_modules=None)
+    peft(d, w.st_file(good_tensors(modules=mods)), cfg)
