@@ -18,8 +18,12 @@ from lolctl.factors import Adapter
 from lolctl.read.codes import READER_FINDINGS, finding
 from lolctl.read.config import load_config
 from lolctl.read.detect import classify, custom_layout_hint
+from lolctl.read.diffusers import read_diffusers
+from lolctl.read.kohya import read_kohya
+from lolctl.read.mlx import is_mlx_config, looks_mlx, read_mlx
+from lolctl.read.peft import read_peft
 from lolctl.read.pickle_io import PICKLE_SUFFIXES
-from lolctl.read.refuse import refuse_peft_type
+from lolctl.read.refuse import refuse_by_keys, refuse_peft_type
 from lolctl.read.safetensors_io import read_header
 from lolctl.read.store import TensorStore, open_store
 
@@ -30,6 +34,8 @@ PEFT_WEIGHTS = ("adapter_model.safetensors", "adapters.safetensors", "adapter_mo
 KNOWN_NAMES = {*PEFT_WEIGHTS, "pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin"}
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 DEFAULT_MAX_BYTES = 8 * 2**30
+# key scheme (lolctl.read.detect.classify) -> reader of a file that needs no adapter_config.json
+SINGLE_FILE_READERS = {"kohya": read_kohya, "diffusers": read_diffusers, "diffusers-old": read_diffusers}
 
 
 def read_adapter(
@@ -216,10 +222,9 @@ def _open(path: Path, trust_pickle: bool, max_bytes: int) -> TensorStore:
     return store
 
 
-def _read_with_config(weights: Path, config_path: Path, trust_pickle: bool, dtype, max_bytes: int) -> Adapter:
-    from lolctl.read.mlx import is_mlx_config, looks_mlx, read_mlx
-    from lolctl.read.peft import read_peft
-
+def _read_with_config(
+    weights: Path, config_path: Path, trust_pickle: bool, dtype: torch.dtype, max_bytes: int
+) -> Adapter:
     cfg = load_config(config_path)
     peft_type = cfg.get("peft_type")
     if isinstance(peft_type, str) and peft_type.upper() != "LORA":
@@ -242,24 +247,14 @@ def _read_file(path: Path, root: Path, trust_pickle: bool, dtype: torch.dtype, m
     if kind == "peft" or kind == "mlx":
         raise LolctlError("L113", str(path), f"{kind.upper()} LoRA weights without {CONFIG}, so the scale is unknown",
                           f"put the adapter's {CONFIG} next to the file")
-    if kind == "kohya":
-        from lolctl.read.kohya import read_kohya
-
-        adapter = read_kohya(store, dtype)
-    elif kind in ("diffusers", "diffusers-old"):
-        from lolctl.read.diffusers import read_diffusers
-
-        adapter = read_diffusers(store, dtype)
-    elif kind is not None and kind.startswith("refused"):
-        from lolctl.read.refuse import refuse_by_keys
-
-        refuse_by_keys(path, store.keys())
-        raise AssertionError("unreachable")
-    else:
+    refuse_by_keys(path, store.keys())  # "refused: ..." kinds raise L102 here
+    reader = SINGLE_FILE_READERS.get(kind or "")
+    if reader is None:
         hint = custom_layout_hint(store.keys())
         raise LolctlError("L103", str(path),
-                          hint or f"none of its {len(store.shapes)} tensor keys follow a known LoRA "
-                          "key scheme", "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
+                          hint or f"none of its {len(store.shapes)} tensor keys follow a known LoRA key scheme",
+                          "lolctl reads PEFT, kohya, diffusers and MLX LoRA files")
+    adapter = reader(store, dtype)
     _note_pickle(adapter, store)
     return adapter
 
