@@ -85,6 +85,13 @@ _TABLE: list[tuple[str, str, int, str]] = [
 CODES: dict[str, Code] = {c: Code(c, n, e, s) for c, n, e, s in _TABLE}
 
 
+def printable(text: str) -> str:
+    """One line, safe for a terminal: whitespace runs folded to one space, and control characters that names from
+    the input may carry (ESC sequences, BEL, ...) shown escaped (``\\x1b``) instead of acting on the terminal."""
+    text = " ".join(text.split())
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class LolctlError(Exception):
     """A user-facing error: ``code`` is stable, ``where`` names the file/key/repo, ``remedy`` says what to do."""
 
@@ -109,9 +116,7 @@ class LolctlError(Exception):
         text = f"error[{self.code} {self.name}] {self.where}: {self.reason}"
         if self.remedy:
             text += f" (fix: {self.remedy})"
-        text = " ".join(text.split())  # one line, always
-        # names from the input may hold terminal control characters (ESC sequences): show them escaped
-        return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+        return printable(text)
 
     def to_dict(self) -> dict[str, str | int]:
         return {
