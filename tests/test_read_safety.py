@@ -170,6 +170,11 @@ def test_config_never_imports_auto_mapping(tmp_path, monkeypatch):
     assert a.ranks == [2] and "lolctl_trap_module" not in sys.modules
 
 
+def test_lora_on_raw_parameters_refused(tmp_path):
+    peft_folder(tmp_path, TENSORS, {**PEFT_CONFIG, "target_parameters": ["experts.gate_up_proj"]})
+    assert "target_parameters" in expect("L102", tmp_path).where
+
+
 def test_peft_weights_without_config(tmp_path):
     save_file(TENSORS, tmp_path / "w.safetensors")
     expect("L113", tmp_path / "w.safetensors")

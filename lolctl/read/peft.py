@@ -147,6 +147,12 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
     elif peft_type.upper() != "LORA":
         raise refuse_peft_type(config_path, peft_type)
     refuse_by_keys(weights, store.keys())
+    if cfg.get("target_parameters"):
+        raise LolctlError(
+            "L102", f"{config_path}:target_parameters", "LoRA on raw parameters (target_parameters, e.g. stacked MoE "
+            "experts) stores one ΔW per expert in interleaved factors, not one B·A; lolctl does not read it yet",
+            "use a LoRA on modules (target_modules)",
+        )
 
     r = C.get_int(cfg, config_path, "r", 8)
     alpha = C.get_number(cfg, config_path, "lora_alpha", None)
