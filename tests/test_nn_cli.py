@@ -270,6 +270,7 @@ def add_family_column(labels: Path) -> None:
         rows = list(csv.DictReader(fh))
     for row in rows:
         row["family"] = "alpha" if row["membership[A]"] == "1" else "beta"
+        row["membership[C]"] = "0"  # one class only: AUROC is undefined (null in JSON, n/a in tables)
     with labels.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -309,6 +310,7 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     assert result["rows"] == "the checkpoint's recorded test ids" and result["n"] == len(
         config["training_data"]["test_ids"]
     )
+    assert result["metrics"]["membership"]["per_label"]["C"]["auroc"] is None
     family = result["metrics"]["family"]
     assert family["kind"] == "multiclass" and 0.0 <= family["accuracy"] <= 1.0 and family["n"] == result["n"]
 

@@ -268,6 +268,14 @@ COLUMNS = (
 )
 
 
+def _metric_cell(present: bool, v: Any) -> str:
+    if not present:
+        return ""
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"  # undefined on this data, e.g. AUROC with one class
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
 def metrics_table(metrics: dict[str, Any], title: str = "", first: str = "task") -> Any:
     from rich.table import Table
 
@@ -280,7 +288,7 @@ def metrics_table(metrics: dict[str, Any], title: str = "", first: str = "task")
         cells = []
         for key, _ in used:
             v = m.get(key)
-            cells.append("" if v is None else str(v) if isinstance(v, int) else "n/a" if v != v else f"{v:.3f}")
+            cells.append(_metric_cell(key in m, v))
         table.add_row(task, *cells)
     return table
 

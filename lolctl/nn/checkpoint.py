@@ -21,6 +21,7 @@ from lolctl.errors import LolctlError
 from lolctl.factors import Adapter
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
+from lolctl.nn.metrics import json_safe
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
 from lolctl.nn.train import predict, scale_stats
@@ -185,19 +186,6 @@ class Checkpoint:
         return results
 
 
-def _finite(obj: Any) -> Any:
-    """NaN / inf (undefined metrics) → None, so config.json stays strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
 def _norm_model(name: str) -> str:
     return name.rstrip("/").lower()
 
@@ -275,7 +263,7 @@ def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> P
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
-    full = _finite({"format": FORMAT, "format_version": 1, **config})
+    full = json_safe({"format": FORMAT, "format_version": 1, **config})
     (folder / "config.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(model_card(full), encoding="utf-8")
     return folder

@@ -84,7 +84,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": model, "seeds": len(recs)}
         for col in columns:
             values = np.array([r[col] for r in recs if isinstance(r.get(col), (int, float))], dtype=np.float64)
-            row[col] = {"mean": float(values.mean()), "std": float(values.std())} if values.size else None
+            finite = values[np.isfinite(values)]
+            row[col] = {"mean": float(finite.mean()), "std": float(finite.std())} if finite.size else None
         rows.append(row)
     return rows
 

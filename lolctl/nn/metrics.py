@@ -134,3 +134,16 @@ def multiclass_metrics(y: np.ndarray, P: np.ndarray, labels: list[str]) -> dict[
 def _nanmean(values: list[float]) -> float:
     arr = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def json_safe(obj: object) -> object:
+    """NaN / inf (undefined metrics) → None and numpy scalars → Python, recursively, so output stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

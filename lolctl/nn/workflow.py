@@ -16,6 +16,7 @@ import torch
 from lolctl.errors import LolctlError
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from lolctl.nn.data import assign_splits, load_factors, load_zoo, targets
+from lolctl.nn.metrics import json_safe
 from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.train import TrainConfig, evaluate, fit, intervals, normalisation, predict, scale_stats
 
@@ -112,7 +113,8 @@ def train_zoo(
         "metrics": metrics,
     }
     folder = save_checkpoint(Path(out_dir), model, config)
-    return {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
+    summary = {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
+    return json_safe(summary)  # type: ignore[return-value]
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def eval_zoo(
     batch = batch.respec(ckpt.spec).select(rows)
     pred = ckpt.predict_batch(batch)
     y = {t.name: targets(zoo, t)[rows] for t in tasks}
-    return {
+    result = {
         "checkpoint": ckpt.name,
         "architecture": ckpt.config.get("architecture"),
         "zoo": str(source),
@@ -163,6 +165,7 @@ def eval_zoo(
         "skipped_tasks": skipped,
         "metrics": evaluate(tasks, pred, y),
     }
+    return json_safe(result)  # type: ignore[return-value]
 
 
 def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
