@@ -326,3 +326,12 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
 
     res = runner.invoke(_app(), ["train", str(zoo), "--model", "resnet", "--out", str(tmp_path / "d")])
     assert res.exit_code != 0 and "L180" in str(res.exception)
+
+
+def test_resplit_ignores_the_split_column(tmp_path):
+    from lolctl.nn.data import assign_splits, load_zoo
+
+    z = load_zoo(write_zoo(tmp_path / "zoo", 20, seed=2))
+    assert "test_extra" in set(assign_splits(z, 0))
+    drawn = assign_splits(z, 0, resplit=True)
+    assert set(drawn) == {"train", "val", "test"} and (drawn == "train").sum() == 14

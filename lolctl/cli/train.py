@@ -104,6 +104,9 @@ def train(
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the 70/15/15 split of rows without a `split` column.")
     ] = 0,
+    resplit: Annotated[
+        bool, typer.Option("--resplit", help="Ignore the labels' `split` column; split all rows with --split-seed.")
+    ] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 300,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Adapters per step.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
@@ -146,6 +149,7 @@ def train(
         patience=patience,
         seed=seed,
         split_seed=split_seed,
+        resplit=resplit,
     )
     with _progress(out) as (read_cb, epoch_cb):
         summary = train_zoo(

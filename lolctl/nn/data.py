@@ -204,10 +204,11 @@ def targets(zoo: Zoo, task: TaskSpec) -> np.ndarray:
     return np.array([[num(row.get(c, ""), c, i) for c in task.columns] for i, row in enumerate(zoo.rows)])
 
 
-def assign_splits(zoo: Zoo, seed: int, val: float = 0.15, test: float = 0.15) -> np.ndarray:
+def assign_splits(zoo: Zoo, seed: int, val: float = 0.15, test: float = 0.15, resplit: bool = False) -> np.ndarray:
     """Split name per row: the zoo's ``split`` column where set (extra names such as ``test_r8`` are kept and never
-    trained on), else a seeded random 70/15/15 assignment."""
-    given = zoo.splits
+    trained on), else a seeded random 70/15/15 assignment. ``resplit`` ignores the column (e.g. for a partial zoo
+    whose first rows are all validation)."""
+    given = [None] * len(zoo.rows) if resplit else zoo.splits
     out = np.array([s or "" for s in given], dtype=object)
     free = np.flatnonzero(out == "")
     rng = np.random.default_rng(seed)

@@ -32,6 +32,7 @@ class TrainConfig:
     patience: int = 30  # epochs without a better validation loss before stopping
     seed: int = 0  # initialisation and batch order
     split_seed: int = 0  # the random train/val/test split of rows without a `split` column
+    resplit: bool = False  # ignore the `split` column: split every row at random with split_seed
 
 
 @dataclass

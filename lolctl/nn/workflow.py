@@ -66,7 +66,7 @@ def train_zoo(
         raise LolctlError("L175", str(zoo.labels_path), "no target columns to train on", "add targets or --task")
     batch, info = load_factors(zoo, cache=cache, progress=read_progress)
     y = {t.name: targets(zoo, t) for t in tasks}
-    split = assign_splits(zoo, cfg.split_seed)
+    split = assign_splits(zoo, cfg.split_seed, resplit=cfg.resplit)
     train_rows = split == "train"
     if train_rows.sum() < 2:
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
@@ -105,7 +105,7 @@ def train_zoo(
             **zoo.describe(),
             "source": str(source),
             "splits": {s: int((split == s).sum()) for s in split_names(split)},
-            "split_source": "column" if any(zoo.splits) else f"seeded ({cfg.split_seed})",
+            "split_source": "column" if any(zoo.splits) and not cfg.resplit else f"seeded ({cfg.split_seed})",
             "test_ids": [zoo.ids[i] for i in np.flatnonzero(split == "test")],
         },
         "train_config": asdict(cfg),
@@ -176,14 +176,16 @@ def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str
     known = set(SPLITS) | {s for s in given if s}
     if split not in known:
         raise LolctlError("L180", f"--split {split}", "unknown split", f"use all or one of {', '.join(sorted(known))}")
+    data = config.get("training_data", {})
+    seeded = str(data.get("split_source", "")).startswith("seeded")
+    if split == "test" and (seeded or not any(given)):  # the checkpoint drew its own test set: use the same rows
+        ids = set(data.get("test_ids", []))
+        rows = np.array([i for i, k in enumerate(zoo.ids) if k in ids], dtype=np.int64)
+        if rows.size:
+            return rows, "the checkpoint's recorded test ids"
     if any(given):
         rows = np.array([i for i, s in enumerate(given) if s == split], dtype=np.int64)
         if not rows.size:
             raise LolctlError("L175", str(zoo.labels_path), f"no rows with split={split}", "use --split all")
         return rows, f"split column = {split}"
-    if split == "test":
-        ids = set(config.get("training_data", {}).get("test_ids", []))
-        rows = np.array([i for i, k in enumerate(zoo.ids) if k in ids], dtype=np.int64)
-        if rows.size:
-            return rows, "the checkpoint's recorded test ids"
     return np.arange(n), "all rows (the zoo has no split column)"
