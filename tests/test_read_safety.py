@@ -170,9 +170,17 @@ def test_config_never_imports_auto_mapping(tmp_path, monkeypatch):
     assert a.ranks == [2] and "lolctl_trap_module" not in sys.modules
 
 
-def test_lora_on_raw_parameters_refused(tmp_path):
-    peft_folder(tmp_path, TENSORS, {**PEFT_CONFIG, "target_parameters": ["experts.gate_up_proj"]})
-    assert "target_parameters" in expect("L102", tmp_path).where
+@pytest.mark.parametrize("field,value,refused", [
+    ("target_parameters", ["experts.gate_up_proj"], True), ("use_qalora", True, True),
+    ("use_bdlora", {"nblocks": 2}, True), ("kasa_config", {}, True),  # PEFT enables KaSA for any non-None config
+    ("target_parameters", [], False), ("use_qalora", False, False), ("kasa_config", None, False),
+])
+def test_lora_variants_with_another_delta_refused(tmp_path, field, value, refused):
+    peft_folder(tmp_path, TENSORS, {**PEFT_CONFIG, field: value})
+    if refused:
+        assert field in expect("L102", tmp_path).where
+    else:
+        assert read_adapter(tmp_path).ranks == [2]
 
 
 def test_peft_weights_without_config(tmp_path):

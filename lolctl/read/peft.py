@@ -36,6 +36,13 @@ from lolctl.read.store import TensorStore
 WRAPPER_PREFIX = "base_model.model."
 PARTS = {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "A", "lora_embedding_B": "B", "lora_magnitude_vector": "M"}
 BASE_MODIFYING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # init_lora_weights values that rewrite W
+# LoraConfig fields that turn on a variant whose ΔW is not s·B·A (checked against peft 0.21's lora/variants.py)
+UNREAD_VARIANTS = {
+    "target_parameters": "LoRA on raw parameters (e.g. stacked MoE experts) interleaves one update per expert",
+    "use_qalora": "QALoRA pools the inputs in groups before lora_A",
+    "use_bdlora": "BD-LoRA makes one factor block-diagonal",
+    "kasa_config": "KaSA scales B·A by a learned diagonal and truncates the base weight",
+}
 CONV1D_LEAVES = {"c_attn", "c_proj", "c_fc", "q_attn"}  # GPT-2 family transformers.Conv1D layers
 
 
@@ -147,12 +154,10 @@ def read_peft(weights: Path, config_path: Path, store: TensorStore, dtype: torch
     elif peft_type.upper() != "LORA":
         raise refuse_peft_type(config_path, peft_type)
     refuse_by_keys(weights, store.keys())
-    if cfg.get("target_parameters"):
-        raise LolctlError(
-            "L102", f"{config_path}:target_parameters", "LoRA on raw parameters (target_parameters, e.g. stacked MoE "
-            "experts) stores one ΔW per expert in interleaved factors, not one B·A; lolctl does not read it yet",
-            "use a LoRA on modules (target_modules)",
-        )
+    for field, what in UNREAD_VARIANTS.items():
+        if cfg.get(field) not in (None, False, [], ""):  # an empty config object ({}) enables a variant in PEFT
+            raise LolctlError("L102", f"{config_path}:{field}", f"{what}, so ΔW is not s·B·A; lolctl does not read it",
+                              "use a plain LoRA adapter")
 
     r = C.get_int(cfg, config_path, "r", 8)
     alpha = C.get_number(cfg, config_path, "lora_alpha", None)
