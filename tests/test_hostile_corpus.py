@@ -15,6 +15,7 @@ from hostile.registry import CASES, MARKER_MODULE, Case
 NAMES = [c.name for c, _ in CASES]
 # case -> reason, for a case known to misbehave (none today; the history is in docs/robustness.md)
 KNOWN_BROKEN: dict[str, str] = {}
+NOT_DISCOVERED = {"fs_dir_symlink_escape"}  # scanning the corpus folder must not follow a link out of it
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def scanned(corpus):
                                    "-o", str(work / "t.jsonl")]},
     ]
     res = h.run_driver(runs, root, work, timeout=120)
-    res["cases"] = {"folder": [c for c in corpus["cases"].values() if not c.args], "trusted": trusted}
+    folder = [c for c in corpus["cases"].values() if not c.args and c.name not in NOT_DISCOVERED]
+    res["cases"] = {"folder": folder, "trusted": trusted}
     res["files"] = {"folder": work / "f.jsonl", "trusted": work / "t.jsonl"}
     return res
 

@@ -359,3 +359,16 @@ def _(c: Ctx, d: Path):
     mods = {"model.[/].q_proj": (16, 16), "model.[bold red]x[/bold red].v_proj": (16, 16)}
     cfg = w.peft_config(base_model_name_or_path="[/] [link=https://example.invalid]evil", target_modules=None)
     peft(d, w.st_file(good_tensors(modules=mods)), cfg)
+
+
+@case("fs_dir_symlink_loop", "ok", None, 0, "an adapter folder holding `loop -> ..` (discovery must terminate)")
+def _(c: Ctx, d: Path):
+    peft(d, w.st_file(good_tensors()))
+    (d / "loop").symlink_to("..")
+
+
+@error("fs_dir_symlink_escape", "L101", "a folder whose only entry links to an adapter folder outside", exit=3)
+def _(c: Ctx, d: Path):
+    target = _outside_adapter(c, "folder")
+    d.mkdir(parents=True)
+    (d / "sub").symlink_to(target, target_is_directory=True)
