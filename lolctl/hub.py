@@ -62,7 +62,9 @@ def parse_hub_source(text: str) -> tuple[str, str, str | None] | None:
 def check_relative_name(name: str, where: str) -> None:
     """Refuse a repo file name that would escape its folder (absolute, ``..``, backslashes, drive letters)."""
     parts = PurePosixPath(name).parts
-    if not name or name.startswith("/") or "\\" in name or ":" in name or ".." in parts or "" in name.split("/"):
+    control = any(ord(ch) < 32 or ord(ch) == 127 for ch in name)  # NUL, newlines, ESC: never a real file name
+    escapes = name.startswith("/") or "\\" in name or ":" in name or ".." in parts or "" in name.split("/")
+    if not name or control or escapes:
         raise LolctlError(
             "L151", f"{where}/{name}", "the repo lists a file name that would escape the download folder",
             "report the repo to its owner; lolctl does not download such files",

@@ -127,8 +127,7 @@ def test_table_mode(tables):
     assert wrong == {}
     scan = results["runs"]["scan"]
     assert scan["exit"] == 2 and "Traceback" not in scan["stderr"] and "L199" not in scan["stderr"] + scan["stdout"]
-    if "\x1b" in scan["stderr"] + scan["stdout"]:
-        pytest.xfail("scan prints error lines and sources without escaping control characters (cli/score.py)")
+    assert "\x1b" not in scan["stderr"] + scan["stdout"]
 
 
 def _case_of(record: dict, root: Path) -> str:

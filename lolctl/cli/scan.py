@@ -149,6 +149,7 @@ def results_table(records: list[dict[str, Any]]) -> Any:
     from rich.text import Text
 
     from lolctl.cli.score import headline
+    from lolctl.errors import printable
     from lolctl.render import SEVERITY_STYLE
 
     table = Table(title="results", title_justify="left")
@@ -157,14 +158,15 @@ def results_table(records: list[dict[str, Any]]) -> Any:
     table.add_column("worst / error", overflow="fold", ratio=1)
     table.add_column("prediction", overflow="fold", ratio=2)
     for rec in sorted(records, key=lambda r: r["source"]):
+        source = Text(printable(rec["source"]))  # names from the input: no markup, no terminal control characters
         if rec["status"] == "ok":
             sev = rec.get("max_severity") or "none"
             ood = " (OOD)" if ((rec.get("prediction") or {}).get("ood") or {}).get("flag") else ""
-            table.add_row(Text(rec["source"]), Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
+            table.add_row(source, Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
                           Text(headline(rec.get("prediction")) + ood))
         else:
             err = rec["error"]
-            table.add_row(Text(rec["source"]), Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
+            table.add_row(source, Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
     return table
 
 

@@ -92,7 +92,9 @@ def _error_line(rec: dict[str, Any]) -> str:
                                                                             if e.get("remedy") else "")
     from rich.markup import escape
 
-    return escape(" ".join(text.split()))
+    from lolctl.errors import printable
+
+    return escape(printable(text))  # one line; markup and terminal control characters from names neutralized
 
 
 def exit_code(records: list[dict[str, Any]], fail_on: str, out: Any) -> int:

@@ -8,6 +8,7 @@ containers. Anything else in the file makes that unpickler stop *before* executi
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,17 @@ def refuse_pickle(path: Path) -> LolctlError:
     )
 
 
+def _refusal(text: str) -> str:
+    """torch's explanation, without its advice: it suggests allowlisting the very global (``exec``...) that a
+    hostile file needs, or loading with weights_only=False."""
+    needed = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if needed:
+        return f"it needs {clean(needed.group(1))[:120]}, which is not a tensor or a plain container (nothing was run)"
+    core = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)
+    reason = " ".join((core.group(1) if core else text).split())
+    return clean(re.split(r"\s(?:Please|Check the documentation|Re-running|You can use)\b", reason)[0])[:300]
+
+
 def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     """Load a flat ``{key: tensor}`` state dict with torch's restricted unpickler."""
     import torch
@@ -38,13 +50,12 @@ def load_pickle(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     if size > max_bytes:
         raise LolctlError("L125", str(path), f"{size} bytes is above the {max_bytes}-byte budget", "raise --max-bytes")
     try:
-        obj = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 73": the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
     except Exception as exc:  # the restricted unpickler raises several types; none of them ran foreign code
-        text = str(exc)
-        core = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)  # torch's own explanation, minus its advice
-        reason = clean(" ".join((core.group(1) if core else text).split()))[:300]
         raise LolctlError(
-            "L131", str(path), f"torch.load(weights_only=True) refused it: {reason}",
+            "L131", str(path), f"torch.load(weights_only=True) refused it: {_refusal(str(exc))}",
             "only plain tensor state dicts are loaded; convert the file to .safetensors in a sandbox",
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

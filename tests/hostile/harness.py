@@ -18,6 +18,7 @@ from typing import Any
 from hostile.registry import IMPORTABLE, Case
 
 HERE = Path(__file__).resolve().parent
+UNSAFE_ADVICE = ("weights_only=False", "safe_globals")  # never tell a user to run a refused pickle
 REPO = HERE.parents[1]
 
 
@@ -88,6 +89,8 @@ def check_inspect(case: Case, run: dict[str, Any]) -> list[str]:
         if rec.get("status") != "error" or err.get("code") != case.code:
             got = err.get("code") if rec.get("status") == "error" else f"ok {_codes(rec)}"
             problems.append(f"got {got}, expected {case.code}")
+        elif any(bad in err.get("reason", "") + err.get("remedy", "") for bad in UNSAFE_ADVICE):
+            problems.append("the message advises loading the pickle unrestricted or allowlisting its globals")
         elif case.name not in err.get("where", ""):
             problems.append(f"message does not name the file: {err.get('where')!r}")
         lines = [ln for ln in run["stderr"].splitlines() if ln.startswith("error[")]
