@@ -55,6 +55,13 @@ def test_random_pickles_with_trust(folder, data):
     assert outcome != "ok" or data  # an empty file is never an adapter
 
 
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=t.mutated_pickles())
+def test_mutated_pickles_with_trust(folder, data):
+    t.check(t.write_case(folder, data, b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4}', "adapter_model.bin"),
+            trust_pickle=True)
+
+
 def test_the_checker_catches_a_crash(folder, monkeypatch):
     """Test the tester: a reader that raises something else must fail the property."""
     import lolctl.read

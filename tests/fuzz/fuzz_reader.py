@@ -45,6 +45,8 @@ def _inputs(name: str):
         return t.configs(), lambda d, x: (t.write_case(d, t.BASES[0][1], x, "adapter_model.safetensors"), False)
     if name == "pickles":
         return st.binary(max_size=256), lambda d, x: (t.write_case(d, x, CONFIG, "adapter_model.bin"), True)
+    if name == "mutated-pickles":
+        return t.mutated_pickles(), lambda d, x: (t.write_case(d, x, CONFIG, "adapter_model.bin"), True)
     raise SystemExit(f"unknown target {name}")
 
 
@@ -69,7 +71,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--examples", type=int, default=2000, help="inputs per target")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--targets", nargs="*", default=["bytes", "mutated", "configs", "pickles"])
+    p.add_argument("--targets", nargs="*", default=["bytes", "mutated", "configs", "pickles", "mutated-pickles"])
     args = p.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # torch warns about odd pickle protocols
     counts: Counter = Counter()
@@ -85,7 +87,7 @@ def main() -> int:
     print(f"inputs tried: {total} in {time.time() - start:.0f} s, seed {args.seed}, peak RSS {rss:.0f} MiB")
     for name in args.targets:
         outcomes = {code: n for (tgt, code), n in sorted(counts.items()) if tgt == name}
-        print(f"  {name:8} {sum(outcomes.values()):7d}  " + ", ".join(f"{c} {n}" for c, n in outcomes.items()))
+        print(f"  {name:15} {sum(outcomes.values()):7d}  " + ", ".join(f"{c} {n}" for c, n in outcomes.items()))
     for name, failure in failures.items():
         print(f"\nFAILURE in target {name}:\n{failure}")
     print("result:", "FAILED" if failures else "no crash")

@@ -37,6 +37,29 @@ BASES = _bases()
 
 
 @st.composite
+def mutated_pickles(draw) -> bytes:
+    """A valid torch.save (zip) state dict with byte flips, a truncation or an insertion."""
+    data = bytearray(PICKLE_BASE)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["flip", "flip", "truncate", "insert"]))
+        if op == "flip" and data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        elif op == "truncate":
+            del data[draw(st.integers(0, len(data))):]
+        else:
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+def _pickle_base() -> bytes:
+    return w.torch_save_bytes(w.torch_state_dict(w.lora_tensors(rank=2, modules={"model.q_proj": (4, 4)})))
+
+
+PICKLE_BASE = _pickle_base()
+
+
+@st.composite
 def mutated_safetensors(draw) -> tuple[str, bytes]:
     kind, data = draw(st.sampled_from(BASES))
     data = bytearray(data)
