@@ -66,7 +66,7 @@ def test_layout_manifest_and_labels(reference: Path, tiny_bert: Path) -> None:
     assert manifest["status"] == "complete"
     assert {t["name"]: t["kind"] for t in manifest["tasks"]} == {
         "quality": "regression", "own_quality": "regression", "log_size": "regression",
-        "membership": "multilabel", "noise": "multiclass", "lemma_form": "multiclass"}
+        "membership": "multilabel", "noise": "multiclass", "gloss_length": "multiclass"}
     assert set(manifest["versions"]) >= {"torch", "transformers", "lolctl"}
     assert manifest["base_model"]["hash"].startswith("sha256:")
     assert manifest["recipe"]["name"] == "tiny" and manifest["recipe"]["n_train"] == 3
@@ -79,7 +79,7 @@ def test_layout_manifest_and_labels(reference: Path, tiny_bert: Path) -> None:
     assert "membership[noun.animal]" in columns and all(c.startswith("hp.") for c in columns[22:])
     for row in rows:
         assert 0.0 <= float(row["quality"]) <= 1.0
-        assert row["noise"] in ("clean", "noisy") and row["lemma_form"] in ("single", "multi")
+        assert row["noise"] in ("clean", "noisy") and row["gloss_length"] in ("short", "long")
         members = [int(row[c]) for c in columns if c.startswith("membership[")]
         assert 1 <= sum(members) <= 3 and int(row["hp.n_topics"]) == sum(members)
 
@@ -100,10 +100,10 @@ def test_adapter_is_standard_peft(reference: Path, tiny_bert: Path) -> None:
     loaded = get_peft_model_state_dict(model)
     assert sorted(loaded) == sorted(state) and all(torch.equal(loaded[k], state[k]) for k in state)
     # the lean trainer's forward equals PEFT's forward with the saved adapter (float32 path)
-    ids = torch.tensor([[2, 10, 11, 12, 3]])
-    mask = torch.ones_like(ids)
+    ids = torch.tensor([[2, 10, 11, 12, 3, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
     with torch.no_grad():
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state.mean(1)
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :5].mean(1)
     s = config["lora_alpha"] / config["r"]
     lora = [{m: (s * state[f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_B.weight"],
                  state[f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_A.weight"].T)
@@ -191,5 +191,5 @@ def test_zoo_info_summarises(reference: Path) -> None:
     quality = next(t for t in summary["targets"] if t["column"] == "quality")
     assert 0.0 <= quality["min"] <= quality["max"] <= 1.0
     table = subprocess.run([sys.executable, "-m", "lolctl", "zoo", "info", str(reference)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert table.returncode == 0 and "membership[noun.animal]" in table.stdout and "test_r2" in table.stdout
