@@ -162,6 +162,38 @@ def phase_score(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def phase_floor(argv: list[str]) -> dict[str, Any]:
+    """NOT lolctl: a sketch of what single-pass scoring could cost — memory-mapped tensors, one bf16 → float32
+    conversion per shape group, singular values through r × r Gram matrices (Cholesky in float64) instead of QR.
+    A product version needs a fallback where Cholesky fails (rank-deficient factors), e.g. QR for those modules."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder, repeat = Path(argv[0]), int(argv[1])
+    config = json.loads((folder / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+
+    def run() -> dict[str, torch.Tensor]:
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for key in tensors:
+            if key.endswith(".lora_A.weight"):
+                p = key[: -len(".lora_A.weight")]
+                groups[(tensors[f"{p}.lora_B.weight"].shape[0], tensors[key].shape[1])].append(p)
+        out = {}
+        for names in groups.values():
+            U = torch.stack([tensors[f"{p}.lora_B.weight"] for p in names]).float()  # (G, n, r), scale applied later
+            Vt = torch.stack([tensors[f"{p}.lora_A.weight"] for p in names]).float()  # (G, r, m) = Vᵀ, no transpose
+            Ru = torch.linalg.cholesky((U.transpose(-1, -2) @ U).double()).transpose(-1, -2)  # UᵀU = RᵤᵀRᵤ
+            Rv = torch.linalg.cholesky((Vt @ Vt.transpose(-1, -2)).double()).transpose(-1, -2)
+            S = scale * torch.linalg.svdvals(Ru @ Rv.transpose(-1, -2))
+            out.update(zip(names, S))
+        return out
+
+    timing, svs = timed(run, repeat, warmup=1)
+    return {"timing": timing.to_dict(), "top_s": {k: float(v[0]) for k, v in svs.items()}}
+
+
 def phase_dense(argv: list[str]) -> dict[str, Any]:
     """The dense approach on a subsample: ΔW = s·B A in float32, then a full SVD (torch.linalg.svd)."""
     import time
@@ -206,6 +238,7 @@ PHASES = {
     "read": phase_read,
     "score": phase_score,
     "dense": phase_dense,
+    "floor": phase_floor,
 }
 
 
@@ -218,13 +251,18 @@ def run(name: str, folder: Path, extra: str, inline: bool) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- report
-def check_dense_matches(folder: Path, dense: dict[str, Any]) -> None:
-    """The dense top singular value equals lolctl's (QR route) for every sampled module — same maths, two routes."""
+def check_matches(folder: Path, dense: dict[str, Any], floor: dict[str, Any]) -> None:
+    """The top singular value from the dense SVD (sampled modules) and from the Gram-route sketch (all modules)
+    equals lolctl's (QR route) — same maths, three routes."""
     from lolctl.health import health
     from lolctl.read import read_adapter
 
     report = health(read_adapter(folder))
     ours = {m["name"]: m["spectral_norm"] for m in report.modules}
+    for key, top in floor["top_s"].items():
+        name = key.removeprefix("base_model.model.")
+        if not math.isclose(ours[name], top, rel_tol=2e-3):
+            raise AssertionError(f"{name}: lolctl spectral norm {ours[name]} != Gram-route sketch {top}")
     for row in dense["samples"]:
         name = next(k for k in ours if row["module"].endswith(k))
         if not math.isclose(ours[name], row["top_s"], rel_tol=2e-3):
@@ -280,6 +318,8 @@ def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]
                 ["  of which read", seconds(steps["read"]), ""],
                 ["  of which health (QR singular values, findings)", seconds(steps["health"]), ""],
                 ["  of which canonical features (QR + r×r SVD, batched)", seconds(steps["canonical"]), ""],
+                ["sketch, NOT lolctl: mmap + one conversion + Gram-route singular values (see docstring)",
+                 seconds(res["floor"]["timing"]["median"]), mem(res["floor"])],
                 [f"dense: form ΔW + full SVD, EXTRAPOLATED from {sampled} of {modules} modules",
                  seconds(dense_total), mem(dense)],
             ],
@@ -303,7 +343,8 @@ def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]
             ],
         ),
         "",
-        f"Check: the dense top singular value equals lolctl's spectral norm on all {sampled} sampled modules.",
+        f"Check: the dense top singular value equals lolctl's spectral norm on all {sampled} sampled modules, and "
+        f"the sketch's on all {modules} modules.",
     ]
     return "\n".join(out)
 
@@ -331,10 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             phase_write([str(folder), *shape])
         else:
             run_phase("benchmarks.large_adapter", "write", [str(folder), *shape])
-        quick = ("load_file", "load_bytes", "read", "score")
+        quick = ("load_file", "load_bytes", "read", "score", "floor")
         res = {name: run(name, folder, str(args.repeat), args.inline) for name in quick}
         res["dense"] = run("dense", folder, str(args.dense_per_shape), args.inline)
-        check_dense_matches(folder, res["dense"])
+        check_matches(folder, res["dense"], res["floor"])
         print(report(args, folder, res))
     return 0
 
