@@ -212,12 +212,10 @@ def load_tensor(header: SafetensorsHeader, key: str) -> torch.Tensor:
     torch_dtype = getattr(torch, DTYPES[info.dtype][0])
     if info.nbytes == 0:
         return torch.empty(info.shape, dtype=torch_dtype)
-    tensor = torch.empty(info.shape, dtype=torch_dtype)
-    view = memoryview(tensor.view(-1).view(torch.uint8).numpy())  # read straight into the tensor: no extra copies
     with header.path.open("rb") as f:
         f.seek(header.data_start + info.begin)
-        got = f.readinto(view)
-    if got != info.nbytes:  # the file changed under us
+        buf = bytearray(f.read(info.nbytes))
+    if len(buf) != info.nbytes:  # the file changed under us
         where = f"{header.path}:{clean(key)}"
         raise LolctlError("L120", where, "the file is shorter than its header says", "download it again")
-    return tensor
+    return torch.frombuffer(buf, dtype=torch_dtype).reshape(info.shape)
