@@ -5,6 +5,7 @@ mean ± std over seeds. Reads only each checkpoint's config.json (the metrics `l
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def variant(config: dict[str, Any]) -> str:
     return " ".join([arch, *changed])
 
 
-def collect(folders: list[str | Path], split: str = "test") -> list[dict[str, Any]]:
+def collect(folders: Sequence[str | Path], split: str = "test") -> list[dict[str, Any]]:
     """One record per checkpoint: model variant, seed, and the key metrics of ``split`` as ``task.metric``."""
     records = []
     for folder in dict.fromkeys(Path(f).resolve() for f in folders):  # a folder named twice counts once

@@ -6,6 +6,8 @@ a single class) is NaN, which the reports show as "n/a".
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -136,7 +138,7 @@ def _nanmean(values: list[float]) -> float:
     return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
 
 
-def json_safe(obj: object) -> object:
+def json_safe(obj: Any) -> Any:
     """NaN / inf (undefined metrics) → None and numpy scalars → Python, recursively, so output stays strict JSON."""
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
