@@ -114,7 +114,7 @@ def train_zoo(
     }
     folder = save_checkpoint(Path(out_dir), model, config)
     summary = {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
-    return json_safe(summary)  # type: ignore[return-value]
+    return json_safe(summary)
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def eval_zoo(
         "skipped_tasks": skipped,
         "metrics": evaluate(tasks, pred, y),
     }
-    return json_safe(result)  # type: ignore[return-value]
+    return json_safe(result)
 
 
 def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
