@@ -44,3 +44,7 @@ if [ -n "$busy" ]; then
     fi
 fi
 "$@"
+status=$?
+# the 1-minute average after a run includes the benchmark's own load (up to 2 on 2 cores)
+echo "paused.sh: loadavg after $(cat /proc/loadavg)" >&2
+exit $status
