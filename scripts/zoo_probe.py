@@ -1,8 +1,10 @@
 """Learnability check for a minilm-wordnet zoo: simple GL-invariant features + linear models, train/test split.
 
-Features per LoRA (all invariant to (U, V) -> (U g, V g^-T)): the singular values of each module's ΔW, and the norm
-of ΔW e for e = the mean embeddings-layer output of each topic's lemma tokens and of single-/multi-word lemmas.
-Usage: python scripts/zoo_probe.py ZOO [--test-fraction 0.3]
+Features per LoRA, all invariant to (U, V) -> (U g, V g^-T): for each module, the top-4 singular values of ΔW and
+log tr(ΔW Σ_g ΔWᵀ) for Σ_g = the second moment of the embeddings-layer output over tokens of group g (each topic's
+definitions, short and long definitions) — "how strongly does ΔW act on this group's tokens" — centred over groups.
+Also a zero-parameter membership score (AUC of the summed topic responses). Usage:
+    python scripts/zoo_probe.py ZOO [--test-fraction 0.3]
 """
 
 from __future__ import annotations
@@ -18,48 +20,49 @@ import torch
 from safetensors.torch import load_file
 
 
-def directions(zoo: Path, recipe) -> tuple[list[str], torch.Tensor]:
+def group_moments(zoo: Path, recipe) -> tuple[list[str], list[torch.Tensor]]:
     from lolctl.zoo.basemodel import resolve_base
     from lolctl.zoo.lean_bert import LeanBert
 
+    side = recipe.settings.adapted
     cache = load_file(str(zoo / "cache/frozen.safetensors"))
     _, data = recipe._data()
     bert = LeanBert.from_folder(resolve_base(recipe.settings.base_model), torch.float32)
-    names, vecs = [], []
-    groups = {}
-    for (k, form), rows in data["pools"].items():
-        groups.setdefault(recipe.settings.topics[k], []).extend(rows)
-        groups.setdefault(form, []).extend(rows)
+    groups: dict[str, list[int]] = {}
+    for (k, bucket), rows in data["pools"].items():
+        groups.setdefault(recipe.settings.topics[k], []).extend(rows[:200])
+        groups.setdefault(bucket, []).extend(rows[:100])
+    names, moments = [], []
     for name, rows in groups.items():
-        rows = torch.tensor(rows[:400])
-        ids, mask = cache["lemma_ids"][rows].long(), cache["lemma_mask"][rows].bool()
+        index = torch.tensor(rows)
+        ids, mask = cache[f"{side}_ids"][index].long(), cache[f"{side}_mask"][index].bool()
         with torch.no_grad():
-            emb = bert.embed(ids)
-        inner = mask.clone()
-        inner[:, 0] = False
-        inner &= ids != 102  # drop [CLS] and [SEP]
-        vecs.append(emb[inner].mean(0))
+            X = bert.embed(ids)[mask].double()
         names.append(name)
-    E = torch.stack(vecs)
-    return names, E - E.mean(0, keepdim=True)  # centred: what distinguishes the groups
+        moments.append(X.T @ X / len(X))
+    return names, moments
 
 
-def features(zoo: Path, row: dict, E: torch.Tensor) -> np.ndarray:
+def features(zoo: Path, row: dict, moments: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """(all features, per-group response summed over modules)."""
     state = load_file(str(zoo / row["path"] / "adapter_model.safetensors"))
     config = json.loads((zoo / row["path"] / "adapter_config.json").read_text())
     s = config["lora_alpha"] / config["r"]
-    out = []
+    out, total = [], np.zeros(len(moments))
     for key in sorted(k for k in state if k.endswith("lora_A.weight")):
-        A = state[key].double()
-        B = state[key.replace("lora_A", "lora_B")].double()
-        U, V = s * B, A.T
+        U = s * state[key.replace("lora_A", "lora_B")].double()
+        V = state[key].double().T
         _, Ru = torch.linalg.qr(U)
         _, Rv = torch.linalg.qr(V)
         sv = torch.linalg.svdvals(Ru @ Rv.T)
-        sv = torch.cat([sv, torch.zeros(16 - len(sv), dtype=sv.dtype)])[:4]  # top 4 (rank-independent size)
-        resp = (U @ (V.T @ E.double().T)).norm(dim=0)  # ‖ΔW e‖ per direction
-        out += [sv, resp, resp / (sv[0] + 1e-12)]
-    return torch.cat(out).numpy()
+        sv = torch.cat([sv, torch.zeros(4, dtype=sv.dtype)])[:4].numpy()
+        G = (Ru @ Rv.T).T  # tr(ΔW Σ ΔWᵀ) = tr(G Qvᵀ Σ Qv Gᵀ) with ΔW = Qu (Ru Rvᵀ) Qvᵀ
+        Qv = torch.linalg.qr(V)[0]
+        resp = np.log(np.array([torch.trace(G.T @ (Qv.T @ S @ Qv) @ G).item() for S in moments]) + 1e-30)
+        resp = resp - resp.mean()
+        total += resp
+        out += [np.log(sv + 1e-12), resp]
+    return np.concatenate(out), total
 
 
 def main() -> None:
@@ -78,9 +81,10 @@ def main() -> None:
     recipe = MinilmWordnet()
     with open(zoo / "labels.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r["rank"] == str(manifest["recipe"]["rank"])]
-    names, E = directions(zoo, recipe)
-    X = np.stack([features(zoo, r, E) for r in rows])
-    X = np.log1p(np.abs(X) * 1e2)
+    names, moments = group_moments(zoo, recipe)
+    pairs = [features(zoo, r, moments) for r in rows]
+    X = np.stack([p[0] for p in pairs])
+    response = np.stack([p[1] for p in pairs])
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(rows))
     n_test = int(len(rows) * args.test_fraction)
@@ -100,7 +104,7 @@ def main() -> None:
             accs = []
             for col in task["columns"]:
                 y = np.array([int(r[col]) for r in rows])
-                model = LogisticRegression(C=1.0, max_iter=2000).fit(Xtr, y[tr])
+                model = LogisticRegression(C=0.05, max_iter=3000).fit(Xtr, y[tr])
                 accs.append(float((model.predict(Xte) == y[te]).mean()))
             base = np.mean([max(np.mean([int(r[c]) for r in rows]), 1 - np.mean([int(r[c]) for r in rows]))
                             for c in task["columns"]])
@@ -108,11 +112,20 @@ def main() -> None:
                                     "per_label": [round(a, 2) for a in accs]}
         else:
             y = np.array([r[task["columns"][0]] for r in rows])
-            model = LogisticRegression(C=1.0, max_iter=2000).fit(Xtr, y[tr])
+            model = LogisticRegression(C=0.05, max_iter=3000).fit(Xtr, y[tr])
             major = max(np.mean(y == lab) for lab in task["labels"])
             report[task["name"]] = {"acc": round(float((model.predict(Xte) == y[te]).mean()), 3),
                                     "majority": round(float(major), 3)}
-    print(json.dumps(report, indent=1))
+    from sklearn.metrics import roc_auc_score
+
+    topics = [t for t in manifest["tasks"] if t["name"] == "membership"][0]["labels"]
+    Y = np.array([[int(r[f"membership[{t}]"]) for t in topics] for r in rows])
+    R = response[:, [names.index(t) for t in topics]]
+    top1 = np.mean([Y[i, np.argmax(R[i])] for i in range(len(rows))])
+    report["membership_zero_parameter"] = {"auc": round(float(roc_auc_score(Y.ravel(), R.ravel())), 3),
+                                           "top1_in_set": round(float(top1), 3),
+                                           "top1_chance": round(float(Y.mean()), 3)}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -165,15 +165,16 @@ def _init_worker(recipe: Any, zoo: str) -> None:
     _WORKER["context"] = recipe.load(Path(zoo))
 
 
-def _run_job(job: Job) -> tuple[str, float]:
-    start = time.perf_counter()
+def _run_job(job: Job) -> tuple[str, float, float]:
+    """Train and write one LoRA; returns (id, wall seconds, CPU seconds of this process)."""
+    start, cpu = time.perf_counter(), time.process_time()
     recipe = _WORKER["recipe"]
     trained = recipe.train(_WORKER["context"], job)
     write_lora(_WORKER["zoo"], job, trained, recipe.settings.base_model)
-    return job.id, time.perf_counter() - start
+    return job.id, time.perf_counter() - start, time.process_time() - cpu
 
 
-def _run_in_process(recipe: Any, zoo: Path, jobs: list[Job]) -> Iterator[tuple[str, float]]:
+def _run_in_process(recipe: Any, zoo: Path, jobs: list[Job]) -> Iterator[tuple[str, float, float]]:
     import torch
 
     threads = torch.get_num_threads()
@@ -186,7 +187,7 @@ def _run_in_process(recipe: Any, zoo: Path, jobs: list[Job]) -> Iterator[tuple[s
         _WORKER.clear()
 
 
-def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator[tuple[str, float]]:
+def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator[tuple[str, float, float]]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -221,18 +222,20 @@ def build(
     log(f"{len(plan) - len(todo)} already built, {len(todo)} to build with {workers} worker(s)")
     tasks = recipe.tasks()
     start = time.perf_counter()
-    cpu = 0.0
+    cpu = busy = 0.0
     runner = _run_in_process(recipe, zoo, todo) if workers <= 1 else _run_pool(recipe, zoo, todo, workers)
-    for n, (lora_id, seconds) in enumerate(runner, 1):
-        cpu += seconds
+    for n, (lora_id, seconds, cpu_seconds) in enumerate(runner, 1):
+        busy += seconds
+        cpu += cpu_seconds
         if n % labels_every == 0 or n == len(todo):
             _write_atomic(zoo / LABELS, labels_text(read_metas(zoo), tasks))
         wall = time.perf_counter() - start
         eta = wall / n * (len(todo) - n)
-        log(f"[{n}/{len(todo)}] {lora_id} {seconds:.1f}s (mean {cpu / n:.2f}s/LoRA, wall {wall:.0f}s, eta {eta:.0f}s)")
+        log(f"[{n}/{len(todo)}] {lora_id} {seconds:.1f}s (cpu {cpu_seconds:.1f}s; mean {busy / n:.2f}s, "
+            f"cpu {cpu / n:.2f}s per LoRA; wall {wall:.0f}s, eta {eta:.0f}s)")
     metas = read_metas(zoo)
     _write_atomic(zoo / LABELS, labels_text(metas, tasks))
     complete = {m["id"] for m in metas} >= {job.id for job in recipe.plan()}
     write_manifest(zoo, recipe, facts, "complete" if complete else "partial")
     return {"built": len(todo), "total": len(metas), "status": "complete" if complete else "partial",
-            "seconds_per_lora": cpu / max(len(todo), 1)}
+            "seconds_per_lora": busy / max(len(todo), 1), "cpu_seconds_per_lora": cpu / max(len(todo), 1)}
