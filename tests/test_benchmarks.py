@@ -48,6 +48,7 @@ def test_large_adapter_reduced() -> None:
     assert len(table_rows(out, "within 2x of merely reading the tensors (load_file)")) == 1
 
 
+@pytest.mark.slow
 def test_large_adapter_phases_in_child_processes(tmp_path: Path) -> None:
     """The isolated path (peak RSS per phase) works: the memory column is filled, not '(inline)'."""
     out = run_script(
