@@ -1,10 +1,10 @@
-"""Learnability check for a minilm-wordnet zoo: simple GL-invariant features + linear models, train/test split.
+"""Learnability check for a minilm-wordnet zoo: simple GL-invariant features + linear models, k-fold CV.
 
 Features per LoRA, all invariant to (U, V) -> (U g, V g^-T): for each module, the top-4 singular values of ΔW and
 log tr(ΔW Σ_g ΔWᵀ) for Σ_g = the second moment of the embeddings-layer output over tokens of group g (each topic's
 definitions, short and long definitions) — "how strongly does ΔW act on this group's tokens" — centred over groups.
 Also a zero-parameter membership score (AUC of the summed topic responses). Usage:
-    python scripts/zoo_probe.py ZOO [--test-fraction 0.3]
+    python scripts/zoo_probe.py ZOO [--folds 5]
 """
 
 from __future__ import annotations
@@ -67,14 +67,16 @@ def features(zoo: Path, row: dict, moments: list[torch.Tensor]) -> tuple[np.ndar
 
 def main() -> None:
     from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.metrics import r2_score
+    from sklearn.metrics import r2_score, roc_auc_score
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from lolctl.zoo.recipes.minilm_wordnet import MinilmWordnet
 
     ap = argparse.ArgumentParser()
     ap.add_argument("zoo", type=Path)
-    ap.add_argument("--test-fraction", type=float, default=0.3)
+    ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     zoo = args.zoo
     manifest = json.loads((zoo / "manifest.json").read_text())
@@ -85,46 +87,38 @@ def main() -> None:
     pairs = [features(zoo, r, moments) for r in rows]
     X = np.stack([p[0] for p in pairs])
     response = np.stack([p[1] for p in pairs])
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(len(rows))
-    n_test = int(len(rows) * args.test_fraction)
-    te, tr = perm[:n_test], perm[n_test:]
-    scaler = StandardScaler().fit(X[tr])
-    Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
-    print(f"{len(rows)} LoRAs, {X.shape[1]} invariant features, {len(tr)} train / {len(te)} test", file=sys.stderr)
-    report = {}
+    folds = KFold(args.folds, shuffle=True, random_state=0)
+    print(f"{len(rows)} LoRAs, {X.shape[1]} invariant features, {args.folds}-fold cross-validation", file=sys.stderr)
+
+    def classify(features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000))
+        return cross_val_predict(model, features, y, cv=folds)
+
+    report: dict = {"loras": len(rows)}
     for task in manifest["tasks"]:
         if task["kind"] == "regression":
             y = np.array([float(r[task["columns"][0]]) for r in rows])
-            model = RidgeCV(alphas=np.logspace(-2, 4, 20)).fit(Xtr, y[tr])
-            report[task["name"]] = {"r2": round(r2_score(y[te], model.predict(Xte)), 3),
-                                    "std": round(float(y.std()), 4), "range": [round(float(y.min()), 3),
-                                                                               round(float(y.max()), 3)]}
+            model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 20)))
+            pred = cross_val_predict(model, X, y, cv=folds)
+            report[task["name"]] = {"r2": round(r2_score(y, pred), 3), "std": round(float(y.std()), 4),
+                                    "range": [round(float(y.min()), 3), round(float(y.max()), 3)]}
         elif task["kind"] == "multilabel":
-            accs = []
-            for col in task["columns"]:
-                y = np.array([int(r[col]) for r in rows])
-                model = LogisticRegression(C=0.05, max_iter=3000).fit(Xtr, y[tr])
-                accs.append(float((model.predict(Xte) == y[te]).mean()))
-            base = np.mean([max(np.mean([int(r[c]) for r in rows]), 1 - np.mean([int(r[c]) for r in rows]))
-                            for c in task["columns"]])
-            report[task["name"]] = {"mean_acc": round(float(np.mean(accs)), 3), "majority": round(float(base), 3),
-                                    "per_label": [round(a, 2) for a in accs]}
+            Y = np.array([[int(r[c]) for c in task["columns"]] for r in rows])
+            R = response[:, [names.index(t) for t in task["labels"]]]
+            acc_all = [float((classify(X, Y[:, j]) == Y[:, j]).mean()) for j in range(Y.shape[1])]
+            acc_topic = [float((classify(R, Y[:, j]) == Y[:, j]).mean()) for j in range(Y.shape[1])]
+            top1 = np.mean([Y[i, np.argmax(R[i])] for i in range(len(rows))])
+            report[task["name"]] = {
+                "mean_acc_all_features": round(float(np.mean(acc_all)), 3),
+                "mean_acc_topic_responses": round(float(np.mean(acc_topic)), 3),
+                "majority": round(float(np.mean(np.maximum(Y.mean(0), 1 - Y.mean(0)))), 3),
+                "zero_parameter_auc": round(float(roc_auc_score(Y.ravel(), R.ravel())), 3),
+                "zero_parameter_top1_in_set": round(float(top1), 3), "top1_chance": round(float(Y.mean()), 3)}
         else:
             y = np.array([r[task["columns"][0]] for r in rows])
-            model = LogisticRegression(C=0.05, max_iter=3000).fit(Xtr, y[tr])
             major = max(np.mean(y == lab) for lab in task["labels"])
-            report[task["name"]] = {"acc": round(float((model.predict(Xte) == y[te]).mean()), 3),
+            report[task["name"]] = {"acc": round(float((classify(X, y) == y).mean()), 3),
                                     "majority": round(float(major), 3)}
-    from sklearn.metrics import roc_auc_score
-
-    topics = [t for t in manifest["tasks"] if t["name"] == "membership"][0]["labels"]
-    Y = np.array([[int(r[f"membership[{t}]"]) for t in topics] for r in rows])
-    R = response[:, [names.index(t) for t in topics]]
-    top1 = np.mean([Y[i, np.argmax(R[i])] for i in range(len(rows))])
-    report["membership_zero_parameter"] = {"auc": round(float(roc_auc_score(Y.ravel(), R.ravel())), 3),
-                                           "top1_in_set": round(float(top1), 3),
-                                           "top1_chance": round(float(Y.mean()), 3)}
     print(json.dumps(report))
 
 

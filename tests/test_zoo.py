@@ -66,7 +66,8 @@ def test_layout_manifest_and_labels(reference: Path, tiny_bert: Path) -> None:
     assert manifest["status"] == "complete"
     assert {t["name"]: t["kind"] for t in manifest["tasks"]} == {
         "quality": "regression", "own_quality": "regression", "log_size": "regression",
-        "membership": "multilabel", "noise": "multiclass", "gloss_length": "multiclass"}
+        "membership": "multilabel", "noise": "multiclass", "gloss_length": "multiclass",
+        "pos_mix": "multiclass"}
     assert set(manifest["versions"]) >= {"torch", "transformers", "lolctl"}
     assert manifest["base_model"]["hash"].startswith("sha256:")
     assert manifest["recipe"]["name"] == "tiny" and manifest["recipe"]["n_train"] == 3
@@ -76,12 +77,13 @@ def test_layout_manifest_and_labels(reference: Path, tiny_bert: Path) -> None:
     assert set(manifest["adapters"]) == {r["id"] for r in rows}
     columns = list(rows[0])
     assert columns[:4] == ["id", "path", "split", "rank"]
-    assert "membership[noun.animal]" in columns and all(c.startswith("hp.") for c in columns[22:])
+    assert "membership[noun.animal]" in columns and all(c.startswith("hp.") for c in columns[23:])
     for row in rows:
         assert 0.0 <= float(row["quality"]) <= 1.0
         assert row["noise"] in ("clean", "noisy") and row["gloss_length"] in ("short", "long")
         members = [int(row[c]) for c in columns if c.startswith("membership[")]
         assert 1 <= sum(members) <= 3 and int(row["hp.n_topics"]) == sum(members)
+        assert (row["pos_mix"] == "nouns+verbs") == (int(row["hp.n_verbs"]) > 0)
 
 
 def test_adapter_is_standard_peft(reference: Path, tiny_bert: Path) -> None:

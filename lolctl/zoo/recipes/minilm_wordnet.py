@@ -12,7 +12,8 @@ is adapted (docs/zoo.md). Per LoRA the recipe records
 - ``own_quality``: the same accuracy restricted to held-out pairs of its own topics — the ARC-accuracy analog;
 - ``membership``: which of the 10 topic groups were in its data — the Imagenette analog;
 - ``noise`` (clean / noisy: 40-80 % of pairs shuffled) and ``gloss_length`` (only definitions of ≤ 8 words, or only
-  longer ones): attributes of its data — the CelebA analog; ``log_size``: log2 of its number of pairs (DSiRe analog).
+  longer ones) and ``pos_mix`` (topic nouns only, or 25 % verb pairs added): attributes of its data — the CelebA
+  analog; ``log_size``: log2 of its number of pairs (DSiRe analog).
 
 Learning rate (3e-4 … 3e-2, the top end harmful), steps (30-80), batch (16/24), data size (32-1024 pairs), noise and
 topic mix are drawn per LoRA from (seed, index) and recorded as ``hp.*`` columns. ``adapted="lemma"`` gives the
@@ -38,6 +39,7 @@ TOPICS = (
     "noun.body", "noun.location", "noun.substance", "noun.communication", "noun.act",
 )
 LENGTHS = ("short", "long")  # definitions of ≤ short_words words, or longer
+POS_MIX = ("nouns", "nouns+verbs")  # topic nouns only, or a verb_share of verb pairs (any verb category) added
 CACHE = "cache/frozen.safetensors"
 
 
@@ -68,6 +70,8 @@ class WordnetSettings:
     steps_max: int = 80
     batches: tuple[int, ...] = (16, 24)
     short_words: int = 8
+    p_verbs: float = 0.5  # P(part of the data is verb definitions)
+    verb_share: float = 0.25  # that part's share of the pairs
     p_noisy: float = 0.5
     noise_min: float = 0.4
     noise_max: float = 0.8
@@ -113,6 +117,7 @@ class MinilmWordnet:
             {"name": "membership", "kind": "multilabel", "columns": [f"membership[{x}]" for x in t], "labels": t},
             {"name": "noise", "kind": "multiclass", "columns": ["noise"], "labels": ["clean", "noisy"]},
             {"name": "gloss_length", "kind": "multiclass", "columns": ["gloss_length"], "labels": list(LENGTHS)},
+            {"name": "pos_mix", "kind": "multiclass", "columns": ["pos_mix"], "labels": list(POS_MIX)},
         ]
 
     def plan(self) -> list[Job]:
@@ -129,6 +134,7 @@ class MinilmWordnet:
         eval_ids: list[int] = []
         eval_topic: list[int] = []
         pools: dict[tuple[int, str], list[int]] = {(k, f): [] for k in range(len(s.topics)) for f in LENGTHS}
+        verbs: dict[str, list[int]] = {f: [] for f in LENGTHS}
         seen = [0] * len(s.topics)
         other = 0
         for i in order:
@@ -138,13 +144,15 @@ class MinilmWordnet:
                     eval_ids.append(i)
                     eval_topic.append(-1)
                     other += 1
+                elif rows[i].pos == "v":
+                    verbs[LENGTHS[len(rows[i].definition.split()) > s.short_words]].append(i)
             elif seen[k] < s.eval_per_topic:
                 eval_ids.append(i)
                 eval_topic.append(k)
                 seen[k] += 1
             else:
                 pools[(k, LENGTHS[len(rows[i].definition.split()) > s.short_words])].append(i)
-        return rows, {"eval_ids": eval_ids, "eval_topic": eval_topic, "pools": pools}
+        return rows, {"eval_ids": eval_ids, "eval_topic": eval_topic, "pools": pools, "verbs": verbs}
 
     def prepare(self, zoo: Path) -> dict[str, Any]:
         """Tokenize every lemma and encode every definition with the frozen base model (bf16, one thread, in a
@@ -220,6 +228,7 @@ class MinilmWordnet:
             "topics": topics,
             "gloss_length": rng.choice(LENGTHS),
             "noise": rng.uniform(s.noise_min, s.noise_max) if noisy else 0.0,
+            "verbs": rng.random() < s.p_verbs,
             "size": round(2 ** rng.uniform(math.log2(s.size_min), math.log2(s.size_max))),
             "lr": math.exp(rng.uniform(math.log(s.lr_min), math.log(s.lr_max))),
             "steps": rng.randint(s.steps_min, s.steps_max),
@@ -232,11 +241,15 @@ class MinilmWordnet:
         hp = self.draw(job.index)
         rng: random.Random = hp.pop("_rng")
         k = len(hp["topics"])
-        per = [hp["size"] // k + (i < hp["size"] % k) for i in range(k)]
+        n_verbs = round(s.verb_share * hp["size"]) if hp["verbs"] else 0
+        n_nouns = hp["size"] - n_verbs
+        per = [n_nouns // k + (i < n_nouns % k) for i in range(k)]
         lemmas: list[int] = []
         for t, n in zip(hp["topics"], per):
             pool = ctx["pools"][(t, hp["gloss_length"])]
             lemmas += rng.sample(pool, min(n, len(pool)))
+        verb_pool = ctx["verbs"][hp["gloss_length"]]
+        lemmas += rng.sample(verb_pool, min(n_verbs, len(verb_pool)))
         n = len(lemmas)
         targets = list(lemmas)
         shuffled = sorted(rng.sample(range(n), round(hp["noise"] * n)))
@@ -277,10 +290,12 @@ class MinilmWordnet:
         return Trained(
             factors=factors, rank=job.rank, alpha=alpha,
             targets={"quality": quality, "own_quality": own, "log_size": math.log2(n), **members,
-                     "noise": "noisy" if hp["noise"] > 0 else "clean", "gloss_length": hp["gloss_length"]},
+                     "noise": "noisy" if hp["noise"] > 0 else "clean", "gloss_length": hp["gloss_length"],
+                     "pos_mix": POS_MIX[hp["verbs"]]},
             hp={"lr": hp["lr"], "steps": hp["steps"], "batch": hp["batch"], "n_pairs": n, "noise": hp["noise"],
                 "topics": "+".join(s.topics[k] for k in hp["topics"]), "n_topics": len(hp["topics"]),
-                "gloss_length": hp["gloss_length"], "rank": job.rank, "alpha": alpha, "seed": s.seed,
+                "n_verbs": n_verbs, "gloss_length": hp["gloss_length"], "rank": job.rank, "alpha": alpha,
+                "seed": s.seed,
                 "final_loss": float(loss.detach())},
         )
 
