@@ -2,8 +2,8 @@
 
 Features per LoRA, all invariant to (U, V) -> (U g, V g^-T): for each module, the top-4 singular values of ΔW and
 log tr(ΔW Σ_g ΔWᵀ) for Σ_g = the second moment of the embeddings-layer output over tokens of group g (each topic's
-definitions, short and long definitions) — "how strongly does ΔW act on this group's tokens" — centred over groups.
-Also a zero-parameter membership score (AUC of the summed topic responses). Usage:
+definitions, short and long definitions, verb definitions) — "how strongly does ΔW act on this group's tokens" —
+centred over groups. Also zero-parameter scores (AUC of one such response, no fitting). Usage:
     python scripts/zoo_probe.py ZOO [--folds 5]
 """
 
@@ -32,6 +32,7 @@ def group_moments(zoo: Path, recipe) -> tuple[list[str], list[torch.Tensor]]:
     for (k, bucket), rows in data["pools"].items():
         groups.setdefault(recipe.settings.topics[k], []).extend(rows[:200])
         groups.setdefault(bucket, []).extend(rows[:100])
+    groups["verbs"] = [i for rows in data.get("verbs", {}).values() for i in rows[:150]]
     names, moments = [], []
     for name, rows in groups.items():
         index = torch.tensor(rows)
@@ -119,6 +120,11 @@ def main() -> None:
             major = max(np.mean(y == lab) for lab in task["labels"])
             report[task["name"]] = {"acc": round(float((classify(X, y) == y).mean()), 3),
                                     "majority": round(float(major), 3)}
+            score = {"gloss_length": lambda: response[:, names.index("long")] - response[:, names.index("short")],
+                     "pos_mix": lambda: response[:, names.index("verbs")]}.get(task["name"])
+            if score is not None:  # one invariant number, no fitting
+                positive = y == task["labels"][1]
+                report[task["name"]]["zero_parameter_auc"] = round(float(roc_auc_score(positive, score())), 3)
     print(json.dumps(report))
 
 
