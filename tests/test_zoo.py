@@ -195,3 +195,17 @@ def test_zoo_info_summarises(reference: Path) -> None:
     table = subprocess.run([sys.executable, "-m", "lolctl", "zoo", "info", str(reference)],
                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert table.returncode == 0 and "membership[noun.animal]" in table.stdout and "test_r2" in table.stdout
+
+
+def test_info_on_an_empty_zoo(tiny_bert: Path, tmp_path: Path) -> None:
+    from lolctl.zoo.info import render_table, summarise
+
+    result = build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert)}), tmp_path / "z", limit=0)
+    assert result["status"] == "partial" and result["total"] == 0
+    summary = summarise(tmp_path / "z")
+    assert summary["loras"] == 0 and summary["splits"]["val"] == {"built": 0, "planned": 2}
+    assert next(t for t in summary["targets"] if t["column"] == "quality")["min"] is None
+    from lolctl.output import dumps
+
+    assert "null" in dumps(summary)  # valid JSON (no NaN)
+    assert render_table(summary) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -17,16 +18,20 @@ def load_zoo(zoo: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
         raise LolctlError("L176", str(zoo), "no manifest.json", "point at a folder made by `lolctl zoo build`")
     manifest = json.loads((zoo / "manifest.json").read_text())
     rows: list[dict[str, str]] = []
-    if (zoo / "labels.csv").exists():
+    if (zoo / "adapters").is_dir():  # the per-LoRA meta.json files are the truth; labels.csv may lag a running build
+        from lolctl.zoo.builder import labels_text, read_metas
+
+        rows = list(csv.DictReader(io.StringIO(labels_text(read_metas(zoo), manifest["tasks"]))))
+    elif (zoo / "labels.csv").exists():
         with open(zoo / "labels.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
     return manifest, rows
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def _stats(values: list[float]) -> dict[str, float | None]:
     values = [v for v in values if not math.isnan(v)]
     if not values:
-        return {"min": math.nan, "max": math.nan, "mean": math.nan, "std": math.nan}
+        return {"min": None, "max": None, "mean": None, "std": None}
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
     return {"min": min(values), "max": max(values), "mean": mean, "std": std}
@@ -49,7 +54,7 @@ def summarise(zoo: Path) -> dict[str, Any]:
                 targets.append({"task": task["name"], "column": col, "kind": task["kind"],
                                 **_stats([float(c) for c in cells])})
             elif task["kind"] == "multilabel":
-                rate = sum(int(c) for c in cells) / len(cells) if cells else math.nan
+                rate = sum(int(c) for c in cells) / len(cells) if cells else None
                 targets.append({"task": task["name"], "column": col, "kind": task["kind"], "rate": rate})
             else:
                 counts = {label: sum(c == label for c in cells) for label in task["labels"]}
@@ -73,7 +78,9 @@ def render_table(summary: dict[str, Any]) -> Any:
     for col in ("task", "column", "kind", "summary"):
         tab.add_column(col)
     for t in summary["targets"]:
-        if t["kind"] == "regression":
+        if t["kind"] != "multiclass" and t.get("min", t.get("rate")) is None:
+            text = "no LoRAs yet"
+        elif t["kind"] == "regression":
             text = f"min {t['min']:.3f}  mean {t['mean']:.3f}  max {t['max']:.3f}  std {t['std']:.3f}"
         elif t["kind"] == "multilabel":
             text = f"positive rate {t['rate']:.2f}"
