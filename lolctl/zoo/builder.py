@@ -8,7 +8,8 @@ so a resumed build yields the same bytes as an uninterrupted one.
 
 Layout::
 
-    ZOO/manifest.json         tasks, recipe settings, versions, base model id + hash, adapter hashes
+    ZOO/manifest.json         tasks, recipe settings, versions, base model id + hash, adapter hashes (of the
+                              LoRAs finished so far; rewritten with labels.csv every 25 LoRAs and at the end)
     ZOO/labels.csv            id, path, split, rank, targets..., hp.* (one row per finished LoRA)
     ZOO/adapters/lora-00012/  adapter_config.json, adapter_model.safetensors, meta.json
     ZOO/cache/                frozen work from the recipe's prepare step
@@ -119,15 +120,13 @@ def labels_text(metas: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> str
     return buf.getvalue()
 
 
-def write_manifest(zoo: Path, recipe: Any, facts: dict[str, Any], status: str) -> None:
-    from lolctl.zoo.basemodel import resolve_base, weights_hash
-
-    metas = read_metas(zoo) if status == "complete" else []
+def write_manifest(
+    zoo: Path, recipe: Any, facts: dict[str, Any], status: str, base_hash: str, metas: list[dict[str, Any]]
+) -> None:
     settings = recipe.describe()
     manifest = {
         "format": "lolctl-zoo/1", "status": status, "recipe": settings, "tasks": recipe.tasks(),
-        "base_model": {"id": recipe.settings.base_model,
-                       "hash": weights_hash(resolve_base(recipe.settings.base_model))},
+        "base_model": {"id": recipe.settings.base_model, "hash": base_hash},
         "versions": versions(), "facts": facts,
         "splits": _count_splits(recipe.plan()),
         "adapters": {m["id"]: "sha256:" + m["sha256"] for m in metas},
@@ -216,7 +215,10 @@ def build(
         facts = recipe.prepare(zoo)
         facts_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(facts_path, json.dumps(facts, indent=2) + "\n")
-    write_manifest(zoo, recipe, facts, "building")
+    from lolctl.zoo.basemodel import resolve_base, weights_hash
+
+    base_hash = weights_hash(resolve_base(recipe.settings.base_model))
+    write_manifest(zoo, recipe, facts, "building", base_hash, read_metas(zoo))
     done = done_ids(zoo)
     todo = [job for job in plan if job.id not in done]
     log(f"{len(plan) - len(todo)} already built, {len(todo)} to build with {workers} worker(s)")
@@ -228,7 +230,9 @@ def build(
         busy += seconds
         cpu += cpu_seconds
         if n % labels_every == 0 or n == len(todo):
-            _write_atomic(zoo / LABELS, labels_text(read_metas(zoo), tasks))
+            metas = read_metas(zoo)
+            _write_atomic(zoo / LABELS, labels_text(metas, tasks))
+            write_manifest(zoo, recipe, facts, "building", base_hash, metas)
         wall = time.perf_counter() - start
         eta = wall / n * (len(todo) - n)
         log(f"[{n}/{len(todo)}] {lora_id} {seconds:.1f}s (cpu {cpu_seconds:.1f}s; mean {busy / n:.2f}s, "
@@ -236,6 +240,6 @@ def build(
     metas = read_metas(zoo)
     _write_atomic(zoo / LABELS, labels_text(metas, tasks))
     complete = {m["id"] for m in metas} >= {job.id for job in recipe.plan()}
-    write_manifest(zoo, recipe, facts, "complete" if complete else "partial")
+    write_manifest(zoo, recipe, facts, "complete" if complete else "partial", base_hash, metas)
     return {"built": len(todo), "total": len(metas), "status": "complete" if complete else "partial",
             "seconds_per_lora": busy / max(len(todo), 1), "cpu_seconds_per_lora": cpu / max(len(todo), 1)}
