@@ -75,7 +75,7 @@ def test_glnet_forward_reduced() -> None:
 def test_loop_reference_matches_batched_glnet_across_shape_groups() -> None:
     """Modules of two shapes, interleaved: the loop reference maps groups and slots back to modules correctly."""
     torch = pytest.importorskip("torch")
-    from benchmarks.glnet_forward import build, check_equal, make_loop_reference
+    from benchmarks.glnet_forward import build, check_equal, make_layout_sketch, make_loop_reference
     from lolctl.nn import InputSpec, LoraBatch, ModuleSpec
 
     spec = InputSpec(tuple(ModuleSpec(f"m{i}", 12 if i % 2 else 8, 10 if i % 3 else 6) for i in range(5)))
@@ -87,6 +87,10 @@ def test_loop_reference_matches_batched_glnet_across_shape_groups() -> None:
     net = build("glnet", spec, hidden=6, layers=3)
     net.prepare(batch)
     assert check_equal(net, batch, 4) < 1e-9
+    net64, batch64 = net.double(), batch.to(dtype=torch.float64)
+    laid, sketch = make_layout_sketch(net64, batch64)
+    with torch.no_grad():
+        torch.testing.assert_close(sketch(laid)["quality"], net64(batch64)["quality"], rtol=1e-10, atol=1e-12)
 
     # test the tester: a loop reference with one weight changed is caught
     loop = make_loop_reference(net.double())
