@@ -43,7 +43,6 @@ def build_cmd(
       lolctl zoo build /tmp/small --recipe minilm-wordnet --set n_train=100 --limit 50
       lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
     """
-    import os
     import sys
 
     from lolctl.output import dumps
@@ -55,7 +54,6 @@ def build_cmd(
         overrides["base_model"] = base
     if seed is not None:
         overrides["seed"] = str(seed)
-    os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     result = build(get_recipe(recipe, overrides), out, workers=workers, limit=limit,
                    log=lambda m: print(m, file=sys.stderr, flush=True))
     sys.stdout.write(dumps(result) + "\n")
