@@ -50,7 +50,7 @@ def get_recipe(name: str, overrides: dict[str, str] | None = None) -> Any:
             recipe.settings = apply_overrides(recipe.settings, overrides)
         except KeyError as err:
             raise LolctlError("L180", f"--set {err.args[0]}", f"recipe {name} has no setting {err.args[0]!r}",
-                              "run `lolctl zoo recipes` ... or see docs/zoo.md for the settings") from err
+                              "use a field of the recipe's settings dataclass (docs/zoo.md lists where)") from err
         except ValueError as err:
             raise LolctlError("L180", "--set", f"bad value: {err}", "give a value of the setting's type") from err
     return recipe
