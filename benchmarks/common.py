@@ -115,7 +115,7 @@ def machine_info() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 info["mem_gib"] = round(int(line.split()[1]) / 2**20, 1)
-        info["loadavg"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        info["loadavg at start"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         pass
     return info
@@ -131,8 +131,9 @@ def mem_total_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def header(title: str, command: str) -> str:
-    info = machine_info()
+def header(title: str, command: str, info: dict[str, Any] | None = None) -> str:
+    """Title, rerun command and machine facts; pass ``info`` taken when the run started (its load average)."""
+    info = info or machine_info()
     facts = ", ".join(f"{k} {v}" for k, v in info.items())
     return f"## {title}\n\nCommand: `{command}`\n\nMachine: {facts}\n"
 

@@ -20,7 +20,7 @@ import gc
 import sys
 from typing import Any
 
-from benchmarks.common import gib, header, log, markdown_table, mem_total_bytes, seconds, timed
+from benchmarks.common import gib, header, log, machine_info, markdown_table, mem_total_bytes, seconds, timed
 
 # name: (layers, d_model) — GPT-3 paper, Table 2.1
 GPT3 = {
@@ -234,7 +234,7 @@ def bench_size(name: str, L: int, d: int, args: argparse.Namespace) -> dict[str,
     return row
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     ram = mem_total_bytes()
     fwd = [
         [r["name"], r["L"], r["d"], gib(r["input_bytes"]), seconds(r["batched"]), seconds(r["loop"]),
@@ -253,7 +253,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     ]
     no_fit = next((r["name"] for r in rows if r["dense_input_bytes"] + r["dense_layer_bytes"] > ram), None)
     return "\n".join([
-        header("GL-net forward: batched vs per-module loop", COMMAND),
+        header("GL-net forward: batched vs per-module loop", COMMAND, info),
         f"{args.batch} inputs per forward, r = {args.rank}, one d × d module per layer, float32, no autograd; "
         f"GL-net hidden {args.hidden}, {args.layers} equivariant layers. Median of {args.repeat} runs after a "
         f"warm-up. Outputs asserted equal in float64 on the first {args.check} inputs. 'sketch: fix' is NOT lolctl: "
@@ -303,11 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--check", type=int, default=8, help="inputs compared in float64")
     args = p.parse_args(argv)
+    info = machine_info()
     rows = []
     for name, L, d in parse_sizes(args.sizes):
         rows.append(bench_size(name, L, d, args))
         gc.collect()  # the previous size's tensors are gone before the next is allocated
-    print(report(args, rows))
+    print(report(args, rows, info))
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from benchmarks.common import (
     header,
     log,
+    machine_info,
     markdown_table,
     run_phase,
     run_phase_child,
@@ -275,7 +276,7 @@ def mem(result: dict[str, Any]) -> str:
     return f"{result['rss_peak_mb']:.0f} MB (+{result['rss_peak_mb'] - result['rss_base_mb']:.0f})"
 
 
-def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]]) -> str:
+def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
     size = (folder / "adapter_model.safetensors").stat().st_size
     modules = res["score"]["modules"]
     t_load = res["load_file"]["timing"]["median"]
@@ -303,7 +304,7 @@ def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]
     vs_read = t_score / t_load
     vs_bytes = t_score / t_bytes
     out = [
-        header("Large adapter (Llama-2-7B shapes)", COMMAND),
+        header("Large adapter (Llama-2-7B shapes)", COMMAND, info),
         f"Adapter: {args.layers} layers, hidden {args.hidden}, intermediate {args.intermediate}, r = {args.rank}, "
         f"{modules} modules, bf16, {size / 2**20:.1f} MiB on disk (page cache warm). Median of {args.repeat} runs.\n",
         markdown_table(
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase:
         run_phase_child(PHASES, args.phase, rest, PRELOAD)
         return 0
+    info = machine_info()
     with tempfile.TemporaryDirectory(prefix="lolctl-bench-") as tmp:
         folder = args.folder or Path(tmp) / "llama2-7b-lora"
         log(f"writing the adapter to {folder} ...")
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {name: run(name, folder, str(args.repeat), args.inline) for name in quick}
         res["dense"] = run("dense", folder, str(args.dense_per_shape), args.inline)
         check_matches(folder, res["dense"], res["floor"])
-        print(report(args, folder, res))
+        print(report(args, folder, res, info))
     return 0
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, header, log, markdown_table, seconds
+from benchmarks.common import REPO, header, log, machine_info, markdown_table, seconds
 
 COMMAND = "python -m benchmarks.scan_many"
 LAYERS, HIDDEN, RANK = 6, 384, 4
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_adapters(Path(args.write[0]), int(args.write[1]))
         return 0
+    info = machine_info()
     lolctl = lolctl_command()
     extra = (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (
         ["--read-slots", str(args.read_slots)] if args.read_slots else []
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     per_s = (args.adapters - 1) / span if span > 0 else float("nan")  # nan: too few adapters to see past start-up
     scored = "health + predictions" if kinds["with_predictions"] else "health only (no checkpoint fits MiniLM here)"
     lines = [
-        header("Many adapters: lolctl scan, cold starts", COMMAND),
+        header("Many adapters: lolctl scan, cold starts", COMMAND, info),
         f"{args.adapters} MiniLM-shaped PEFT adapters ({LAYERS * len(TARGETS)} modules of {HIDDEN}x{HIDDEN}, "
         f"r = {RANK}, float32); records: {kinds['records']}, none an error; scored: {scored}. Command: "
         f"`lolctl scan FOLDER --output OUT.jsonl --format jsonl --fail-on never{' ' * bool(extra)}{' '.join(extra)}`. "
