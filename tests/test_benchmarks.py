@@ -43,8 +43,12 @@ def test_large_adapter_reduced() -> None:
     for shape, count in (("64x64", "8"), ("96x64", "4"), ("64x96", "2")):
         (row,) = table_rows(out, shape)
         assert row[1:3] == ["1", count]
-    # the script compares the dense top singular value with lolctl's on every sampled module (raises otherwise)
-    assert "Check: the dense top singular value equals lolctl's spectral norm on all 3 sampled modules." in out
+    # the script compares the dense and the Gram-sketch top singular values with lolctl's (raises otherwise)
+    assert "Check: the dense top singular value equals lolctl's spectral norm on all 3 sampled modules, and the " \
+        "sketch's on all 14 modules." in out
+    sketch_row = "sketch, NOT lolctl: mmap + one conversion + Gram-route singular values (see docstring)"
+    (sketch,) = table_rows(out, sketch_row)
+    assert sketch[2] == "— (inline)"
     assert len(table_rows(out, "within 2x of merely reading the tensors (load_file)")) == 1
 
 
