@@ -3,6 +3,7 @@ probabilities, out-of-distribution flag) for each adapter. Also holds the render
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,11 +22,14 @@ from lolctl.cli.options import (
 EPILOG = """
 [bold]Examples[/bold]
 
-  lolctl score ./my-adapter                          [dim]# health + predictions, checkpoint picked by base model[/dim]
-  lolctl score ./my-adapter -c models/minilm-glnet   [dim]# a given checkpoint folder[/dim]
-  lolctl score someuser/my-lora@v1.0 -f json         [dim]# a Hub repo at a revision, JSON (docs/schema.md)[/dim]
-  lolctl score runs/*/adapter -f csv > scores.csv    [dim]# many adapters, one CSV row each[/dim]
+  lolctl score                          [dim]# the bundled MiniLM examples[/dim]
+  lolctl score ./my-adapter             [dim]# checkpoint picked by base model[/dim]
+  lolctl score ./a -c models/NAME       [dim]# a given checkpoint[/dim]
+  lolctl score user/lora@v1.0 -f json   [dim]# Hub repo at a revision, JSON[/dim]
+  lolctl score 'runs/*/adapter' -f csv  [dim]# many adapters, a CSV row each[/dim]
 """
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 
 MaxBytesOpt = Annotated[
     int | None, typer.Option("--max-bytes", help="Refuse adapters whose tensors exceed this many bytes.")
@@ -37,8 +41,13 @@ TriageOpt = Annotated[
 
 
 def score(
-    sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos (user/repo@rev).",
-                                                 show_default=False)],
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Adapter folders, files, globs or Hub repos (user/repo@rev). None: the bundled example adapters.",
+            show_default=False,
+        ),
+    ] = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto,
     fmt: FormatOpt = Format.table,
@@ -60,6 +69,9 @@ def score(
     from lolctl.sources import resolve
 
     out = Output(fmt.value)
+    if not sources:
+        sources = [str(EXAMPLES)]
+        out.log(f"no SOURCE given: scoring the bundled example adapters in {EXAMPLES}")
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
                     triage=triage)
     items = resolve(sources)
