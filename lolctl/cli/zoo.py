@@ -24,7 +24,23 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-@zoo_app.command("build")
+BUILD_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl zoo build zoo/minilm-wordnet -j 2      [dim]# flagship zoo; rerun to resume[/dim]
+  lolctl zoo build /tmp/z --limit 50            [dim]# only the first 50 LoRAs[/dim]
+  lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
+"""
+
+INFO_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl zoo info zoo/minilm-wordnet            [dim]# counts, targets, recipe[/dim]
+  lolctl zoo info zoo/minilm-wordnet -f json
+"""
+
+
+@zoo_app.command("build", epilog=BUILD_EPILOG)
 def build_cmd(
     out: Annotated[Path, typer.Argument(help="The zoo folder (created; an existing one is resumed).")],
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe name: minilm-wordnet, tiny, ...")] = (
@@ -59,7 +75,7 @@ def build_cmd(
     sys.stdout.write(dumps(result) + "\n")
 
 
-@zoo_app.command("info")
+@zoo_app.command("info", epilog=INFO_EPILOG)
 def info_cmd(
     zoo: Annotated[Path, typer.Argument(help="A zoo folder (with manifest.json and labels.csv).")],
     fmt: FormatOpt = "table",  # type: ignore[assignment]
