@@ -25,9 +25,9 @@ def test_help_does_not_import_torch():
 
 
 def test_every_command_help_has_examples():
-    for cmd in ("inspect",):
-        proc = _run(cmd, "--help")
-        assert proc.returncode == 0 and "Examples" in proc.stdout
+    for cmd in ("inspect", "score", "scan", "gate", "train", "eval", "compare", "zoo build", "zoo info"):
+        proc = _run(*cmd.split(), "--help")
+        assert proc.returncode == 0 and "Examples" in proc.stdout, cmd
 
 
 def test_error_is_one_line_with_code_and_exit_code(tmp_path):
