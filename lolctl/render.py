@@ -6,10 +6,12 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lolctl.errors import printable
 from lolctl.factors import Finding
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -52,8 +54,9 @@ def findings_table(findings: list[Finding] | list[dict[str, Any]]) -> Table:
     return table
 
 
-def summary_table(source: str, summary: dict[str, Any]) -> Table:
-    table = Table(title=escape(source), title_justify="left", show_header=False, box=None, pad_edge=False)
+def summary_table(source: str, summary: dict[str, Any]) -> Group:
+    """The source as a heading line (never wrapped into the table's width), then key/value rows."""
+    table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     ranks = summary.get("ranks") or []
@@ -69,7 +72,7 @@ def summary_table(source: str, summary: dict[str, Any]) -> Table:
     ]
     for key, value in rows:
         table.add_row(key, "-" if value is None else escape(str(value)))
-    return table
+    return Group(Text(printable(source), style="bold underline", overflow="fold"), table)
 
 
 def modules_table(modules: list[dict[str, Any]], grouped: bool = True) -> Table:
