@@ -1,6 +1,6 @@
 """Model-agnostic health of an adapter: GL-invariant statistics per module and coded findings.
 
-Everything here is a function of the singular values of ΔW = U Vᵀ (computed through QR, never forming ΔW), so it
+Everything here is a function of the singular values of ΔW = U Vᵀ (Gram route, QR fallback; ΔW never formed), so it
 is invariant under the GL(r) symmetry and works for every base model. Modules sharing (n, m, r) are processed as one
 batch. Findings per code are aggregated over modules (one finding naming the count and the first few modules).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lolctl.canonical import singular_values
+from lolctl.canonical import gram, singular_values_from_grams
 from lolctl.factors import Adapter, Finding, ModuleFactors, Severity
 
 # thresholds (documented in docs/findings.md)
@@ -64,32 +64,35 @@ def _finite(m: ModuleFactors) -> bool:
     return bool(torch.isfinite(m.U).all() and torch.isfinite(m.V).all())
 
 
-def _singular_values(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """Singular values; redone in float64 when finite but huge float32 factors overflow in the r×r product."""
-    try:
-        S = singular_values(U, V)
-        if bool(torch.isfinite(S).all()):
-            return S
-    except torch.linalg.LinAlgError:
-        pass
-    return singular_values(U.double(), V.double())
-
-
 def module_stats(modules: list[ModuleFactors]) -> list[dict[str, Any]]:
-    """Statistics per module, in the input order; same-shape modules are batched."""
+    """Statistics per module, in the input order; same-shape modules are batched.
+
+    The factors are read once each, to form their r × r Gram matrices in float64; finiteness and the singular values
+    come from those (a Gram is finite exactly when its factor is, unless the float64 products overflow — then the
+    factor itself is checked and its singular values come from QR).
+    """
     groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    finite = [_finite(m) for m in modules]
     for i, m in enumerate(modules):
-        if finite[i]:
-            groups[(*m.shape, m.rank)].append(i)
+        groups[(*m.shape, m.rank)].append(i)
+    finite = [True] * len(modules)
     out: list[dict[str, Any]] = [{} for _ in modules]
     for idx in groups.values():
-        U = torch.stack([modules[i].U for i in idx])
-        V = torch.stack([modules[i].V for i in idx])
-        S = _singular_values(U, V)
+        Gu = torch.stack([gram(modules[i].U) for i in idx])
+        Gv = torch.stack([gram(modules[i].V) for i in idx])
+        ok = (torch.isfinite(Gu).all((-1, -2)) & torch.isfinite(Gv).all((-1, -2))).tolist()
+        for j, i in enumerate(idx):
+            finite[i] = ok[j] or _finite(modules[i])
+        keep = [j for j, i in enumerate(idx) if finite[i]]
+        if not keep:
+            continue
+        rows = torch.tensor(keep)
+        S = singular_values_from_grams(
+            Gu[rows], Gv[rows], [modules[idx[j]].U for j in keep], [modules[idx[j]].V for j in keep]
+        )
         stats = _stats(S)
-        for row, i in enumerate(idx):
-            out[i] = {"singular_values": [float(s) for s in S[row]]}
+        for row, j in enumerate(keep):
+            i = idx[j]
+            out[i] = {"singular_values": S[row].tolist()}
             out[i].update({k: float(v[row]) if v.is_floating_point() else int(v[row]) for k, v in stats.items()})
     for i, m in enumerate(modules):
         rec: dict[str, Any] = {"name": m.name, "kind": m.kind, "shape": list(m.shape), "rank": m.rank}

@@ -72,8 +72,8 @@ def make_module(
 ) -> ModuleFactors:
     """U = scale · B (n × r), V = Aᵀ (m × r): U Vᵀ is ΔW in (out, in) orientation (conv: reshaped to (out, in·k·k))."""
     disk_dtype = str(A.dtype).removeprefix("torch.")
-    U = B.reshape(shape.n, shape.rank).to(dtype) * scale
-    V = A.reshape(shape.rank, shape.m).to(dtype).T.contiguous()
+    U = B.reshape(shape.n, shape.rank).to(dtype, copy=True).mul_(scale)  # one pass: convert, then scale in place
+    V = A.reshape(shape.rank, shape.m).to(dtype).T  # a transposed view: no second copy of A
     return ModuleFactors(
         name=name,
         U=U,
