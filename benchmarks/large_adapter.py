@@ -254,7 +254,7 @@ def run(name: str, folder: Path, extra: str, inline: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------- report
 def check_matches(folder: Path, dense: dict[str, Any], floor: dict[str, Any]) -> None:
     """The top singular value from the dense SVD (sampled modules) and from the Gram-route sketch (all modules)
-    equals lolctl's (QR route) — same maths, three routes."""
+    equals lolctl's (Gram route, float64 Gram, QR fallback) — same maths, three routes."""
     from lolctl.health import health
     from lolctl.read import read_adapter
 
@@ -317,8 +317,8 @@ def report(args: argparse.Namespace, folder: Path, res: dict[str, dict[str, Any]
                 ["lolctl read_adapter", seconds(t_read), mem(res["read"])],
                 ["lolctl read + health + canonical features", seconds(t_score), mem(res["score"])],
                 ["  of which read", seconds(steps["read"]), ""],
-                ["  of which health (QR singular values, findings)", seconds(steps["health"]), ""],
-                ["  of which canonical features (QR + r×r SVD, batched)", seconds(steps["canonical"]), ""],
+                ["  of which health (Gram-route singular values, findings)", seconds(steps["health"]), ""],
+                ["  of which canonical features (Gram route + r×r SVD, batched)", seconds(steps["canonical"]), ""],
                 ["sketch, NOT lolctl: mmap + one conversion + Gram-route singular values (see docstring)",
                  seconds(res["floor"]["timing"]["median"]), mem(res["floor"])],
                 [f"dense: form ΔW + full SVD, EXTRAPOLATED from {sampled} of {modules} modules",
