@@ -54,12 +54,15 @@ def mlp(d_in: int, hidden: int, layers: int, dropout: float) -> tuple[nn.Sequent
 
 
 def frobenius_norms(batch: LoraBatch) -> torch.Tensor:
-    """‖ΔW_i‖_F per module (B, L) from the r × r Gram matrices: ‖U Vᵀ‖² = tr((UᵀU)(VᵀV)); ΔW is never formed."""
+    """‖ΔW_i‖_F per module (B, L) from the r × r Gram matrices: ‖U Vᵀ‖² = tr((UᵀU)(VᵀV)); ΔW is never formed.
+
+    One bmm per module: a module's (B, n, R) slice is a strided view in either batch layout, never copied."""
     out = torch.zeros(batch.size, len(batch.spec), dtype=batch.dtype, device=batch.device)
     for g in batch.groups:
-        gu = g.U.transpose(-1, -2) @ g.U  # (B, L_g, R, R)
-        gv = g.V.transpose(-1, -2) @ g.V
-        out[:, list(g.indices)] = (gu * gv).sum((-1, -2)).clamp_min(0).sqrt()
+        for j, i in enumerate(g.indices):
+            U, V = g.U[:, j], g.V[:, j]  # (B, n, R), (B, m, R)
+            gu, gv = U.transpose(-1, -2) @ U, V.transpose(-1, -2) @ V  # (B, R, R)
+            out[:, i] = (gu * gv).sum((-1, -2)).clamp_min(0).sqrt()
     return out
 
 
@@ -113,8 +116,9 @@ class LoraModel(nn.Module):
                 "use a GL-net checkpoint (any rank) or retrain with a larger max rank",
             )
 
-    def normalise(self, batch: LoraBatch) -> tuple[LoraBatch, torch.Tensor | None]:
-        """Divide ΔW_i by input_scale[i]; with ``unit_norm`` also by its own ‖ΔW_i‖_F, returning log-norms (B, L).
+    def module_scale(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """√ of what ΔW_i is divided by, per adapter and module (B, L): √input_scale[i], with ``unit_norm`` times
+        √‖ΔW_i‖_F, whose log-norms (B, L) are returned too (else None).
 
         Both are positive scalars per module (the norm is GL-invariant), so equivariance is untouched.
         """
@@ -124,16 +128,27 @@ class LoraModel(nn.Module):
             norms = frobenius_norms(batch) / self.input_scale.to(batch.dtype)
             norms = norms.clamp_min(1e-6)  # an all-zero module stays zero, with log-norm log(1e-6)
             lognorm, root = norms.log(), root * norms.sqrt()
+        return root, lognorm
+
+    def normalise(self, batch: LoraBatch) -> tuple[LoraBatch, torch.Tensor | None]:
+        """Divide U and V of module i by ``module_scale`` (so ΔW_i by its square), returning log-norms (B, L)."""
+        root, lognorm = self.module_scale(batch)
         groups = []
         for g in batch.groups:
             s = root[:, list(g.indices)].unsqueeze(-1).unsqueeze(-1)  # (B, L_g, 1, 1)
             groups.append(GroupFactors(g.indices, g.U / s, g.V / s))
         return LoraBatch(batch.spec, tuple(groups), batch.ranks), lognorm
 
+    def scaled_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features`` of the normalised batch, and the log-norms. A model whose features are linear in each
+        module's U and V up to its first nonlinearity (GL-net) overrides this to scale there instead: dividing
+        the whole input is a full-size copy on every forward."""
+        scaled, lognorm = self.normalise(batch)
+        return self.features(scaled), lognorm
+
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
         self.check_rank(batch)
-        scaled, lognorm = self.normalise(batch)
-        x = self.features(scaled)
+        x, lognorm = self.scaled_features(batch)
         if lognorm is not None:
             x = torch.cat([x, lognorm.to(x.dtype)], dim=1)
         h = self.head(x)

@@ -1,7 +1,10 @@
 """An immutable batch of LoRA factors laid out for the models: one stacked tensor pair per shape group.
 
 For a group of L_g modules of shape (n, m), ``U`` is (B, L_g, n, R) and ``V`` is (B, L_g, m, R), where R is the
-largest rank in the batch. Lower ranks are padded with zero columns: U Vᵀ is unchanged, and every model in
+largest rank in the batch. Memory layout: every constructor below stores a group as (L_g, n, B, R) contiguous and
+exposes ``U`` as a permuted view of it, so :meth:`GroupFactors.flat_U` is (L_g, n, B·R) without a copy — the first
+GL-net layer is then one bmm per group (docs/performance.md §2). A group built from other tensors works too (only
+slower). Lower ranks are padded with zero columns: U Vᵀ is unchanged, and every model in
 :mod:`lolctl.nn` gives the same output for a zero-padded input as for the unpadded one (GL-net exactly; the rest by
 construction of their features; O-Align for generic inputs). ``ranks`` (B, L) keeps the true rank of every module.
 """
@@ -25,6 +28,34 @@ class GroupFactors:
     indices: tuple[int, ...]  # module positions in the spec
     U: torch.Tensor  # (B, L_g, n, R)
     V: torch.Tensor  # (B, L_g, m, R)
+
+    def flat_U(self) -> torch.Tensor:
+        """U as (L_g, n, B·R): a view for a group laid out by this module, a copy otherwise."""
+        return _flat(self.U)
+
+    def flat_V(self) -> torch.Tensor:
+        """V as (L_g, m, B·R), like :meth:`flat_U`."""
+        return _flat(self.V)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    B, L, n, R = t.shape
+    return t.permute(1, 2, 0, 3).reshape(L, n, B * R)
+
+
+def laid_out(t: torch.Tensor) -> torch.Tensor:
+    """(B, L_g, n, R) with storage (L_g, n, B, R) contiguous; no copy if ``t`` already is."""
+    return t.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)
+
+
+def _from_lnbr(t: torch.Tensor) -> torch.Tensor:
+    """(L_g, n, B, R) storage → the (B, L_g, n, R) view (contiguous first if it is not)."""
+    return t.contiguous().permute(2, 0, 1, 3)
+
+
+def _lnbr(t: torch.Tensor) -> torch.Tensor:
+    """The (L_g, n, B, R) view of a (B, L_g, n, R) group tensor."""
+    return t.permute(1, 2, 0, 3)
 
 
 def _pad(t: torch.Tensor, R: int) -> torch.Tensor:
@@ -65,8 +96,8 @@ class LoraBatch:
         R = max(int(U.shape[-1]) for U, _ in factors)
         groups = []
         for g in spec.groups:
-            Us = torch.stack([_pad(factors[i][0], R) for i in g.indices], dim=1)
-            Vs = torch.stack([_pad(factors[i][1], R) for i in g.indices], dim=1)
+            Us = _from_lnbr(torch.stack([_pad(factors[i][0], R).transpose(0, 1) for i in g.indices]))
+            Vs = _from_lnbr(torch.stack([_pad(factors[i][1], R).transpose(0, 1) for i in g.indices]))
             if Us.shape[2] != g.n or Vs.shape[2] != g.m:
                 raise ValueError(f"group ({g.n}, {g.m}) got factors of shape {tuple(Us.shape)}, {tuple(Vs.shape)}")
             groups.append(GroupFactors(g.indices, Us, Vs))
@@ -88,10 +119,12 @@ class LoraBatch:
         groups = []
         for g in spec.groups:
             names = [spec.modules[i].name for i in g.indices]
-            Us = torch.stack(
-                [torch.stack([_pad(mods[nm].U.to(dtype), R) for nm in names]) for mods in by_name]
-            )  # (B, L_g, n, R)
-            Vs = torch.stack([torch.stack([_pad(mods[nm].V.to(dtype), R) for nm in names]) for mods in by_name])
+            Us = _from_lnbr(  # stored (L_g, n, B, R)
+                torch.stack([torch.stack([_pad(mods[nm].U.to(dtype), R) for mods in by_name], dim=1) for nm in names])
+            )
+            Vs = _from_lnbr(
+                torch.stack([torch.stack([_pad(mods[nm].V.to(dtype), R) for mods in by_name], dim=1) for nm in names])
+            )
             groups.append(GroupFactors(g.indices, Us, Vs))
         ranks = torch.tensor([[mods[nm].rank for nm in spec.names] for mods in by_name], dtype=torch.long)
         return cls(spec, tuple(groups), ranks)
@@ -110,7 +143,11 @@ class LoraBatch:
         ranks = self.ranks[idx]
         R = max(1, int(ranks.max())) if ranks.numel() else self.max_rank
         groups = tuple(
-            GroupFactors(g.indices, g.U[idx.to(g.U.device), ..., :R], g.V[idx.to(g.V.device), ..., :R])
+            GroupFactors(
+                g.indices,
+                _from_lnbr(torch.index_select(_lnbr(g.U)[..., :R], 2, idx.to(g.U.device))),
+                _from_lnbr(torch.index_select(_lnbr(g.V)[..., :R], 2, idx.to(g.V.device))),
+            )
             for g in self.groups
         )
         return LoraBatch(self.spec, groups, ranks)
@@ -122,9 +159,13 @@ class LoraBatch:
     def pad_rank(self, R: int) -> LoraBatch:
         if R < self.max_rank:
             raise ValueError(f"cannot pad rank {self.max_rank} down to {R}")
-        return LoraBatch(
-            self.spec, tuple(GroupFactors(g.indices, _pad(g.U, R), _pad(g.V, R)) for g in self.groups), self.ranks
+        if R == self.max_rank:
+            return self
+        groups = tuple(
+            GroupFactors(g.indices, _from_lnbr(_pad(_lnbr(g.U), R)), _from_lnbr(_pad(_lnbr(g.V), R)))
+            for g in self.groups
         )
+        return LoraBatch(self.spec, groups, self.ranks)
 
     @staticmethod
     def cat(batches: Sequence[LoraBatch]) -> LoraBatch:
@@ -133,7 +174,9 @@ class LoraBatch:
         first = padded[0]
         groups = tuple(
             GroupFactors(
-                g.indices, torch.cat([b.groups[k].U for b in padded]), torch.cat([b.groups[k].V for b in padded])
+                g.indices,
+                _from_lnbr(torch.cat([_lnbr(b.groups[k].U) for b in padded], dim=2)),
+                _from_lnbr(torch.cat([_lnbr(b.groups[k].V) for b in padded], dim=2)),
             )
             for k, g in enumerate(first.groups)
         )
@@ -168,15 +211,16 @@ class LoraBatch:
         groups = tuple(
             GroupFactors(
                 g.indices,
-                torch.stack([old[order[i]][0] for i in g.indices], dim=1),
-                torch.stack([old[order[i]][1] for i in g.indices], dim=1),
+                _from_lnbr(torch.stack([old[order[i]][0].transpose(0, 1) for i in g.indices])),
+                _from_lnbr(torch.stack([old[order[i]][1].transpose(0, 1) for i in g.indices])),
             )
             for g in spec.groups
         )
         return LoraBatch(spec, groups, self.ranks[:, order])
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Flat name → tensor dict (for a safetensors cache); rebuild with :meth:`from_tensors`."""
+        """Flat name → tensor dict (for a safetensors cache; (B, L_g, n, R) contiguous, the format of older caches
+        too); rebuild with :meth:`from_tensors`."""
         out = {"ranks": self.ranks.contiguous()}
         for k, g in enumerate(self.groups):
             out[f"group{k}.U"] = g.U.contiguous()
@@ -186,6 +230,7 @@ class LoraBatch:
     @classmethod
     def from_tensors(cls, spec: InputSpec, tensors: dict[str, torch.Tensor]) -> LoraBatch:
         groups = tuple(
-            GroupFactors(g.indices, tensors[f"group{k}.U"], tensors[f"group{k}.V"]) for k, g in enumerate(spec.groups)
+            GroupFactors(g.indices, laid_out(tensors[f"group{k}.U"]), laid_out(tensors[f"group{k}.V"]))
+            for k, g in enumerate(spec.groups)
         )
         return cls(spec, groups, tensors["ranks"])

@@ -7,7 +7,9 @@ V'(U'ᵀ1) so the h × h product is never formed. Dropout drops whole rows (a di
 g). The invariant head takes each module's U'V'ᵀ (h × h), concatenates over modules and feeds an MLP.
 
 Shapes: B adapters, L modules (L_g in a shape group), n × m per module, R padded rank, h hidden width. Only the first
-layer depends on (n, m), so it runs once per shape group; from then on all L modules are one (B, L, h, R) tensor.
+layer depends on (n, m), so it runs once per shape group — one bmm on the group's (L_g, n, B·R) layout, which
+``LoraBatch`` stores without a copy — and the per-module input scale is applied to its small output; from then on
+all L modules are one (B, L, h, R) tensor.
 """
 
 from __future__ import annotations
@@ -69,14 +71,27 @@ class GLNet(LoraModel):
         self.hid_V = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
         self.build_head(L * h * h + L * config.singular_values)
 
-    def equivariant(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The equivariant trunk: (U', V'), each (B, L, h, R), modules in slot order."""
+    def equivariant(
+        self, batch: LoraBatch, root: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The equivariant trunk: (U', V'), each (B, L, h, R), modules in slot order.
+
+        ``root`` (B, L): divide each module's U and V by it (``module_scale``). The first layer is linear, so the
+        division is applied to its (h × B·R) output rather than to the (n × B·R) input: (W U) / s = W (U / s)."""
         p = self.config.equiv_dropout
+        B, R = batch.size, batch.max_rank
         Us, Vs = [], []
         for k, g in enumerate(batch.groups):
-            Us.append(torch.einsum("lhn,blnr->blhr", self.in_U[k].to(g.U.dtype), g.U))
-            Vs.append(torch.einsum("lhm,blmr->blhr", self.in_V[k].to(g.V.dtype), g.V))
-        U, V = torch.cat(Us, dim=1), torch.cat(Vs, dim=1)  # (B, L, h, R)
+            # one bmm per group on the (L_g, n, B·R) layout (a view for a LoraBatch-built group): (L_g, h, B·R)
+            U = torch.bmm(self.in_U[k].to(g.U.dtype), g.flat_U()).view(len(g.indices), -1, B, R)
+            V = torch.bmm(self.in_V[k].to(g.V.dtype), g.flat_V()).view(len(g.indices), -1, B, R)
+            if root is not None:
+                s = root[:, list(g.indices)].to(U.dtype).transpose(0, 1).reshape(len(g.indices), 1, B, 1)
+                U, V = U / s, V / s
+            Us.append(U)
+            Vs.append(V)
+        U = torch.cat(Us).permute(2, 0, 1, 3)  # (B, L, h, R)
+        V = torch.cat(Vs).permute(2, 0, 1, 3)
         U, V = gl_gate(U, V)
         U, V = row_dropout(U, p, self.training), row_dropout(V, p, self.training)
         for WU, WV in zip(self.hid_U, self.hid_V):
@@ -86,8 +101,9 @@ class GLNet(LoraModel):
             U, V = row_dropout(U, p, self.training), row_dropout(V, p, self.training)
         return U, V
 
-    def features(self, batch: LoraBatch) -> torch.Tensor:
-        U, V = self.equivariant(batch)
+    def features(self, batch: LoraBatch, root: torch.Tensor | None = None) -> torch.Tensor:
+        """Invariant features of ``batch`` with each module's U and V divided by ``root`` (B, L) (None: by 1)."""
+        U, V = self.equivariant(batch, root)
         B = U.shape[0]
         inv = torch.einsum("blir,bljr->blij", U, V).reshape(B, -1)  # per-module U'V'ᵀ (h × h), concatenated
         k = self.config.singular_values
@@ -96,6 +112,12 @@ class GLNet(LoraModel):
         svs = []
         for g in batch.groups:
             s = singular_values(g.U, g.V).to(g.U.dtype)  # (B, L_g, R)
+            if root is not None:
+                s = s / root[:, list(g.indices)].to(s.dtype).square().unsqueeze(-1)  # σ(ΔW / c²) = σ(ΔW) / c²
             s = torch.nn.functional.pad(s, (0, max(0, k - s.shape[-1])))[..., :k]
             svs.append(s)
         return torch.cat([inv, torch.cat(svs, dim=1).reshape(B, -1)], dim=1)
+
+    def scaled_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        root, lognorm = self.module_scale(batch)
+        return self.features(batch, root), lognorm
