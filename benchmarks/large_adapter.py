@@ -89,8 +89,6 @@ def write_adapter(folder: Path, layers: int, hidden: int, intermediate: int, ran
 # ------------------------------------------------------------------------------------------------------- phases
 def canonical_features(adapter: Any) -> dict[tuple[int, int, int], tuple[Any, Any]]:
     """Balanced canonical factors (left·√S, right·√S) of every module, one batched call per shape group."""
-    import torch
-
     from lolctl.canonical import canonicalize
 
     groups: dict[tuple[int, int, int], list[Any]] = defaultdict(list)
@@ -98,9 +96,7 @@ def canonical_features(adapter: Any) -> dict[tuple[int, int, int], tuple[Any, An
         groups[(*mod.shape, mod.rank)].append(mod)
     out = {}
     for key, mods in groups.items():
-        U = torch.stack([mod.U for mod in mods])
-        V = torch.stack([mod.V for mod in mods])
-        out[key] = canonicalize(U, V)
+        out[key] = canonicalize([mod.U for mod in mods], [mod.V for mod in mods])  # lists: no stacking needed
     return out
 
 

@@ -13,6 +13,7 @@ Signs are fixed deterministically: the largest-magnitude entry of every left sin
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -31,8 +32,26 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
+_GRAMS: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}  # id(factor) -> (factor, its _version, Gram)
+
+
+def _cached_gram(X: torch.Tensor) -> torch.Tensor:
+    """The float64 Gram of one 2-D factor, memoized while the factor lives and is not modified in place (health and
+    the canonical form of one adapter read every factor once for both). The result must not be modified."""
+    hit = _GRAMS.get(id(X))
+    if hit is not None and hit[0]() is X and hit[1] == X._version:
+        return hit[2]
+    x = X.double()
+    G = x.mT @ x
+    key = id(X)
+    _GRAMS[key] = (weakref.ref(X, lambda _ref: _GRAMS.pop(key, None)), X._version, G)
+    return G
+
+
 def gram(X: torch.Tensor) -> torch.Tensor:
     """X^T X (..., r, r) formed in float64, one leading slice at a time (the float64 copy stays cache-sized)."""
+    if X.ndim == 2:
+        return _cached_gram(X)
     if X.dtype == torch.float64:
         return X.mT @ X
     flat = X.reshape(-1, *X.shape[-2:])
@@ -60,56 +79,79 @@ def _qr_svd(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return Qu @ P[..., :, :k], S, Qv @ Ht[..., :k, :].transpose(-1, -2)
 
 
-def _gram_svd(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """As :func:`_qr_svd` for U (B, n, r), V (B, m, r) with r ≤ n, m: Gram route, QR for the untrusted rows."""
-    dtype = U.dtype
-    Ru, ok_u = r_from_gram(gram(U))
-    Rv, ok_v = r_from_gram(gram(V))
+Factors = torch.Tensor | Sequence[torch.Tensor]  # (B, n, r) batched, or B same-shape (n, r) tensors
+
+
+def _gram_svd(U: Factors, V: Factors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`_qr_svd` for B factor pairs with r ≤ n, m: Gram route, QR for the untrusted rows. A list of factors
+    is never stacked: each is read once for its Gram and once for its product with the r × r matrix."""
+    n, r = U[0].shape
+    m = V[0].shape[0]
+    Ru, ok_u = r_from_gram(gram(U) if isinstance(U, torch.Tensor) else torch.stack([gram(u) for u in U]))
+    Rv, ok_v = r_from_gram(gram(V) if isinstance(V, torch.Tensor) else torch.stack([gram(v) for v in V]))
     ok = ok_u & ok_v
-    if not bool(ok.any()):
-        return _qr_svd(U, V)
-    eye = torch.eye(U.shape[-1], dtype=torch.float64)
+    eye = torch.eye(r, dtype=torch.float64)
     Ru, Rv = torch.where(ok[:, None, None], Ru, eye), torch.where(ok[:, None, None], Rv, eye)
     P, S, Ht = torch.linalg.svd(Ru @ Rv.mT)
     # Q P = X R^-1 P: one (n × r)·(r × r) product per factor
     Mu = torch.linalg.solve_triangular(Ru, P, upper=True).to(dtype)
     Mv = torch.linalg.solve_triangular(Rv, Ht.mT, upper=True).to(dtype)
-    left, right, S = U @ Mu, V @ Mv, S.to(dtype)
-    if not bool(ok.all()):
-        bad = (~ok).nonzero().squeeze(-1)
-        left[bad], S[bad], right[bad] = _qr_svd(U[bad], V[bad])
+    S = S.to(dtype)
+    if isinstance(U, torch.Tensor) and isinstance(V, torch.Tensor):
+        left, right = U.to(dtype) @ Mu, V.to(dtype) @ Mv
+    else:
+        left, right = torch.empty(len(U), n, r, dtype=dtype), torch.empty(len(V), m, r, dtype=dtype)
+        for i in range(len(U)):
+            torch.matmul(U[i].to(dtype), Mu[i], out=left[i])
+            torch.matmul(V[i].to(dtype), Mv[i], out=right[i])
+    for i in (~ok).nonzero().flatten().tolist():
+        left[i], S[i], right[i] = _qr_svd(U[i].to(dtype), V[i].to(dtype))
     return left, S, right
 
 
-def svd_factors(U: torch.Tensor, V: torch.Tensor) -> SVDFactors:
-    """The r nonzero singular triplets of ΔW = U V^T, with deterministic signs."""
-    if U.shape[-1] != V.shape[-1]:
-        raise ValueError(f"rank mismatch: U has {U.shape[-1]} columns, V has {V.shape[-1]}")
-    dtype = _work_dtype(U)
-    U, V = U.to(dtype), V.to(dtype)
-    n, m, r = U.shape[-2], V.shape[-2], U.shape[-1]
-    batch = U.shape[:-2]
-    if r <= min(n, m) and U.numel() > 0 and V.numel() > 0:
-        left, S, right = _gram_svd(U.reshape(-1, n, r), V.reshape(-1, m, r))
+def _triplets(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left, S, right, column factor): the raw triplets, S with numerically-zero values set to 0 and padded to r,
+    and the per-column factor (..., 1, k) — ±1 for the sign fix, 0 for dead triplets — still to be applied."""
+    ru = U.shape[-1] if isinstance(U, torch.Tensor) else U[0].shape[-1]
+    rv = V.shape[-1] if isinstance(V, torch.Tensor) else V[0].shape[-1]
+    if ru != rv:
+        raise ValueError(f"rank mismatch: U has {ru} columns, V has {rv}")
+    dtype = _work_dtype(U if isinstance(U, torch.Tensor) else U[0])
+    if isinstance(U, torch.Tensor):
+        V = torch.as_tensor(V) if isinstance(V, torch.Tensor) else torch.stack(list(V))
+        n, m, r = U.shape[-2], V.shape[-2], U.shape[-1]
+        batch = U.shape[:-2]
+        gram_ok = r <= min(n, m) and U.numel() > 0 and V.numel() > 0
+    else:
+        (n, r), m, batch = U[0].shape, V[0].shape[0], (len(U),)
+        gram_ok = r <= min(n, m)
+        if not gram_ok:
+            U, V = torch.stack(list(U)), torch.stack(list(V))
+    if gram_ok:
+        flat = isinstance(U, torch.Tensor)
+        left, S, right = _gram_svd(U.reshape(-1, n, r) if flat else U, V.reshape(-1, m, r) if flat else V, dtype)
         left, S, right = left.reshape(*batch, n, r), S.reshape(*batch, r), right.reshape(*batch, m, r)
     else:
-        left, S, right = _qr_svd(U, V)
-    k = S.shape[-1]
+        left, S, right = _qr_svd(U.to(dtype), V.to(dtype))
     # sign fix: largest-|.| entry of each left vector positive
     idx = left.abs().argmax(dim=-2, keepdim=True)  # (..., 1, k)
     sign = torch.sign(torch.gather(left, -2, idx))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    left, right = left * sign, right * sign
     # numerically-zero singular values (rank-deficient factors) get exactly zero triplets: their vectors are arbitrary
     alive = S > S[..., :1] * (100 * torch.finfo(dtype).eps * max(n, m, r))
     S = torch.where(alive, S, torch.zeros_like(S))
-    left, right = left * alive.unsqueeze(-2), right * alive.unsqueeze(-2)
-    if k < r:  # rank larger than a side of the layer: pad with zero triplets
-        pad = r - k
-        left = torch.nn.functional.pad(left, (0, pad))
-        right = torch.nn.functional.pad(right, (0, pad))
-        S = torch.nn.functional.pad(S, (0, pad))
-    return SVDFactors(left, S, right)
+    col = sign * alive.unsqueeze(-2)
+    if S.shape[-1] < r:  # rank larger than a side of the layer: pad with zero triplets
+        pad = r - S.shape[-1]
+        left, right = torch.nn.functional.pad(left, (0, pad)), torch.nn.functional.pad(right, (0, pad))
+        S, col = torch.nn.functional.pad(S, (0, pad)), torch.nn.functional.pad(col, (0, pad))
+    return left, S, right, col
+
+
+def svd_factors(U: Factors, V: Factors) -> SVDFactors:
+    """The r nonzero singular triplets of ΔW = U V^T, with deterministic signs (inputs as for canonicalize)."""
+    left, S, right, col = _triplets(U, V)
+    return SVDFactors(left.mul_(col), S, right.mul_(col))
 
 
 def _qr_r(X: torch.Tensor) -> torch.Tensor:
@@ -140,10 +182,12 @@ def singular_values(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     return S.reshape(*batch, r).to(dtype)
 
 
-def canonicalize(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def canonicalize(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor]:
     """Balanced canonical factors (left sqrt(S), right sqrt(S)): GL(r)-invariant wherever singular values are
     distinct, and still multiply to ΔW exactly. Zero singular values give zero columns (so rank deficiency is safe).
+    U, V are batched tensors, or lists of same-shape factors (then the results are stacked (B, ·, r), and the
+    inputs are not: cheaper than stacking them first).
     """
-    left, S, right = svd_factors(U, V)
-    root = S.sqrt().unsqueeze(-2)
-    return left * root, right * root
+    left, S, right, col = _triplets(U, V)
+    col = col * S.sqrt().unsqueeze(-2)
+    return left.mul_(col), right.mul_(col)

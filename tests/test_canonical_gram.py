@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lolctl.canonical import GRAM_MAX_COND, gram, r_from_gram, singular_values, svd_factors
+from lolctl.canonical import GRAM_MAX_COND, canonicalize, gram, r_from_gram, singular_values, svd_factors
 from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
 from lolctl.health import health
 from lolctl.testing import assert_invariant, random_factors
@@ -100,3 +100,28 @@ def test_health_uses_the_same_values_for_float32_and_rank_deficient_modules():
         got = torch.tensor(st["singular_values"], dtype=torch.float64)
         torch.testing.assert_close(got, dense, atol=1e-9 * float(dense[0]), rtol=0)
     assert rep.modules[1]["numerical_rank"] == 3
+
+
+def test_lists_of_factors_equal_the_stacked_batch():
+    gen = torch.Generator().manual_seed(13)
+    (U, V), = random_factors([(30, 20)], 4, 3, generator=gen)
+    U[2, :, 1] = 0.0  # one row on the QR fallback
+    Us, Vs = list(U.float()), [v.T.contiguous().T for v in V.float()]  # V as transposed views, like the reader's
+    for got, want in zip(canonicalize(Us, Vs), canonicalize(U.float(), V.float())):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, want in zip(svd_factors(Us, Vs), svd_factors(U, V)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    (U3, V3), = random_factors([(2, 9)], 4, 2, generator=gen)  # r > n: QR route for lists too
+    torch.testing.assert_close(svd_factors(list(U3), list(V3)).S, svd_factors(U3, V3).S)
+    with pytest.raises(ValueError, match="rank mismatch"):
+        svd_factors([U[0]], [V[0][:, :3]])
+
+
+def test_memoized_grams_follow_in_place_changes():
+    gen = torch.Generator().manual_seed(17)
+    (U, V), = random_factors([(20, 15)], 3, generator=gen)
+    before = singular_values(U, V)
+    U[:, 0] *= 3.0  # in place: the memoized Gram of U must not be reused
+    after = singular_values(U, V)
+    torch.testing.assert_close(after, torch.linalg.svdvals(U @ V.T)[:3], rtol=0, atol=1e-10)
+    assert not torch.allclose(before, after)
