@@ -109,6 +109,17 @@ def _gram_svd(U: Factors, V: Factors, dtype: torch.dtype) -> tuple[torch.Tensor,
     return left, S, right
 
 
+def _sign_fix(left: torch.Tensor) -> torch.Tensor:
+    """±1 (..., 1, k) making the largest-|.| entry of each column positive (the first such entry on ties; +1 for a
+    zero column), from argmax and argmin: two reading passes, no |left| temporary."""
+    if left.shape[-2] == 0:
+        return torch.ones(*left.shape[:-2], 1, left.shape[-1], dtype=left.dtype)
+    imax, imin = left.argmax(dim=-2, keepdim=True), left.argmin(dim=-2, keepdim=True)  # (..., 1, k)
+    hi, lo = torch.gather(left, -2, imax), torch.gather(left, -2, imin)
+    positive = (hi > -lo) | ((hi == -lo) & ((imax <= imin) | (hi == 0)))
+    return torch.where(positive, 1.0, -1.0).to(left.dtype)
+
+
 def _triplets(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(left, S, right, column factor): the raw triplets, S with numerically-zero values set to 0 and padded to r,
     and the per-column factor (..., 1, k) — ±1 for the sign fix, 0 for dead triplets — still to be applied."""
@@ -133,10 +144,7 @@ def _triplets(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor, torch
         left, S, right = left.reshape(*batch, n, r), S.reshape(*batch, r), right.reshape(*batch, m, r)
     else:
         left, S, right = _qr_svd(U.to(dtype), V.to(dtype))
-    # sign fix: largest-|.| entry of each left vector positive
-    idx = left.abs().argmax(dim=-2, keepdim=True)  # (..., 1, k)
-    sign = torch.sign(torch.gather(left, -2, idx))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    sign = _sign_fix(left)
     # numerically-zero singular values (rank-deficient factors) get exactly zero triplets: their vectors are arbitrary
     alive = S > S[..., :1] * (100 * torch.finfo(dtype).eps * max(n, m, r))
     S = torch.where(alive, S, torch.zeros_like(S))

@@ -125,3 +125,14 @@ def test_memoized_grams_follow_in_place_changes():
     after = singular_values(U, V)
     torch.testing.assert_close(after, torch.linalg.svdvals(U @ V.T)[:3], rtol=0, atol=1e-10)
     assert not torch.allclose(before, after)
+
+
+def test_sign_fix_picks_the_first_largest_magnitude_entry_even_on_ties():
+    from lolctl.canonical import _sign_fix
+
+    gen = torch.Generator().manual_seed(19)
+    for _ in range(300):
+        x = torch.randint(-3, 4, (2, 5, 4), generator=gen).double()  # many exact ties, zero columns
+        idx = x.abs().argmax(dim=-2, keepdim=True)
+        first = torch.sign(torch.gather(x, -2, idx))
+        assert torch.equal(_sign_fix(x), torch.where(first == 0, torch.ones_like(first), first))

@@ -151,8 +151,13 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _where(path: Path, key: str) -> str:
+    """``path:key`` for messages; clean() is the identity on printable keys, so only others pay for it."""
+    return f"{path}:{key}" if key.isprintable() else f"{path}:{clean(key)}"
+
+
 def _parse_entry(path: Path, key: str, entry: Any) -> TensorInfo:
-    where = f"{path}:{clean(key)}"
+    where = _where(path, key)
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise LolctlError("L122", str(where), "entry must be an object with dtype, shape and data_offsets", "re-save")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -188,7 +193,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> 
     for key, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.nbytes == 0:
             continue
-        where = f"{path}:{clean(key)}"
+        where = _where(path, key)
         if t.begin < cursor:
             raise LolctlError("L123", where, f"its bytes overlap those of {prev!r}", "re-save the file")
         if t.begin > cursor:
