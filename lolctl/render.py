@@ -75,25 +75,43 @@ def summary_table(source: str, summary: dict[str, Any]) -> Group:
     return Group(Text(printable(source), style="bold underline", overflow="fold"), table)
 
 
+def common_prefix(names: list[str]) -> str:
+    """The dotted prefix shared by every name, ending with a dot; the last segment of a name is never included."""
+    if not names:
+        return ""
+    parts = [n.split(".") for n in names]
+    shared: list[str] = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        shared.append(segs[0])
+    if any(len(p) == len(shared) for p in parts):  # never swallow a whole name
+        shared = shared[:-1]
+    return ".".join(shared) + "." if shared else ""
+
+
 def modules_table(modules: list[dict[str, Any]], grouped: bool = True) -> Table:
-    """One row per module group (layers folded into `*`), or per module when not grouped."""
-    title = "modules (grouped over layers; --modules for each)" if grouped else "modules"
+    """One row per module group (layers folded into `*`), or per module when not grouped. The prefix every row
+    shares goes into the title so the names keep their width at 80 columns."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in modules:
+        groups[module_group(m["name"]) if grouped else m["name"]].append(m)
+    prefix = common_prefix(list(groups))
+    title = f"modules under {escape(printable(prefix))}" if prefix else "modules"
+    title += " (layers grouped; --modules lists each)" if grouped else ""
     table = Table(title=title, title_justify="left")
-    table.add_column("module", overflow="fold", min_width=16)
+    table.add_column("module", overflow="fold", min_width=12)
     table.add_column("n", justify="right", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("r", justify="right", no_wrap=True)
     table.add_column("‖ΔW‖_F", justify="right", no_wrap=True)
     table.add_column("σ₁", justify="right", no_wrap=True)
     table.add_column("st.rk", justify="right", no_wrap=True)
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for m in modules:
-        groups[module_group(m["name"]) if grouped else m["name"]].append(m)
     for name, ms in groups.items():
         shapes = sorted({"×".join(map(str, m["shape"])) for m in ms})
         ranks = sorted({m["rank"] for m in ms})
         table.add_row(
-            escape(name),
+            escape(printable(name[len(prefix):])),
             str(len(ms)),
             ",".join(shapes),
             ",".join(map(str, ranks)),
