@@ -29,6 +29,7 @@ from lolctl.nn.batch import LoraBatch
 from lolctl.nn.spec import InputSpec, TaskSpec
 
 RESERVED = ("id", "path", "split", "rank")
+HYPERPARAMETER_PREFIX = "hp."
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 _LABEL_COL = re.compile(r"^(?P<task>[^\[\]]+)\[(?P<label>[^\[\]]+)\]$")
 CACHE_VERSION = "1"
@@ -117,11 +118,12 @@ def _is_number(text: str) -> bool:
 
 
 def infer_tasks(rows: list[dict[str, str]]) -> tuple[TaskSpec, ...]:
-    """Tasks of a bare labels CSV: name[label] groups → multilabel, numeric → regression, few strings → multiclass."""
+    """Tasks of a bare labels CSV: name[label] groups → multilabel, numeric → regression, few strings → multiclass.
+    ``hp.*`` columns are the build's hyperparameters (inputs, some restating a target exactly): never targets."""
     groups: dict[str, list[str]] = {}
     tasks: list[TaskSpec] = []
     for col in rows[0]:
-        if col in RESERVED:
+        if col in RESERVED or col.startswith(HYPERPARAMETER_PREFIX):
             continue
         match = _LABEL_COL.match(col)
         if match:
@@ -167,7 +169,7 @@ def load_zoo(source: str | Path) -> Zoo:
         labels, root, manifest_path = path, path.parent, path.parent / "manifest.json"
     rows = _read_csv(labels)
     manifest: dict[str, Any] = {}
-    if path.is_dir() and manifest_path.is_file():
+    if manifest_path.is_file():  # a zoo folder, or a labels CSV inside one (e.g. a subset of its rows)
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
