@@ -46,7 +46,7 @@ def tiny_recipe() -> TinyRecipe:
 def make_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
     """A random BertModel (2 layers, hidden 32, 2 heads) + character WordPiece tokenizer, saved as an HF folder."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
