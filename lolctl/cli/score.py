@@ -70,8 +70,11 @@ def score(
 
     out = Output(fmt.value)
     if not sources:
-        sources = [str(EXAMPLES)]
-        out.log(f"no SOURCE given: scoring the bundled example adapters in {EXAMPLES}")
+        import os
+
+        here = os.path.relpath(EXAMPLES)
+        sources = [here if not here.startswith("..") else str(EXAMPLES)]
+        out.log(f"no SOURCE given: scoring the bundled example adapters in {sources[0]} (see its README.md)")
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
                     triage=triage)
     items = resolve(sources)
