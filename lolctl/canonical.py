@@ -131,7 +131,7 @@ def _triplets(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor, torch
     if isinstance(U, torch.Tensor):
         V = torch.as_tensor(V) if isinstance(V, torch.Tensor) else torch.stack(list(V))
         n, m, r = U.shape[-2], V.shape[-2], U.shape[-1]
-        batch = U.shape[:-2]
+        batch: tuple[int, ...] = tuple(U.shape[:-2])
         gram_ok = r <= min(n, m) and U.numel() > 0 and V.numel() > 0
     else:
         (n, r), m, batch = U[0].shape, V[0].shape[0], (len(U),)
@@ -139,10 +139,12 @@ def _triplets(U: Factors, V: Factors) -> tuple[torch.Tensor, torch.Tensor, torch
         if not gram_ok:
             U, V = torch.stack(list(U)), torch.stack(list(V))
     if gram_ok:
-        flat = isinstance(U, torch.Tensor)
-        left, S, right = _gram_svd(U.reshape(-1, n, r) if flat else U, V.reshape(-1, m, r) if flat else V, dtype)
+        Ug = U.reshape(-1, n, r) if isinstance(U, torch.Tensor) else U
+        Vg = V.reshape(-1, m, r) if isinstance(V, torch.Tensor) else V
+        left, S, right = _gram_svd(Ug, Vg, dtype)
         left, S, right = left.reshape(*batch, n, r), S.reshape(*batch, r), right.reshape(*batch, m, r)
     else:
+        assert isinstance(U, torch.Tensor) and isinstance(V, torch.Tensor)  # stacked above
         left, S, right = _qr_svd(U.to(dtype), V.to(dtype))
     sign = _sign_fix(left)
     # numerically-zero singular values (rank-deficient factors) get exactly zero triplets: their vectors are arbitrary
@@ -169,7 +171,10 @@ def _qr_r(X: torch.Tensor) -> torch.Tensor:
 
 
 def singular_values_from_grams(
-    Gu: torch.Tensor, Gv: torch.Tensor, U: Sequence[torch.Tensor], V: Sequence[torch.Tensor]
+    Gu: torch.Tensor,
+    Gv: torch.Tensor,
+    U: torch.Tensor | Sequence[torch.Tensor],
+    V: torch.Tensor | Sequence[torch.Tensor],
 ) -> torch.Tensor:
     """Singular values (B, r) in float64 of U[i] V[i]^T given their float64 Grams Gu, Gv (B, r, r); the factors
     themselves are touched only for the rows that need the QR fallback."""
