@@ -12,26 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from clitools import cli_app, invoke
 from hubserver import peft_files, tiny_checkpoint, write_files
 from typer.testing import CliRunner
-
-from lolctl.errors import LolctlError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _app():
-    from lolctl.cli import _register, app
-
-    _register()
-    return app
-
-
-def invoke(args: list[str]):
-    res = CliRunner().invoke(_app(), args)
-    if isinstance(res.exception, LolctlError):
-        return res.exception.exit_code, res
-    return res.exit_code, res
 
 
 @pytest.fixture
@@ -99,7 +86,7 @@ def test_checkpoint_that_does_not_fit_the_adapter_gives_health_and_a_note(adapte
 
 
 def test_human_table_is_readable_at_80_columns(adapters, ckpt):
-    res = CliRunner().invoke(_app(), ["score", str(adapters["good"]), "-c", str(ckpt), "--device", "cpu"],
+    res = CliRunner().invoke(cli_app(), ["score", str(adapters["good"]), "-c", str(ckpt), "--device", "cpu"],
                              env={"COLUMNS": "80"}, terminal_width=80)
     assert res.exit_code == 0, res.output
     assert "quality" in res.stdout and "noun.animal" in res.stdout and "in distribution" in res.stdout

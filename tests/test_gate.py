@@ -10,25 +10,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from clitools import cli_app, invoke
 from hubserver import peft_files, tiny_checkpoint, write_files
 from typer.testing import CliRunner
 
 from lolctl.errors import LolctlError
 from lolctl.gate import evaluate, parse_requirement, sarif_document, write_junit
-
-
-def _app():
-    from lolctl.cli import _register, app
-
-    _register()
-    return app
-
-
-def invoke(args: list[str]):
-    res = CliRunner().invoke(_app(), args)
-    if isinstance(res.exception, LolctlError):
-        return res.exception.exit_code, res
-    return res.exit_code, res
 
 
 def _record(source="a", findings=(), prediction=None, notes=()):
@@ -174,7 +161,7 @@ def test_gate_fail_prints_failing_checks_and_writes_junit(setup):
 
 
 def test_gate_table_fits_80_columns(setup):
-    res = CliRunner().invoke(_app(), ["gate", str(setup["good"]), str(setup["inert"]), "-c", str(setup["ckpt"]),
+    res = CliRunner().invoke(cli_app(), ["gate", str(setup["good"]), str(setup["inert"]), "-c", str(setup["ckpt"]),
                                       "--device", "cpu", "-r", "membership[noun.animal]<=1"],
                              env={"COLUMNS": "80"}, terminal_width=80)
     assert res.exit_code == 1 and "FAIL" in res.stdout and "pass" in res.stdout
