@@ -22,13 +22,7 @@ GL_INVARIANT = ["glnet", "mlp_svd", "mlp_dense", "transformer"]
 SMALL = {"transformer": {"d_model": 16, "heads": 2}, "glnet": {"hidden": 6}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name: str, **values) -> torch.nn.Module:
