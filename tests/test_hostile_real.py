@@ -10,7 +10,7 @@ import pytest
 from hostile import harness as h
 from hostile.make_corpus import build_corpus
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-adapters"
+REAL = (Path(__file__).resolve().parents[2] / "shared" / "real-adapters").resolve()  # ../shared may be a link
 # real folder -> (the corpus case it must behave like, extra args)
 TWINS = {
     "Hirvita6__LoRA-flower-diffusion__lora_weights": ("st_two_bytes", []),  # a 2-byte "\r\n" safetensors file

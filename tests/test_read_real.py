@@ -12,7 +12,7 @@ from lolctl.errors import LolctlError
 from lolctl.read import find_adapters, read_adapter
 from lolctl.read.safetensors_io import read_header
 
-SHARED = Path(__file__).parents[2] / "shared" / "real-adapters"
+SHARED = (Path(__file__).resolve().parents[2] / "shared" / "real-adapters").resolve()  # may be a link
 BUNDLED = Path(__file__).parent / "data" / "real"
 
 # folder -> expected outcome: ("read", format, modules, ranks, findings that must be present, payload tensors)
