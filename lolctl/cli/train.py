@@ -28,6 +28,7 @@ EVAL_EPILOG = """
 """
 
 
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="CPU threads for torch (0: torch's default). 1 is fastest on a busy machine.")
 ]
@@ -123,7 +124,7 @@ def train(
         list[str] | None,
         typer.Option("--base-model-alias", help="Another name of the base model (repeat), e.g. a local copy's path."),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
+    no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
     fmt: FormatOpt = Format.table,
@@ -188,7 +189,7 @@ def evaluate(
     per_label: Annotated[
         bool, typer.Option("--per-label", help="Also show per-label classification metrics.")
     ] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")] = False,
+    no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
     fmt: FormatOpt = Format.table,
