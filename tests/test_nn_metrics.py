@@ -45,3 +45,27 @@ def test_multilabel_and_multiclass_summaries():
     P3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2], [0.3, 0.3, 0.4]])
     mc = metrics.multiclass_metrics(y, P3, ["p", "q", "s"])
     assert mc["n"] == 3 and mc["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_prior_losses_put_tasks_on_one_scale():
+    """The balancing weights are the loss of predicting each task's prior: ≈ 1 for a normalised regression, the
+    label entropy for classification — and a task with a smaller prior loss weighs more in training."""
+    import torch
+
+    from lolctl.nn.spec import TaskSpec
+    from lolctl.nn.train import prior_losses
+
+    tasks = (
+        TaskSpec("q", "regression", ("q",)),
+        TaskSpec("m", "multilabel", ("m[a]", "m[b]"), ("a", "b")),
+        TaskSpec("c", "multiclass", ("c",), ("x", "y", "z")),
+    )
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1000, 1, generator=gen)
+    y = {"q": (q - q.mean()) / q.std(), "m": torch.tensor([[1.0, 0.0]] * 200 + [[0.0, 0.0]] * 800),
+         "c": torch.tensor([0] * 495 + [1] * 495 + [-1] * 10)}
+    got = prior_losses(tasks, y, np.arange(1000))
+    assert got["q"] == pytest.approx(1.0, abs=2e-3)
+    h = -(0.2 * math.log(0.2) + 0.8 * math.log(0.8))  # label a; label b is constant 0 (entropy ~0)
+    assert got["m"] == pytest.approx(h / 2, abs=1e-3)
+    assert got["c"] == pytest.approx(math.log(2), abs=1e-3)  # two classes seen, -1 rows ignored

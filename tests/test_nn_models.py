@@ -218,3 +218,37 @@ def test_unit_norm_option_keeps_invariance_and_sensitivity(name):
     assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(19))
     scaled = [(3.0 * U, V) for U, V in f]  # only the magnitudes change: the log-norm input sees it
     assert not torch.allclose(as_fn(model)(f)["quality"], as_fn(model)(scaled)["quality"])
+
+
+def test_glnet_data_init_spans_the_principal_directions_and_ignores_factor_bases():
+    """data_init: W1 rows = top eigenvectors of Σ ΔWΔWᵀ/‖ΔW‖² (orthonormal), identical (up to sign) when every
+    adapter's factors are rewritten by a random g, changed when the adapters change; the model stays invariant."""
+    gen = torch.Generator().manual_seed(30)
+    train = random_factors(SHAPES, 2, 12, generator=gen)  # rank 2, 12 adapters: Σ has rank ≤ 7 for 9 x 7
+
+    def prepared(f):
+        torch.manual_seed(0)
+        model = build_model("glnet", {"hidden": 4, "data_init": True}, SPEC, TASKS).double()
+        model.prepare(LoraBatch.from_factors(SPEC, f))
+        return model
+
+    model = prepared(train)
+    U, V = train[0]
+    dw = U @ V.mT / torch.linalg.matrix_norm(U @ V.mT)[:, None, None]
+    eigvals, eigvecs = torch.linalg.eigh((dw @ dw.mT).sum(0))
+    W1 = model.in_U[0][0].detach()  # module a.q: rows p1, -p1/2, p2, -p2/2
+    assert torch.allclose(W1[0::2], -2 * W1[1::2])
+    top = W1[0::2]
+    assert torch.allclose(top @ top.T, torch.eye(2, dtype=W1.dtype), atol=1e-10)
+    assert torch.allclose((top @ eigvecs[:, -2:]).abs().sum(0), torch.ones(2, dtype=W1.dtype), atol=1e-8)
+    gs = [GL(2).random(12, generator=torch.Generator().manual_seed(31 + i)) for i in range(len(SHAPES))]
+    moved = prepared([GL.act(U_, V_, g) for (U_, V_), g in zip(train, gs)])
+    for a, b in zip(list(model.in_U) + list(model.in_V), list(moved.in_U) + list(moved.in_V)):
+        a, b = a.detach(), b.detach()
+        cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+        assert torch.allclose(cos.abs(), torch.ones(a.shape[:2], dtype=a.dtype), atol=1e-8)
+    other = prepared(random_factors(SHAPES, 2, 12, generator=torch.Generator().manual_seed(40)))
+    assert not torch.allclose(other.in_U[0][0].detach().abs(), W1.abs(), atol=1e-3)
+    f = factors(3)
+    assert_invariant(as_fn(model.eval()), f, generator=torch.Generator().manual_seed(32))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(33))

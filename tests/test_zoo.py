@@ -209,3 +209,56 @@ def test_info_on_an_empty_zoo(tiny_bert: Path, tmp_path: Path) -> None:
 
     assert "null" in dumps(summary)  # valid JSON (no NaN)
     assert render_table(summary) is not None
+
+
+def test_build_only_some_splits(tiny_bert: Path, reference: Path, tmp_path: Path) -> None:
+    recipe = get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert)})
+    result = build(recipe, tmp_path / "z", splits=["test_r2"])
+    rows = _rows(tmp_path / "z")
+    assert result["status"] == "partial" and [r["split"] for r in rows] == ["test_r2"]
+    ref = {r["id"]: r for r in _rows(reference)}
+    lora = rows[0]["id"]
+    same = (tmp_path / "z" / "adapters" / lora / "adapter_model.safetensors").read_bytes()
+    assert same == (reference / "adapters" / lora / "adapter_model.safetensors").read_bytes()
+    assert rows[0]["quality"] == ref[lora]["quality"]
+    with pytest.raises(LolctlError) as err:
+        build(recipe, tmp_path / "z", splits=["test_r3"])
+    assert err.value.code == "L176" and "test_r2" in str(err.value)
+
+
+def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> None:
+    """A packed zoo (mixed ranks) reads back the same factors to float16 precision, in any row order, and the CLI
+    refuses unknown splits and a non-empty output folder."""
+    from dataclasses import replace
+
+    from tests.clitools import invoke
+
+    from lolctl.nn.data import load_factors, load_zoo
+    from lolctl.zoo.pack import pack
+
+    out = tmp_path / "packed"
+    code, res = invoke(["zoo", "pack", str(reference), str(out), "--split", "test", "--split", "test_r2",
+                        "-f", "json"])
+    assert code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["adapters"] == 3 and summary["ranks"] == [2, 4] and summary["splits"] == {"test": 2, "test_r2": 1}
+    packed = load_zoo(out)
+    assert [r["split"] for r in packed.rows] == ["test", "test", "test_r2"]
+    assert all(r["path"].startswith("factors.safetensors#") for r in packed.rows)
+    original = load_zoo(reference)
+    want = replace(original, rows=[r for r in original.rows if r["split"] in ("test", "test_r2")][::-1])
+    got = replace(packed, rows=packed.rows[::-1])  # another row order than the file's
+    a, _ = load_factors(want, cache=False)
+    b, info = load_factors(got)
+    assert torch.equal(a.ranks, b.ranks) and info["base_models"]
+    for ga, gb in zip(a.groups, b.groups, strict=True):
+        for x, y in ((ga.U, gb.U), (ga.V, gb.V)):
+            scale = x.abs().amax(dim=(2, 3), keepdim=True)
+            assert scale.min() > 0 and ((x - y).abs() / scale).max() < 1e-3  # float16 of values in [-1, 1]
+
+    assert invoke(["zoo", "pack", str(reference), str(out), "--split", "test"])[0] == 2  # not empty
+    with pytest.raises(LolctlError) as err:
+        pack(reference, tmp_path / "other", ["nope"])
+    assert err.value.code == "L176" and "nope" in str(err.value)
+    with pytest.raises(LolctlError):
+        pack(out, tmp_path / "again", ["test"])  # already packed

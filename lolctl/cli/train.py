@@ -113,6 +113,14 @@ def train(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.01,
     patience: Annotated[int, typer.Option("--patience", help="Early stopping: epochs without val gain.")] = 30,
+    balance: Annotated[
+        bool,
+        typer.Option(
+            "--balance-tasks/--no-balance-tasks",
+            help="Divide each task's loss by the loss of predicting its prior, so that no task dominates the "
+            "gradient or the early stopping.",
+        ),
+    ] = True,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Model config field KEY=VALUE (repeat), e.g. hidden=64.")
     ] = None,
@@ -151,6 +159,7 @@ def train(
         seed=seed,
         split_seed=split_seed,
         resplit=resplit,
+        balance_tasks=balance,
     )
     with _progress(out) as (read_cb, epoch_cb):
         summary = train_zoo(

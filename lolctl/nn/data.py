@@ -250,6 +250,10 @@ def load_factors(
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
+    if zoo.manifest.get("packed"):  # a packed zoo (lolctl zoo pack): one file, already stacked
+        from lolctl.zoo.pack import load_packed
+
+        return load_packed(zoo, dtype)
     cache_file = zoo.root / ".lolctl-cache" / f"{_cache_key(zoo, dtype)}.safetensors"
     if cache and cache_file.is_file():
         try:

@@ -32,6 +32,7 @@ class GLNetConfig(ModelConfig):
     layers: int = 2  # equivariant layers (the first maps n → h and m → h; the rest are h × h per module)
     equiv_dropout: float = 0.0  # probability of dropping a whole row of U' / V'
     singular_values: int = 0  # if > 0, also feed the top-k singular values of each ΔW to the head (invariant too)
+    data_init: bool = True  # first layer from the training set's principal directions of ΔW (see prepare)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +71,36 @@ class GLNet(LoraModel):
         self.hid_U = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
         self.hid_V = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
         self.build_head(L * h * h + L * config.singular_values)
+
+    def prepare(self, batch: LoraBatch) -> None:
+        """Fit the input scale; with ``data_init`` also set the first layer to the training set's principal
+        directions of ΔW, per module: the rows of W1_i are the top-h eigenvectors of Σ_b ΔW_b ΔW_bᵀ / ‖ΔW_b‖², those
+        of W2_i of Σ_b ΔW_bᵀ ΔW_b / ‖ΔW_b‖² (random rows where h exceeds the rank of the sum). Each eigenvector
+        enters twice, as +p and −p/2: the GL gate keeps a row only where its row sum of U'V'ᵀ is positive, which for a
+        direction shared by all adapters would otherwise switch it off for all of them at once. (The second copy is
+        −p/2, not −p: the rows must not sum to zero, or the V gate, which sums U' over rows, would see only rounding.)
+
+        Both sums are GL-invariant (ΔW ΔWᵀ = U (VᵀV) Uᵀ, formed from the factors), so the initialisation does not
+        depend on how any adapter's factors were written. Why: a random h × n first layer keeps about (h/n)² of each
+        ΔW's energy, so the zoo's common directions — where its adapters differ in what they learned — are found only
+        slowly from few adapters; starting in their span keeps most of the energy for the head from the first step."""
+        super().prepare(batch)
+        if not self.config.data_init:
+            return
+        h = self.config.hidden
+        with torch.no_grad():
+            for k, g in enumerate(batch.groups):
+                for j in range(len(g.indices)):
+                    U, V = g.U[:, j].double(), g.V[:, j].double()  # (B, n, R), (B, m, R)
+                    UtU, VtV = U.mT @ U, V.mT @ V
+                    w = torch.einsum("brs,bsr->b", UtU, VtV).clamp_min(1e-300)  # ‖ΔW_b‖²
+                    for weights, X, G in ((self.in_U[k], U, VtV), (self.in_V[k], V, UtU)):
+                        XG = (X @ G) / w[:, None, None]  # (B, n, R)
+                        M = XG.transpose(0, 1).reshape(X.shape[1], -1) @ X.transpose(0, 1).reshape(X.shape[1], -1).T
+                        vals, vecs = torch.linalg.eigh(M)  # ascending
+                        top = vecs.flip(-1).T[: min((h + 1) // 2, int((vals > vals.max() * 1e-12).sum()))]
+                        rows = torch.stack([top, -0.5 * top], dim=1).reshape(-1, top.shape[1])[:h]  # p1, -p1/2, ...
+                        weights[j, : rows.shape[0]] = rows.to(weights.dtype)
 
     def equivariant(
         self, batch: LoraBatch, root: torch.Tensor | None = None

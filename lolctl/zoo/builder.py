@@ -197,15 +197,23 @@ def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator
 
 def build(
     recipe: Any, zoo: Path, workers: int = 1, limit: int | None = None, log: Callable[[str], None] = lambda _: None,
-    labels_every: int = 25,
+    labels_every: int = 25, splits: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Build (or resume) the zoo. ``limit`` builds only the first ``limit`` LoRAs of the plan (in build order)."""
+    """Build (or resume) the zoo. ``limit`` builds only the first ``limit`` LoRAs of the plan (in build order);
+    ``splits`` only the LoRAs of those splits (L176 for a split the recipe does not plan)."""
     zoo = Path(zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     check_resume(zoo, recipe)
     for stale in (zoo / ADAPTERS).glob(".tmp-*") if (zoo / ADAPTERS).exists() else []:
         shutil.rmtree(stale, ignore_errors=True)
-    plan = recipe.plan()[:limit] if limit is not None else recipe.plan()
+    plan = recipe.plan()
+    if splits:
+        unknown = sorted(set(splits) - {job.split for job in plan})
+        if unknown:
+            raise LolctlError("L176", f"--split {unknown[0]}", f"recipe {recipe.name} plans no such split",
+                              f"choose from {', '.join(sorted({job.split for job in plan}))}")
+        plan = [job for job in plan if job.split in splits]
+    plan = plan[:limit] if limit is not None else plan
     log(f"zoo {zoo}: recipe {recipe.name}, {len(plan)} LoRAs planned")
     facts_path = zoo / "cache" / "facts.json"
     if facts_path.exists():
