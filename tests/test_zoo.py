@@ -231,10 +231,9 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
     refuses unknown splits and a non-empty output folder."""
     from dataclasses import replace
 
-    from tests.clitools import invoke
-
     from lolctl.nn.data import load_factors, load_zoo
     from lolctl.zoo.pack import pack
+    from tests.clitools import invoke
 
     out = tmp_path / "packed"
     code, res = invoke(["zoo", "pack", str(reference), str(out), "--split", "test", "--split", "test_r2",
