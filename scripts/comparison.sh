@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The comparison table of docs/comparison.md: every model x 3 seeds on the minilm-wordnet zoo's r = 4 train split
+# (early stopping on val; test and the test_r* rank splits are scored by `lolctl train` and stored in each
+# checkpoint), then scripts/comparison_report.py writes the tables and the rank-generalisation plot.
+# Resumable: a run whose checkpoint exists is skipped. Two runs at a time, one thread each (2-core machine).
+#   ./scripts/comparison.sh            # all models, seeds 0 1 2 (log: runs/comparison.log)
+#   MODELS="glnet mlp_svd" SEEDS=0 ./scripts/comparison.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZOO=${ZOO:-zoo/minilm-wordnet}
+RUNS=${RUNS:-runs}
+MODELS=${MODELS:-"glnet mlp mlp_svd mlp_oalign transformer mlp_dense"}
+SEEDS=${SEEDS:-"0 1 2"}
+JOBS=${JOBS:-2}
+mkdir -p "$RUNS"
+
+# Shared by every model: each module's ΔW scaled to unit norm, its log-norm given to the head (docs/models.md).
+COMMON=(--set unit_norm=true --threads 1 --format json)
+# MLP+Dense: the default 128-wide first layer on 12 x 384 x 384 inputs needs 3.6 GB for training (L173 refuses);
+# 64 wide fits the 2 GB budget. Each epoch is a 113M-parameter layer over every adapter: fewer epochs.
+declare -A EXTRA=([mlp_dense]="--set head_hidden=64 --epochs 60 --patience 10")
+
+run() {
+    local model=$1 seed=$2 out="$RUNS/$1-s$2"
+    if [[ -f "$out/config.json" ]]; then echo "skip $out (done)"; return; fi
+    echo "$(date -u +%H:%M:%S) start $out"
+    # shellcheck disable=SC2086
+    python3 -m lolctl train "$ZOO" --model "$model" --seed "$seed" --out "$out" "${COMMON[@]}" ${EXTRA[$model]:-} \
+        > "$out.json" 2> "$out.log" || { echo "FAILED $out (see $out.log)"; return; }
+    echo "$(date -u +%H:%M:%S) done $out"
+}
+
+# Read the zoo once (fills its factor cache) before the parallel runs.
+python3 -c "from lolctl.nn.data import load_factors, load_zoo; load_factors(load_zoo('$ZOO'))"
+for seed in $SEEDS; do
+    for model in $MODELS; do
+        while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
+        run "$model" "$seed" &
+    done
+done
+wait
+python3 scripts/comparison_report.py "$RUNS" --zoo "$ZOO"

@@ -1,0 +1,210 @@
+"""Write docs/comparison.md and docs/rank_generalization.png from the checkpoints of scripts/comparison.sh.
+
+Reads only the metrics `lolctl train` stored in each checkpoint's config.json (test split and the test_r* rank
+splits), via lolctl.nn.compare; mean ± std over seeds per model.
+
+    python scripts/comparison_report.py runs --zoo zoo/minilm-wordnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from lolctl.errors import LolctlError
+from lolctl.nn.compare import aggregate, collect
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ["mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer", "glnet"]
+NAMES = {"mlp": "MLP", "mlp_svd": "MLP+SVD", "mlp_oalign": "MLP+O-Align", "mlp_dense": "MLP+Dense",
+         "transformer": "Transformer", "glnet": "GL-net"}
+# (column, title, higher is better)
+HEADLINE = [
+    ("quality.r2", "quality R²", True), ("quality.kendall_tau", "quality τ", True),
+    ("own_quality.r2", "own-topic quality R²", True), ("log_size.r2", "log size R²", True),
+    ("membership.accuracy", "membership acc", True), ("membership.auroc", "membership AUROC", True),
+    ("noise.accuracy", "noise acc", True), ("gloss_length.accuracy", "gloss length acc", True),
+    ("pos_mix.accuracy", "POS mix acc", True),
+]
+RANK_METRICS = [("quality.r2", "quality R²"), ("membership.auroc", "membership AUROC"),
+                ("noise.accuracy", "noise acc"), ("gloss_length.accuracy", "gloss length acc")]
+RANKS = [1, 2, 4, 8, 16]
+GOALS = [("membership.accuracy", 0.95, "membership mean accuracy ≥ 0.95"),
+         ("noise.accuracy", 0.90, "attribute accuracy ≥ 0.90 (noise)"),
+         ("gloss_length.accuracy", 0.90, "attribute accuracy ≥ 0.90 (gloss length)"),
+         ("pos_mix.accuracy", 0.90, "attribute accuracy ≥ 0.90 (POS mix)"),
+         ("quality.r2", 0.90, "quality R² ≥ 0.90")]
+
+
+def arch(variant: str) -> str:
+    return variant.split()[0]
+
+
+def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
+    """One record per checkpoint for ``split``: the metrics stored at training, else `lolctl eval` on ``zoo``
+    (cached in the checkpoint folder as eval-<split>.json), e.g. for rank splits built after the training."""
+    from lolctl.nn.compare import KEY_METRICS, variant
+    from lolctl.nn.workflow import eval_zoo
+
+    out = []
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())
+        if split in config.get("metrics", {}):
+            out += collect([folder], split)
+            continue
+        cached = folder / f"eval-{split}.json"
+        if not cached.is_file():
+            print(f"evaluating {folder.name} on {split}", file=sys.stderr)
+            try:
+                cached.write_text(json.dumps(eval_zoo(str(folder), zoo, split=split, device="cpu")))
+            except LolctlError as err:
+                print(f"  skipped: {err}", file=sys.stderr)
+                continue
+        metrics = json.loads(cached.read_text())["metrics"]
+        row = {"model": variant(config), "seed": config.get("train_config", {}).get("seed"), "checkpoint": str(folder)}
+        for task, m in metrics.items():
+            for key in KEY_METRICS.get(m.get("kind", ""), ()):
+                row[f"{task}.{key}"] = m.get(key)
+        out.append(row)
+    return out
+
+
+def table(folders: list[Path], split: str, zoo: Path) -> dict[str, dict]:
+    rows = aggregate(records(folders, split, zoo))
+    return {arch(r["model"]): r for r in rows}
+
+
+def fmt(cell: dict | None, bold: bool = False) -> str:
+    if cell is None or not math.isfinite(cell["mean"]):
+        return "n/a"
+    text = f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+    return f"**{text}**" if bold else text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--zoo", type=Path, default=ROOT / "zoo/minilm-wordnet")
+    ap.add_argument("--rank-zoo", type=Path, default=None,
+                    help="Zoo or labels CSV with the test_r* rows (default: --zoo) for checkpoints without them")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs/comparison.md")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs/rank_generalization.png")
+    args = ap.parse_args()
+    folders = sorted(p for p in args.runs.iterdir() if (p / "config.json").is_file())
+    if not folders:
+        print(f"no checkpoints in {args.runs}", file=sys.stderr)
+        return 2
+    by_split = {r: table(folders, "test" if r == 4 else f"test_r{r}", args.rank_zoo or args.zoo) for r in RANKS}
+    test = by_split[4]
+    models = [m for m in ORDER if m in test]
+    seeds = {m: test[m]["seeds"] for m in models}
+    configs = {arch(json.loads((f / "config.json").read_text())["architecture"]): json.loads((f / "config.json")
+               .read_text()) for f in folders}
+    n = {s: next(iter(json.loads((folders[0] / "config.json").read_text())["metrics"][s].values()))["n"]
+         for s in ("train", "val", "test")}
+
+    lines = ["# The comparison table: every model on the MiniLM-WordNet zoo", "",
+             "Generated by `scripts/comparison_report.py` from the checkpoints of `./scripts/comparison.sh` (which "
+             "reruns everything: the zoo must be built first, see docs/zoo.md). Do not edit by hand.", "",
+             f"Zoo `{args.zoo.name}`: trained on the r = 4 `train` split ({n['train']} LoRAs), early stopping on "
+             f"`val` ({n['val']}), scored on `test` ({n['test']}) and on the rank splits `test_r1` … `test_r16` "
+             "(64 LoRAs each, never seen in training). Mean ± std over seeds "
+             f"({', '.join(f'{NAMES[m]} {seeds[m]}' for m in models)}); the best mean per column in bold.", "",
+             "Settings per model, from each checkpoint's config.json (`unit_norm`: each module's ΔW scaled to unit "
+             "Frobenius norm and its log-norm given to the head, GL-invariant; `balance_tasks`: each task's loss "
+             "divided by the loss of predicting its prior):", ""]
+    for m in models:
+        cfg = configs[m]
+        tc = cfg["train_config"]
+        mc = {k: v for k, v in cfg["model_config"].items() if k not in ("rank", "max_rank")}
+        lines.append(f"- {NAMES[m]} (`{m}`): {json.dumps(mc)}; epochs ≤ {tc['epochs']}, patience {tc['patience']}, "
+                     f"lr {tc['lr']}, batch {tc['batch_size']}, balance_tasks {tc.get('balance_tasks', False)}")
+    lines += ["", "## Test metrics (r = 4)", ""]
+    lines.append("| model | " + " | ".join(t for _, t, _ in HEADLINE) + " |")
+    lines.append("|---|" + "---|" * len(HEADLINE))
+    best = {}
+    for col, _, higher in HEADLINE:
+        means = [(test[m].get(col) or {}).get("mean", math.nan) for m in models]
+        finite = [v for v in means if math.isfinite(v)]
+        best[col] = (max(finite) if higher else min(finite)) if finite else None
+    for m in models:
+        cells = [fmt(test[m].get(col), bold=test[m].get(col) is not None and test[m][col]["mean"] == best[col])
+                 for col, _, _ in HEADLINE]
+        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "Chance levels: membership accuracy ≈ 0.82 by always answering 'not a member' (each topic is in "
+              "about 18% of the LoRAs), AUROC 0.5; the three attributes are balanced two-way labels (0.5)."]
+    if "glnet" in test:
+        lines += ["", "### GL-net against the goals of issue #4", "", "| goal | GL-net | met |", "|---|---|---|"]
+        for col, target, text in GOALS:
+            cell = test["glnet"].get(col)
+            ok = cell is not None and cell["mean"] >= target
+            lines.append(f"| {text} | {fmt(cell)} | {'yes' if ok else 'NO'} |")
+        beaten = []
+        for col, title, higher in HEADLINE:
+            g = (test["glnet"].get(col) or {}).get("mean", math.nan)
+            for m in models:
+                other = (test[m].get(col) or {}).get("mean", math.nan)
+                if m != "glnet" and math.isfinite(other) and (other > g if higher else other < g):
+                    beaten.append(f"{title}: {NAMES[m]} {other:.3f} > GL-net {g:.3f}")
+        lines += ["", "GL-net at or above every baseline on every headline metric: "
+                  + ("yes." if not beaten else "NO — " + "; ".join(beaten) + ".")]
+
+    lines += ["", "## Rank generalisation", "",
+              "Models trained on r = 4 only, evaluated on LoRAs of rank 1, 2, 8 and 16 trained with the same recipe "
+              "(α = 2r). Goal (issue #4): within 5 points of the r = 4 figure for r ≥ 2.", ""]
+    for col, title in RANK_METRICS:
+        head = "| model | " + " | ".join(f"r = {r}" for r in RANKS) + " | worst r ≥ 2 vs r = 4 |"
+        lines += [f"**{title}**", "", head, "|---|" + "---|" * (len(RANKS) + 1)]
+        for m in models:
+            cells, ref, worst = [], (test[m].get(col) or {}).get("mean", math.nan), 0.0
+            for r in RANKS:
+                cell = by_split[r].get(m, {}).get(col) if m in by_split[r] else None
+                cells.append(fmt(cell))
+                if r >= 2 and cell is not None and math.isfinite(cell["mean"]) and math.isfinite(ref):
+                    worst = min(worst, cell["mean"] - ref)
+            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + f" | {100 * worst:+.1f} points |")
+        lines.append("")
+    lines += [f"![rank generalisation]({args.plot.name})", ""]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    plot(by_split, models, args.plot)
+    return 0
+
+
+def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing (pip install -e .[dev]): no plot", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, len(RANK_METRICS), figsize=(4.2 * len(RANK_METRICS), 3.6))
+    for ax, (col, title) in zip(axes, RANK_METRICS):
+        for m in models:
+            xs, ys, es = [], [], []
+            for r in RANKS:
+                cell = by_split[r].get(m, {}).get(col)
+                if cell is not None and math.isfinite(cell["mean"]):
+                    xs.append(r)
+                    ys.append(cell["mean"])
+                    es.append(cell["std"])
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=NAMES[m],
+                        linewidth=2.5 if m == "glnet" else 1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(RANKS, [str(r) for r in RANKS])
+        ax.axvline(4, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("LoRA rank (trained on r = 4)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
