@@ -17,8 +17,8 @@ mkdir -p "$RUNS"
 # Shared by every model: each module's ΔW scaled to unit norm, its log-norm given to the head (docs/models.md).
 COMMON=(--set unit_norm=true --threads 1 --format json)
 # MLP+Dense: the default 128-wide first layer on 12 x 384 x 384 inputs needs 3.6 GB for training (L173 refuses);
-# 64 wide fits the 2 GB budget. Each epoch is a 113M-parameter layer over every adapter: fewer epochs.
-declare -A EXTRA=([mlp_dense]="--set head_hidden=64 --epochs 60 --patience 10")
+# 32 wide (57M parameters) fits. Each epoch pushes every adapter's 1.77M-entry ΔW through it: fewer epochs.
+declare -A EXTRA=([mlp_dense]="--set head_hidden=32 --epochs 40 --patience 8")
 
 run() {
     local model=$1 seed=$2 out="$RUNS/$1-s$2"

@@ -139,3 +139,19 @@ def test_devices():
         with pytest.raises(LolctlError) as err:
             resolve_device("cuda")
         assert err.value.code == "L182"
+
+
+def test_model_card_lists_test_and_extra_split_metrics():
+    from lolctl.nn.card import model_card
+
+    reg = {"kind": "regression", "r2": 0.8125, "kendall_tau": 0.5, "mae": 0.1, "n": 256}
+    cls = {"kind": "multiclass", "accuracy": 0.9375, "auroc": 0.97, "ece": 0.02, "n": 256}
+    config = {
+        "name": "demo", "architecture": "glnet", "tasks": [{"name": "q", "kind": "regression"}],
+        "metrics": {"train": {"q": reg}, "test": {"q": reg, "c": cls},
+                    "test_r8": {"q": {**reg, "r2": 0.5, "n": 64}, "c": {**cls, "accuracy": 0.25, "n": 64}}},
+    }
+    card = model_card(config)
+    assert "| q | r2 | 0.812 |" in card and "| c | accuracy | 0.938 |" in card
+    assert "| test_r8 | 64 | 0.500 | 0.250 |" in card
+    assert "| train |" not in card

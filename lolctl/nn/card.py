@@ -51,6 +51,26 @@ def model_card(config: dict[str, Any]) -> str:
     lines += ["", "## Metrics (test split)", "", "| task | metric | value |", "|---|---|---|"]
     for task, key, value in metric_rows(config.get("metrics", {}).get("test", {})):
         lines.append(f"| {task} | {key} | {value} |")
+    extra = {k: v for k, v in config.get("metrics", {}).items() if k not in ("train", "val", "test")}
+    if extra:
+        tasks = list(next(iter(extra.values())))
+        lines += [
+            "",
+            "## Metrics on extra held-out splits",
+            "",
+            "R² for regression tasks, accuracy for classification tasks (e.g. `test_r8`: adapters of rank 8, never "
+            "seen in training).",
+            "",
+            "| split | n | " + " | ".join(tasks) + " |",
+            "|---|---|" + "---|" * len(tasks),
+        ]
+        for split, metrics in extra.items():
+            cells = [
+                _fmt(m.get("r2") if m.get("kind") == "regression" else m.get("accuracy"))
+                for m in (metrics.get(t, {}) for t in tasks)
+            ]
+            n = next((m.get("n") for m in metrics.values() if m.get("n") is not None), "?")
+            lines.append(f"| {split} | {n} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Regression intervals are the 5% and 95% quantiles of the validation residuals added to the prediction "
