@@ -18,6 +18,7 @@ from lolctl.errors import LolctlError
 from lolctl.nn.compare import aggregate, collect
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED = ("unit_norm=True",)  # passed to every model by scripts/comparison.sh
 ORDER = ["mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer", "glnet"]
 NAMES = {"mlp": "MLP", "mlp_svd": "MLP+SVD", "mlp_oalign": "MLP+O-Align", "mlp_dense": "MLP+Dense",
          "transformer": "Transformer", "glnet": "GL-net"}
@@ -73,8 +74,20 @@ def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
 
 
 def table(folders: list[Path], split: str, zoo: Path) -> dict[str, dict]:
+    """Aggregated rows keyed by model variant (architecture + non-default config, e.g. "glnet anchors=64")."""
     rows = aggregate(records(folders, split, zoo))
-    return {arch(r["model"]): r for r in rows}
+    return {r["model"]: r for r in rows}
+
+
+def label(variant: str) -> str:
+    """Display name: "GL-net", "GL-net (anchors=64)"; the settings every model shares are left out."""
+    parts = [p for p in variant.split()[1:] if p not in SHARED]
+    return NAMES.get(arch(variant), arch(variant)) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def order(variant: str) -> tuple[int, str]:
+    a = arch(variant)
+    return (ORDER.index(a) if a in ORDER else len(ORDER), variant)
 
 
 def fmt(cell: dict | None, bold: bool = False) -> str:
@@ -99,10 +112,14 @@ def main() -> int:
         return 2
     by_split = {r: table(folders, "test" if r == 4 else f"test_r{r}", args.rank_zoo or args.zoo) for r in RANKS}
     test = by_split[4]
-    models = [m for m in ORDER if m in test]
+    models = sorted(test, key=order)
     seeds = {m: test[m]["seeds"] for m in models}
-    configs = {arch(json.loads((f / "config.json").read_text())["architecture"]): json.loads((f / "config.json")
-               .read_text()) for f in folders}
+    from lolctl.nn.compare import variant
+
+    configs = {}
+    for f in folders:
+        cfg = json.loads((f / "config.json").read_text())
+        configs.setdefault(variant(cfg), cfg)
     n = {s: next(iter(json.loads((folders[0] / "config.json").read_text())["metrics"][s].values()))["n"]
          for s in ("train", "val", "test")}
 
@@ -112,7 +129,7 @@ def main() -> int:
              f"Zoo `{args.zoo.name}`: trained on the r = 4 `train` split ({n['train']} LoRAs), early stopping on "
              f"`val` ({n['val']}), scored on `test` ({n['test']}) and on the rank splits `test_r1` … `test_r16` "
              "(64 LoRAs each, never seen in training). Mean ± std over seeds "
-             f"({', '.join(f'{NAMES[m]} {seeds[m]}' for m in models)}); the best mean per column in bold.", "",
+             f"({', '.join(f'{label(m)} {seeds[m]}' for m in models)}); the best mean per column in bold.", "",
              "Settings per model, from each checkpoint's config.json (`unit_norm`: each module's ΔW scaled to unit "
              "Frobenius norm and its log-norm given to the head, GL-invariant; `balance_tasks`: each task's loss "
              "divided by the loss of predicting its prior):", ""]
@@ -120,8 +137,9 @@ def main() -> int:
         cfg = configs[m]
         tc = cfg["train_config"]
         mc = {k: v for k, v in cfg["model_config"].items() if k not in ("rank", "max_rank")}
-        lines.append(f"- {NAMES[m]} (`{m}`): {json.dumps(mc)}; epochs ≤ {tc['epochs']}, patience {tc['patience']}, "
-                     f"lr {tc['lr']}, batch {tc['batch_size']}, balance_tasks {tc.get('balance_tasks', False)}")
+        lines.append(f"- {label(m)} (`{arch(m)}`): {json.dumps(mc)}; epochs ≤ {tc['epochs']}, "
+                     f"patience {tc['patience']}, lr {tc['lr']}, batch {tc['batch_size']}, "
+                     f"balance_tasks {tc.get('balance_tasks', False)}")
     lines += ["", "## Test metrics (r = 4)", ""]
     lines.append("| model | " + " | ".join(t for _, t, _ in HEADLINE) + " |")
     lines.append("|---|" + "---|" * len(HEADLINE))
@@ -133,23 +151,24 @@ def main() -> int:
     for m in models:
         cells = [fmt(test[m].get(col), bold=test[m].get(col) is not None and test[m][col]["mean"] == best[col])
                  for col, _, _ in HEADLINE]
-        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
     lines += ["", "Chance levels: membership accuracy ≈ 0.82 by always answering 'not a member' (each topic is in "
               "about 18% of the LoRAs), AUROC 0.5; the three attributes are balanced two-way labels (0.5)."]
-    if "glnet" in test:
-        lines += ["", "### GL-net against the goals of issue #4", "", "| goal | GL-net | met |", "|---|---|---|"]
+    for gl in (m for m in models if arch(m) == "glnet"):
+        lines += ["", f"### {label(gl)} against the goals of issue #4", "", "| goal | measured | met |",
+                  "|---|---|---|"]
         for col, target, text in GOALS:
-            cell = test["glnet"].get(col)
+            cell = test[gl].get(col)
             ok = cell is not None and cell["mean"] >= target
             lines.append(f"| {text} | {fmt(cell)} | {'yes' if ok else 'NO'} |")
         beaten = []
         for col, title, higher in HEADLINE:
-            g = (test["glnet"].get(col) or {}).get("mean", math.nan)
+            g = (test[gl].get(col) or {}).get("mean", math.nan)
             for m in models:
                 other = (test[m].get(col) or {}).get("mean", math.nan)
-                if m != "glnet" and math.isfinite(other) and (other > g if higher else other < g):
-                    beaten.append(f"{title}: {NAMES[m]} {other:.3f} > GL-net {g:.3f}")
-        lines += ["", "GL-net at or above every baseline on every headline metric: "
+                if arch(m) != "glnet" and math.isfinite(other) and (other > g if higher else other < g):
+                    beaten.append(f"{title}: {label(m)} {other:.3f} > {g:.3f}")
+        lines += ["", f"{label(gl)} at or above every baseline on every headline metric: "
                   + ("yes." if not beaten else "NO — " + "; ".join(beaten) + ".")]
 
     lines += ["", "## Rank generalisation", "",
@@ -165,7 +184,7 @@ def main() -> int:
                 cells.append(fmt(cell))
                 if r >= 2 and cell is not None and math.isfinite(cell["mean"]) and math.isfinite(ref):
                     worst = min(worst, cell["mean"] - ref)
-            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + f" | {100 * worst:+.1f} points |")
+            lines.append(f"| {label(m)} | " + " | ".join(cells) + f" | {100 * worst:+.1f} points |")
         lines.append("")
     lines += [f"![rank generalisation]({args.plot.name})", ""]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -193,8 +212,8 @@ def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
                     xs.append(r)
                     ys.append(cell["mean"])
                     es.append(cell["std"])
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=NAMES[m],
-                        linewidth=2.5 if m == "glnet" else 1.2)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label(m),
+                        linewidth=2.5 if arch(m) == "glnet" else 1.2)
         ax.set_xscale("log", base=2)
         ax.set_xticks(RANKS, [str(r) for r in RANKS])
         ax.axvline(4, color="grey", linestyle=":", linewidth=1)

@@ -252,3 +252,29 @@ def test_glnet_data_init_spans_the_principal_directions_and_ignores_factor_bases
     f = factors(3)
     assert_invariant(as_fn(model.eval()), f, generator=torch.Generator().manual_seed(32))
     assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(33))
+
+
+def test_glnet_anchor_cosines_are_invariant_exact_and_saved():
+    """anchors=K: the head also sees each module's cosine similarity to K stored training adapters — equal to the
+    dense cos(ΔW_b, ΔW_k), GL-invariant with a g per module, sensitive to a wrong action, and round-tripped by the
+    state dict (buffer shapes come from the saved config)."""
+    model = make("glnet", anchors=5)
+    assert model.config.anchor_rank == 4 and model.anchor_U0.shape == (3, 9, 5 * 4)
+    f = factors(3)
+    batch = LoraBatch.from_factors(SPEC, f)
+    cos = model.anchor_cosines(batch).view(3, len(SPEC), 5)
+    gen = torch.Generator().manual_seed(1)  # make() prepared on these training adapters; anchors = seeded choice
+    train = random_factors(SHAPES, 4, 8, generator=gen)
+    pick = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:5]
+    slots = [i for g in SPEC.groups for i in g.indices]
+    for slot, i in enumerate(slots):
+        dw = f[i][0] @ f[i][1].mT
+        anchor = (train[i][0] @ train[i][1].mT)[pick]
+        want = torch.einsum("bnm,knm->bk", dw, anchor) / (
+            torch.linalg.matrix_norm(dw)[:, None] * torch.linalg.matrix_norm(anchor)[None, :])
+        assert torch.allclose(cos[:, slot], want, atol=1e-12)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(34))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(35))
+    clone = build_model("glnet", model.config.to_dict(), SPEC, TASKS).double().eval()
+    clone.load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(as_fn(clone)(f)["quality"], as_fn(model)(f)["quality"])

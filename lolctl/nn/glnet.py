@@ -21,7 +21,7 @@ from torch import nn
 
 from lolctl.canonical import singular_values
 from lolctl.errors import LolctlError
-from lolctl.nn.base import LoraModel, ModelConfig, per_module_weight
+from lolctl.nn.base import LoraModel, ModelConfig, frobenius_norms, per_module_weight
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.spec import InputSpec, TaskSpec
 
@@ -33,6 +33,8 @@ class GLNetConfig(ModelConfig):
     equiv_dropout: float = 0.0  # probability of dropping a whole row of U' / V'
     singular_values: int = 0  # if > 0, also feed the top-k singular values of each ΔW to the head (invariant too)
     data_init: bool = True  # first layer from the training set's principal directions of ΔW (see prepare)
+    anchors: int = 0  # if > 0, also feed the head each module's cosine similarity to this many training adapters
+    anchor_rank: int = 0  # set by prepare: the (padded) rank of the stored anchors
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,7 +72,18 @@ class GLNet(LoraModel):
         # modules in "slot" order: the concatenation of the shape groups' indices
         self.hid_U = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
         self.hid_V = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
-        self.build_head(L * h * h + L * config.singular_values)
+        self.build_head(L * h * h + L * config.singular_values + L * config.anchors)
+        if config.anchors:
+            self._anchor_buffers(max(1, config.anchor_rank))
+
+    def _anchor_buffers(self, rank: int, device: torch.device | None = None) -> None:
+        """Anchors per shape group: (L_g, n, K·R) and (L_g, m, K·R), each adapter's ΔW_i scaled to unit norm."""
+        K = self.config.anchors
+        for k, g in enumerate(self.spec.groups):
+            self.register_buffer(f"anchor_U{k}", torch.zeros(len(g.indices), g.n, K * rank, device=device))
+            self.register_buffer(f"anchor_V{k}", torch.zeros(len(g.indices), g.m, K * rank, device=device))
+        self.register_buffer("anchor_mean", torch.zeros(len(self.spec) * K, device=device))
+        self.register_buffer("anchor_std", torch.ones(len(self.spec) * K, device=device))
 
     def prepare(self, batch: LoraBatch) -> None:
         """Fit the input scale; with ``data_init`` also set the first layer to the training set's principal
@@ -85,6 +98,8 @@ class GLNet(LoraModel):
         ΔW's energy, so the zoo's common directions — where its adapters differ in what they learned — are found only
         slowly from few adapters; starting in their span keeps most of the energy for the head from the first step."""
         super().prepare(batch)
+        if self.config.anchors:
+            self._prepare_anchors(batch)
         if not self.config.data_init:
             return
         h = self.config.hidden
@@ -101,6 +116,50 @@ class GLNet(LoraModel):
                         top = vecs.flip(-1).T[: min((h + 1) // 2, int((vals > vals.max() * 1e-12).sum()))]
                         rows = torch.stack([top, -0.5 * top], dim=1).reshape(-1, top.shape[1])[:h]  # p1, -p1/2, ...
                         weights[j, : rows.shape[0]] = rows.to(weights.dtype)
+
+    def _prepare_anchors(self, batch: LoraBatch) -> None:
+        """Store ``anchors`` training adapters (a seeded choice; cycled if the training set is smaller), each
+        module's factors divided by √‖ΔW_i‖ so that their inner products with an input are cosines, and the mean and
+        std of those cosines over the training set (the head sees them standardised)."""
+        K, R = self.config.anchors, batch.max_rank
+        pick = torch.randperm(batch.size, generator=torch.Generator().manual_seed(0))
+        pick = pick.repeat((K + batch.size - 1) // batch.size)[:K]
+        chosen = batch.select(pick).pad_rank(R)
+        norms = frobenius_norms(chosen).clamp_min(1e-30).sqrt()  # √‖ΔW_i‖ per anchor and module (K, L)
+        self.config.anchor_rank = R
+        self._anchor_buffers(R, device=self.input_scale.device)
+        with torch.no_grad():
+            for k, g in enumerate(chosen.groups):
+                s = norms[:, list(g.indices)].T.reshape(len(g.indices), 1, K, 1).to(g.U.dtype)
+                L_g = len(g.indices)
+                getattr(self, f"anchor_U{k}").copy_((g.U.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
+                getattr(self, f"anchor_V{k}").copy_((g.V.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
+            cos = torch.cat([self.anchor_cosines(batch.select(range(i, min(batch.size, i + 256))))
+                             for i in range(0, batch.size, 256)])
+            self.anchor_mean.copy_(cos.mean(0))
+            self.anchor_std.copy_(cos.std(0).clamp_min(1e-6) if batch.size > 1 else torch.ones_like(cos[0]))
+
+    def anchor_cosines(self, batch: LoraBatch) -> torch.Tensor:
+        """(B, L·K): cos(ΔW_b,i, anchor_k,i) = tr((U_bᵀ U_k)(V_kᵀ V_b)) / ‖ΔW_b,i‖, modules in slot order.
+
+        GL-invariant: U_b g and V_b g⁻ᵀ give gᵀ(U_bᵀU_k) and (V_kᵀV_b)g⁻ᵀ, whose product has the same trace."""
+        K, Ra = self.config.anchors, self.config.anchor_rank
+        B, R = batch.size, batch.max_rank
+        out = []
+        for k, g in enumerate(batch.groups):
+            L_g = len(g.indices)
+            aU = getattr(self, f"anchor_U{k}").to(g.U.dtype)
+            aV = getattr(self, f"anchor_V{k}").to(g.V.dtype)
+            uu = torch.bmm(g.flat_U().transpose(1, 2), aU).view(L_g, B, R, K, Ra)  # U_bᵀ U_k
+            vv = torch.bmm(g.flat_V().transpose(1, 2), aV).view(L_g, B, R, K, Ra)  # V_bᵀ V_k
+            out.append((uu * vv).sum(dim=(2, 4)))  # (L_g, B, K): Σ_rs (U_bᵀU_k)_rs (V_bᵀV_k)_rs = <ΔW_b, ΔW_k>
+        cos = torch.cat(out).permute(1, 0, 2)  # (B, L, K), slot order
+        norm = frobenius_norms(batch)[:, self._slots].clamp_min(1e-30).to(cos.dtype)  # ‖ΔW_b,i‖ (B, L)
+        return (cos / norm.unsqueeze(-1)).reshape(B, -1)
+
+    @property
+    def _slots(self) -> list[int]:
+        return [i for g in self.spec.groups for i in g.indices]
 
     def equivariant(
         self, batch: LoraBatch, root: torch.Tensor | None = None
@@ -137,6 +196,9 @@ class GLNet(LoraModel):
         U, V = self.equivariant(batch, root)
         B = U.shape[0]
         inv = torch.einsum("blir,bljr->blij", U, V).reshape(B, -1)  # per-module U'V'ᵀ (h × h), concatenated
+        if self.config.anchors:  # cosines are scale-free: ``root`` does not matter
+            cos = (self.anchor_cosines(batch) - self.anchor_mean.to(inv.dtype)) / self.anchor_std.to(inv.dtype)
+            inv = torch.cat([inv, cos], dim=1)
         k = self.config.singular_values
         if not k:
             return inv
