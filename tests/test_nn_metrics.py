@@ -67,5 +67,5 @@ def test_prior_losses_put_tasks_on_one_scale():
     got = prior_losses(tasks, y, np.arange(1000))
     assert got["q"] == pytest.approx(1.0, abs=2e-3)
     h = -(0.2 * math.log(0.2) + 0.8 * math.log(0.8))  # label a; label b is constant 0 (entropy ~0)
-    assert got["m"] == pytest.approx(h / 2, abs=1e-3)
+    assert got["m"] == pytest.approx(h / 2 / 2, abs=1e-3)  # mean over 2 labels, weighed as 2 tasks
     assert got["c"] == pytest.approx(math.log(2), abs=1e-3)  # two classes seen, -1 rows ignored

@@ -95,7 +95,8 @@ def prior_losses(tasks: tuple[TaskSpec, ...], y: dict[str, torch.Tensor], rows: 
 
     Dividing by it puts the tasks on one scale, so that neither the gradient nor the early-stopping criterion is
     dominated by the tasks that start with the largest loss (in the MiniLM zoo: three regressions at 1.0 against a
-    membership loss of 0.47 that a model can only lower by a few hundredths)."""
+    membership loss of 0.47 that a model can only lower by a few hundredths). A multilabel task's loss is the mean
+    over its k labels, so its weight is k times larger: each label counts as much as a binary task."""
     idx = torch.as_tensor(rows)
     out = {}
     for t in tasks:
@@ -110,7 +111,9 @@ def prior_losses(tasks: tuple[TaskSpec, ...], y: dict[str, torch.Tensor], rows: 
                 prior = torch.logit(prior.clamp(1e-6, 1 - 1e-6))
             logits = prior.float().expand_as(target)
         loss = float(task_loss(t, logits, target))
-        out[t.name] = loss if math.isfinite(loss) and loss > 1e-3 else 1.0
+        loss = loss if math.isfinite(loss) and loss > 1e-3 else 1.0
+        # a multilabel task is k binary tasks whose losses are averaged: weigh it as k tasks, not one
+        out[t.name] = loss / t.out_dim if t.kind == "multilabel" else loss
     return out
 
 
