@@ -5,11 +5,14 @@
 # Resumable: a run whose checkpoint exists is skipped. Two runs at a time, one thread each (2-core machine).
 #   ./scripts/comparison.sh            # all models, seeds 0 1 2 (log: runs/comparison.log)
 #   MODELS="glnet mlp_svd" SEEDS=0 ./scripts/comparison.sh
+#   ZOO=zoo/minilm-wordnet/labels-main.csv RANK_ZOO=zoo/minilm-wordnet ./scripts/comparison.sh
+#       (train on a labels file of the train/val/test rows while the rank splits still build; the report evaluates
+#       the checkpoints on the rank splits afterwards)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-zoo/minilm-wordnet}
 RUNS=${RUNS:-runs}
-MODELS=${MODELS:-"glnet mlp mlp_svd mlp_oalign transformer mlp_dense"}
+MODELS=${MODELS:-"glnet glnet+anchors mlp mlp_svd mlp_oalign transformer mlp_dense"}
 SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-2}
 mkdir -p "$RUNS"
@@ -18,14 +21,14 @@ mkdir -p "$RUNS"
 COMMON=(--set unit_norm=true --threads 1 --format json)
 # MLP+Dense: the default 128-wide first layer on 12 x 384 x 384 inputs needs 3.6 GB for training (L173 refuses);
 # 32 wide (57M parameters) fits. Each epoch pushes every adapter's 1.77M-entry ΔW through it: fewer epochs.
-declare -A EXTRA=([mlp_dense]="--set head_hidden=32 --epochs 40 --patience 8")
+declare -A EXTRA=([mlp_dense]="--set head_hidden=32 --epochs 40 --patience 8" [glnet+anchors]="--set anchors=64")
 
 run() {
     local model=$1 seed=$2 out="$RUNS/$1-s$2"
     if [[ -f "$out/config.json" ]]; then echo "skip $out (done)"; return; fi
     echo "$(date -u +%H:%M:%S) start $out"
     # shellcheck disable=SC2086
-    python3 -m lolctl train "$ZOO" --model "$model" --seed "$seed" --out "$out" "${COMMON[@]}" ${EXTRA[$model]:-} \
+    python3 -m lolctl train "$ZOO" --model "${model%%+*}" --seed "$seed" --out "$out" "${COMMON[@]}" ${EXTRA[$model]:-} \
         > "$out.json" 2> "$out.log" || { echo "FAILED $out (see $out.log)"; return; }
     echo "$(date -u +%H:%M:%S) done $out"
 }
@@ -39,4 +42,4 @@ for seed in $SEEDS; do
     done
 done
 wait
-python3 scripts/comparison_report.py "$RUNS" --zoo "$ZOO"
+python3 scripts/comparison_report.py "$RUNS" --zoo "$ZOO" --rank-zoo "${RANK_ZOO:-$ZOO}"
