@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -48,6 +49,23 @@ def model_card(config: dict[str, Any]) -> str:
     for t in config.get("tasks", []):
         labels = f" — labels: {', '.join(t['labels'])}" if t.get("labels") else ""
         lines.append(f"- `{t['name']}` ({t['kind']}){labels}")
+    zoo = data.get("recipe") or {}
+    recipe = zoo.get("recipe") if isinstance(zoo.get("recipe"), dict) else None
+    if recipe:
+        base = zoo.get("base_model") if isinstance(zoo.get("base_model"), dict) else {}
+        lines += [
+            "",
+            "## Training zoo",
+            "",
+            f"Built by `lolctl zoo build --recipe {recipe.get('name', '?')}` (deterministic from the "
+            f"settings below). Base model `{base.get('id', recipe.get('base_model', '?'))}`"
+            + (f" (weights {base['hash']})" if base.get("hash") else "")
+            + f"; splits planned: {zoo.get('splits', {})}.",
+            "",
+            "```json",
+            json.dumps(recipe, indent=None, sort_keys=True),
+            "```",
+        ]
     lines += ["", "## Metrics (test split)", "", "| task | metric | value |", "|---|---|---|"]
     for task, key, value in metric_rows(config.get("metrics", {}).get("test", {})):
         lines.append(f"| {task} | {key} | {value} |")

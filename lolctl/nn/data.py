@@ -85,7 +85,8 @@ class Zoo:
             "labels_file": str(self.labels_path),
             "adapters": len(self.rows),
             "labels_sha256": _sha256(self.labels_path),
-            "recipe": {k: v for k, v in self.manifest.items() if k != "tasks"},
+            # the manifest without its per-adapter hashes (1,696 lines for the flagship zoo; labels_sha256 pins it)
+            "recipe": {k: v for k, v in self.manifest.items() if k not in ("tasks", "adapters")},
         }
 
 
