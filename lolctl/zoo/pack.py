@@ -58,8 +58,9 @@ def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite:
 
     rows = [zoo.rows[i] for i in keep]
     by_rank: dict[int, list[int]] = {}
-    for i in keep:
-        by_rank.setdefault(int(zoo.rows[i]["rank"]), []).append(i)
+    for i in keep:  # one stacked block per rank, so low ranks are not padded to the highest (0: rank unknown)
+        text = str(zoo.rows[i].get("rank") or "0").strip()
+        by_rank.setdefault(int(text) if text.isdigit() else 0, []).append(i)
     tensors: dict[str, torch.Tensor] = {}
     index: dict[str, list[str]] = {}
     infos = []
