@@ -44,6 +44,9 @@ def arch(variant: str) -> str:
     return variant.split()[0]
 
 
+REFUSED: dict[str, set[str]] = {}  # split -> model variants that refused its adapters (L171)
+
+
 def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
     """One record per checkpoint for ``split``: the metrics stored at training, else `lolctl eval` on ``zoo``
     (cached in the checkpoint folder as eval-<split>.json), e.g. for rank splits built after the training."""
@@ -63,8 +66,14 @@ def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
                 cached.write_text(json.dumps(eval_zoo(str(folder), zoo, split=split, device="cpu")))
             except LolctlError as err:
                 print(f"  skipped: {err}", file=sys.stderr)
+                if err.code == "L171":  # the model cannot take these adapters (e.g. a fixed-rank MLP, rank 8)
+                    cached.write_text(json.dumps({"error": str(err)}))
                 continue
-        metrics = json.loads(cached.read_text())["metrics"]
+        result = json.loads(cached.read_text())
+        if "error" in result:
+            REFUSED.setdefault(split, set()).add(variant(config))
+            continue
+        metrics = result["metrics"]
         row = {"model": variant(config), "seed": config.get("train_config", {}).get("seed"), "checkpoint": str(folder)}
         for task, m in metrics.items():
             for key in KEY_METRICS.get(m.get("kind", ""), ()):
@@ -186,7 +195,10 @@ def main() -> int:
                     worst = min(worst, cell["mean"] - ref)
             lines.append(f"| {label(m)} | " + " | ".join(cells) + f" | {100 * worst:+.1f} points |")
         lines.append("")
-    lines += [f"![rank generalisation]({args.plot.name})", ""]
+    for split, variants in sorted(REFUSED.items()):
+        lines.append(f"n/a on `{split}`: {', '.join(label(v) for v in sorted(variants))} refuse these adapters "
+                     "(L171: a fixed-rank input layer cannot take a higher rank).")
+    lines += ["", f"![rank generalisation]({args.plot.name})", ""]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     plot(by_split, models, args.plot)
