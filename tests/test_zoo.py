@@ -261,3 +261,9 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
     assert err.value.code == "L176" and "nope" in str(err.value)
     with pytest.raises(LolctlError):
         pack(out, tmp_path / "again", ["test"])  # already packed
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["packed"]["file"] = "../packed/factors.safetensors"  # a manifest pointing outside its folder
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LolctlError) as err:
+        load_factors(load_zoo(out))
+    assert err.value.code == "L176" and "packed.file" in str(err.value)

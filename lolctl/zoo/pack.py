@@ -118,7 +118,11 @@ def load_packed(zoo: Any, dtype: torch.dtype = torch.float32) -> tuple[Any, dict
     from lolctl.nn.batch import GroupFactors, LoraBatch, laid_out
     from lolctl.nn.spec import InputSpec
 
-    path = zoo.root / zoo.manifest["packed"].get("file", FACTORS)
+    name = str((zoo.manifest.get("packed") or {}).get("file") or FACTORS)
+    if Path(name).name != name or name in (".", ".."):  # the manifest must not point outside the zoo folder
+        raise LolctlError("L176", f"{zoo.root / 'manifest.json'}: packed.file", f"{name!r} is not a file name",
+                          "repack with lolctl zoo pack")
+    path = zoo.root / name
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
