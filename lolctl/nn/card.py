@@ -52,7 +52,7 @@ def model_card(config: dict[str, Any]) -> str:
     zoo = data.get("recipe") or {}
     recipe = zoo.get("recipe") if isinstance(zoo.get("recipe"), dict) else None
     if recipe:
-        base = zoo.get("base_model") if isinstance(zoo.get("base_model"), dict) else {}
+        base: dict[str, Any] = zoo["base_model"] if isinstance(zoo.get("base_model"), dict) else {}
         lines += [
             "",
             "## Training zoo",

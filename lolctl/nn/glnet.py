@@ -132,12 +132,12 @@ class GLNet(LoraModel):
             for k, g in enumerate(chosen.groups):
                 s = norms[:, list(g.indices)].T.reshape(len(g.indices), 1, K, 1).to(g.U.dtype)
                 L_g = len(g.indices)
-                getattr(self, f"anchor_U{k}").copy_((g.U.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
-                getattr(self, f"anchor_V{k}").copy_((g.V.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
+                self._buffer(f"anchor_U{k}").copy_((g.U.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
+                self._buffer(f"anchor_V{k}").copy_((g.V.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
             cos = torch.cat([self.anchor_cosines(batch.select(range(i, min(batch.size, i + 256))))
                              for i in range(0, batch.size, 256)])
-            self.anchor_mean.copy_(cos.mean(0))
-            self.anchor_std.copy_(cos.std(0).clamp_min(1e-6) if batch.size > 1 else torch.ones_like(cos[0]))
+            self._buffer("anchor_mean").copy_(cos.mean(0))
+            self._buffer("anchor_std").copy_(cos.std(0).clamp_min(1e-6) if batch.size > 1 else torch.ones_like(cos[0]))
 
     def anchor_cosines(self, batch: LoraBatch) -> torch.Tensor:
         """(B, L·K): cos(ΔW_b,i, anchor_k,i) = tr((U_bᵀ U_k)(V_kᵀ V_b)) / ‖ΔW_b,i‖, modules in slot order.
@@ -148,14 +148,20 @@ class GLNet(LoraModel):
         out = []
         for k, g in enumerate(batch.groups):
             L_g = len(g.indices)
-            aU = getattr(self, f"anchor_U{k}").to(g.U.dtype)
-            aV = getattr(self, f"anchor_V{k}").to(g.V.dtype)
+            aU = self._buffer(f"anchor_U{k}").to(g.U.dtype)
+            aV = self._buffer(f"anchor_V{k}").to(g.V.dtype)
             uu = torch.bmm(g.flat_U().transpose(1, 2), aU).view(L_g, B, R, K, Ra)  # U_bᵀ U_k
             vv = torch.bmm(g.flat_V().transpose(1, 2), aV).view(L_g, B, R, K, Ra)  # V_bᵀ V_k
             out.append((uu * vv).sum(dim=(2, 4)))  # (L_g, B, K): Σ_rs (U_bᵀU_k)_rs (V_bᵀV_k)_rs = <ΔW_b, ΔW_k>
         cos = torch.cat(out).permute(1, 0, 2)  # (B, L, K), slot order
         norm = frobenius_norms(batch)[:, self._slots].clamp_min(1e-30).to(cos.dtype)  # ‖ΔW_b,i‖ (B, L)
         return (cos / norm.unsqueeze(-1)).reshape(B, -1)
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        """A buffer registered at run time (typed for mypy)."""
+        out = getattr(self, name)
+        assert isinstance(out, torch.Tensor)
+        return out
 
     @property
     def _slots(self) -> list[int]:
@@ -197,7 +203,8 @@ class GLNet(LoraModel):
         B = U.shape[0]
         inv = torch.einsum("blir,bljr->blij", U, V).reshape(B, -1)  # per-module U'V'ᵀ (h × h), concatenated
         if self.config.anchors:  # cosines are scale-free: ``root`` does not matter
-            cos = (self.anchor_cosines(batch) - self.anchor_mean.to(inv.dtype)) / self.anchor_std.to(inv.dtype)
+            mean, std = self._buffer("anchor_mean").to(inv.dtype), self._buffer("anchor_std").to(inv.dtype)
+            cos = (self.anchor_cosines(batch) - mean) / std
             inv = torch.cat([inv, cos], dim=1)
         k = self.config.singular_values
         if not k:

@@ -131,7 +131,8 @@ def load_packed(zoo: Any, dtype: torch.dtype = torch.float32) -> tuple[Any, dict
             spec = InputSpec.from_dict(json.loads(meta["spec"]))
             index = json.loads(meta["ids"])
             info = json.loads(meta["info"])
-            parts, where = [], {}
+            parts: list[LoraBatch] = []
+            where: dict[str, int] = {}
             for rank, ids in index.items():
                 groups = []
                 for k, g in enumerate(spec.groups):
@@ -141,7 +142,7 @@ def load_packed(zoo: Any, dtype: torch.dtype = torch.float32) -> tuple[Any, dict
                         scale = fh.get_tensor(f"r{rank}.group{k}.{name}_scale").to(dtype)
                         UV.append(laid_out(values * scale[:, :, None, None]))
                     groups.append(GroupFactors(g.indices, UV[0], UV[1]))
-                offset = sum(len(p) for p in parts)
+                offset = sum(p.size for p in parts)
                 parts.append(LoraBatch(spec, tuple(groups), fh.get_tensor(f"r{rank}.ranks")))
                 where.update({lora_id: offset + j for j, lora_id in enumerate(ids)})
     except (SafetensorError, OSError, KeyError, ValueError) as err:
