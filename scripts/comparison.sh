@@ -5,9 +5,9 @@
 # Resumable: a run whose checkpoint exists is skipped. Two runs at a time, one thread each (2-core machine).
 #   ./scripts/comparison.sh            # all models, seeds 0 1 2 (log: runs/comparison.log)
 #   MODELS="glnet mlp_svd" SEEDS=0 ./scripts/comparison.sh
-#   ZOO=zoo/minilm-wordnet/labels-main.csv RANK_ZOO=zoo/minilm-wordnet ./scripts/comparison.sh
-#       (train on a labels file of the train/val/test rows while the rank splits still build; the report evaluates
-#       the checkpoints on the rank splits afterwards)
+# Models are trained on ZOO/labels-main.csv: the train/val/test rows only (written here from the adapters'
+# meta.json files, refusing while any of them is missing), so fixed-rank baselines get the r = 4 input layer of the
+# train split and the rank splits may still be building; the report then evaluates every checkpoint on test_r*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-zoo/minilm-wordnet}
@@ -28,13 +28,27 @@ run() {
     if [[ -f "$out/config.json" ]]; then echo "skip $out (done)"; return; fi
     echo "$(date -u +%H:%M:%S) start $out"
     # shellcheck disable=SC2086
-    python3 -m lolctl train "$ZOO" --model "${model%%+*}" --seed "$seed" --out "$out" "${COMMON[@]}" ${EXTRA[$model]:-} \
+    python3 -m lolctl train "$LABELS" --model "${model%%+*}" --seed "$seed" --out "$out" "${COMMON[@]}" ${EXTRA[$model]:-} \
         > "$out.json" 2> "$out.log" || { echo "FAILED $out (see $out.log)"; return; }
     echo "$(date -u +%H:%M:%S) done $out"
 }
 
-# Read the zoo once (fills its factor cache) before the parallel runs.
-python3 -c "from lolctl.nn.data import load_factors, load_zoo; load_factors(load_zoo('$ZOO'))"
+python3 - "$ZOO" <<'PY'
+import json, sys
+from pathlib import Path
+from lolctl.zoo.builder import labels_text, read_metas
+zoo = Path(sys.argv[1])
+manifest = json.loads((zoo / "manifest.json").read_text())
+metas = [m for m in read_metas(zoo) if m["split"] in ("train", "val", "test")]
+missing = {s: manifest["splits"][s] - sum(m["split"] == s for m in metas) for s in ("train", "val", "test")}
+if any(missing.values()):
+    sys.exit(f"{zoo}: not built yet, missing {missing}; rerun when scripts/build_zoo.sh got past the train split")
+(zoo / "labels-main.csv").write_text(labels_text(metas, manifest["tasks"]))
+print(f"{len(metas)} adapters -> {zoo / 'labels-main.csv'}", file=sys.stderr)
+PY
+LABELS="$ZOO/labels-main.csv"
+# Read the adapters once (fills the zoo's factor cache) before the parallel runs.
+python3 -c "from lolctl.nn.data import load_factors, load_zoo; load_factors(load_zoo('$LABELS'))"
 for seed in $SEEDS; do
     for model in $MODELS; do
         while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
@@ -42,4 +56,4 @@ for seed in $SEEDS; do
     done
 done
 wait
-python3 scripts/comparison_report.py "$RUNS" --zoo "$ZOO" --rank-zoo "${RANK_ZOO:-$ZOO}"
+python3 scripts/comparison_report.py "$RUNS" --zoo "$ZOO"
