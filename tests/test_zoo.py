@@ -255,6 +255,11 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
             scale = x.abs().amax(dim=(2, 3), keepdim=True)
             assert scale.min() > 0 and ((x - y).abs() / scale).max() < 1e-3  # float16 of values in [-1, 1]
 
+    from lolctl.zoo.info import summarise
+
+    info = summarise(out)
+    assert info["status"].startswith("packed from") and info["splits"] == {
+        "test": {"built": 2, "planned": 2}, "test_r2": {"built": 1, "planned": 1}}
     assert invoke(["zoo", "pack", str(reference), str(out), "--split", "test"])[0] == 2  # not empty
     with pytest.raises(LolctlError) as err:
         pack(reference, tmp_path / "other", ["nope"])

@@ -39,12 +39,14 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 def summarise(zoo: Path) -> dict[str, Any]:
     manifest, rows = load_zoo(zoo)
+    packed = manifest.get("packed")
+    planned_splits = packed["splits"] if packed else manifest.get("splits", {})  # a packed zoo: only its splits
     splits: dict[str, dict[str, int]] = {}
     for row in rows:
-        planned = manifest.get("splits", {}).get(row["split"], 0)
+        planned = planned_splits.get(row["split"], 0)
         entry = splits.setdefault(row["split"], {"built": 0, "planned": planned})
         entry["built"] += 1
-    for name, planned in manifest.get("splits", {}).items():
+    for name, planned in planned_splits.items():
         splits.setdefault(name, {"built": 0, "planned": planned})
     targets = []
     for task in manifest["tasks"]:
@@ -59,7 +61,8 @@ def summarise(zoo: Path) -> dict[str, Any]:
             else:
                 counts = {label: sum(c == label for c in cells) for label in task["labels"]}
                 targets.append({"task": task["name"], "column": col, "kind": task["kind"], "counts": counts})
-    return {"zoo": str(zoo), "status": manifest.get("status"), "recipe": manifest["recipe"],
+    status = f"packed from {packed.get('from')}" if packed else manifest.get("status")
+    return {"zoo": str(zoo), "status": status, "recipe": manifest["recipe"],
             "base_model": manifest.get("base_model"), "versions": manifest.get("versions"),
             "facts": manifest.get("facts", {}), "splits": splits, "targets": targets, "loras": len(rows)}
 
