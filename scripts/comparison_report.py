@@ -50,7 +50,7 @@ REFUSED: dict[str, set[str]] = {}  # split -> model variants that refused its ad
 def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
     """One record per checkpoint for ``split``: the metrics stored at training, else `lolctl eval` on ``zoo``
     (cached in the checkpoint folder as eval-<split>.json), e.g. for rank splits built after the training."""
-    from lolctl.nn.compare import KEY_METRICS, variant
+    from lolctl.nn.compare import record, variant
     from lolctl.nn.workflow import eval_zoo
 
     out = []
@@ -73,12 +73,7 @@ def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
         if "error" in result:
             REFUSED.setdefault(split, set()).add(variant(config))
             continue
-        metrics = result["metrics"]
-        row = {"model": variant(config), "seed": config.get("train_config", {}).get("seed"), "checkpoint": str(folder)}
-        for task, m in metrics.items():
-            for key in KEY_METRICS.get(m.get("kind", ""), ()):
-                row[f"{task}.{key}"] = m.get(key)
-        out.append(row)
+        out.append(record(config, result["metrics"], folder))
     return out
 
 

@@ -61,16 +61,21 @@ def collect(folders: Sequence[str | Path], split: str = "test") -> list[dict[str
                 f"no metrics for split {split!r}",
                 f"splits stored: {', '.join(config.get('metrics', {})) or 'none'}",
             )
-        row: dict[str, Any] = {
-            "model": variant(config),
-            "seed": config.get("train_config", {}).get("seed"),
-            "checkpoint": str(folder),
-        }
-        for task, m in metrics.items():
-            for key in KEY_METRICS.get(m.get("kind", ""), ()):
-                row[f"{task}.{key}"] = m.get(key)
-        records.append(row)
+        records.append(record(config, metrics, folder))
     return records
+
+
+def record(config: dict[str, Any], metrics: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """One comparison row: the checkpoint's model variant and seed, and the key ``metrics`` as ``task.metric``."""
+    row: dict[str, Any] = {
+        "model": variant(config),
+        "seed": config.get("train_config", {}).get("seed"),
+        "checkpoint": str(folder),
+    }
+    for task, m in metrics.items():
+        for key in KEY_METRICS.get(m.get("kind", ""), ()):
+            row[f"{task}.{key}"] = m.get(key)
+    return row
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
