@@ -66,9 +66,9 @@ def records(folders: list[Path], split: str, zoo: Path) -> list[dict]:
                 cached.write_text(json.dumps(eval_zoo(str(folder), zoo, split=split, device="cpu")))
             except LolctlError as err:
                 print(f"  skipped: {err}", file=sys.stderr)
-                if err.code == "L171":  # the model cannot take these adapters (e.g. a fixed-rank MLP, rank 8)
-                    cached.write_text(json.dumps({"error": str(err)}))
-                continue
+                if err.code != "L171":
+                    continue
+                cached.write_text(json.dumps({"error": str(err)}))  # the model cannot take these adapters
         result = json.loads(cached.read_text())
         if "error" in result:
             REFUSED.setdefault(split, set()).add(variant(config))
@@ -221,11 +221,17 @@ def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
                     es.append(cell["std"])
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label(m),
                         linewidth=2.5 if arch(m) == "glnet" else 1.2)
+        if col.endswith(".r2"):  # one baseline's R² far below zero would flatten every other line
+            low = min(line.get_ydata().min() for line in ax.get_lines() if len(line.get_ydata()))
+            if low < -0.5:
+                ax.set_ylim(bottom=-0.5)
+                ax.set_title(f"{title} (clipped at −0.5)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(RANKS, [str(r) for r in RANKS])
         ax.axvline(4, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("LoRA rank (trained on r = 4)")
-        ax.set_title(title)
+        if not ax.get_title():
+            ax.set_title(title)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

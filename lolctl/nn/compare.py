@@ -20,7 +20,7 @@ KEY_METRICS = {
     "multilabel": ("accuracy", "auroc", "ece"),
     "multiclass": ("accuracy", "auroc", "ece"),
 }
-AUTO_FIELDS = ("rank", "max_rank")  # set from the zoo when training: not part of a model's identity
+AUTO_FIELDS = ("rank", "max_rank", "anchor_rank")  # set from the zoo when training: not part of a model's identity
 
 
 def variant(config: dict[str, Any]) -> str:
