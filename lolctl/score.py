@@ -102,14 +102,12 @@ class Scorer:
             return None, [self._note(no_checkpoint_note(adapter.meta.base_model))]
         ckpt = self._load(ref)
         try:
-            reasons = list(ckpt.check(adapter))
             with self._model_lock:
-                pred = dict(ckpt.predict([adapter])[0])
+                pred = dict(ckpt.predict([adapter])[0])  # its "ood" holds ckpt.check(adapter)'s reasons
         except LolctlError as err:  # the adapter does not fit the model (L171, L173): health only, say why
             return None, [f"checkpoint {ref} does not fit this adapter: {err.one_line()}"]
         ood = dict(pred.get("ood") or {})
         ood_reasons = list(ood.get("reasons") or [])
-        ood_reasons += [r for r in reasons if r not in ood_reasons]
         pred["ood"] = {"flag": bool(ood.get("flag")) or bool(ood_reasons), "reasons": ood_reasons}
         pred.setdefault("checkpoint", getattr(ckpt, "name", ref))
         pred.setdefault("base_model", getattr(ckpt, "base_model", None))
