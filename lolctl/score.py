@@ -68,6 +68,7 @@ class Scorer:
         self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
+        self._found: dict[str, str | None] = {}
         self.notes: list[str] = []  # distinct notes for the log (no checkpoint, no models)
 
     # ------------------------------------------------------------------ checkpoints
@@ -84,6 +85,13 @@ class Scorer:
                 self._ckpts[ref] = load_checkpoint(ref, device=self.device)
             return self._ckpts[ref]
 
+    def _find(self, base_model: str, find: Any) -> str | None:
+        """The built-in checkpoint for ``base_model``, looked up once per scan (it reads every checkpoint's config)."""
+        with self._model_lock:
+            if base_model not in self._found:
+                self._found[base_model] = find(base_model)
+            return self._found[base_model]
+
     def _note(self, text: str) -> str:
         with self._model_lock:
             if text not in self.notes:
@@ -97,7 +105,7 @@ class Scorer:
             from lolctl.nn.checkpoint import find_checkpoint_for
         except ImportError:
             return None, [self._note(NO_MODELS_NOTE)]
-        ref = self.checkpoint or find_checkpoint_for(adapter.meta.base_model or "")
+        ref = self.checkpoint or self._find(adapter.meta.base_model or "", find_checkpoint_for)
         if ref is None:
             return None, [self._note(no_checkpoint_note(adapter.meta.base_model))]
         ckpt = self._load(ref)

@@ -278,3 +278,17 @@ def test_glnet_anchor_cosines_are_invariant_exact_and_saved():
     clone = build_model("glnet", model.config.to_dict(), SPEC, TASKS).double().eval()
     clone.load_state_dict(model.state_dict(), strict=True)
     assert torch.equal(as_fn(clone)(f)["quality"], as_fn(model)(f)["quality"])
+
+
+def test_frobenius_norms_small_and_large_batch_paths_agree(monkeypatch):
+    """frobenius_norms takes one product per shape group for small batches and one per module otherwise: both
+    equal the dense ‖U Vᵀ‖_F."""
+    from lolctl.nn import base
+
+    f = factors(3, batch=5)
+    batch = LoraBatch.from_factors(SPEC, f)
+    dense = torch.stack([torch.linalg.matrix_norm(U @ V.mT) for U, V in f], dim=1)
+    monkeypatch.setattr(base, "SMALL_BATCH", 16)
+    assert torch.allclose(base.frobenius_norms(batch), dense, atol=1e-12)
+    monkeypatch.setattr(base, "SMALL_BATCH", 0)
+    assert torch.allclose(base.frobenius_norms(batch), dense, atol=1e-12)

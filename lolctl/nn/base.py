@@ -53,12 +53,20 @@ def mlp(d_in: int, hidden: int, layers: int, dropout: float) -> tuple[nn.Sequent
     return nn.Sequential(*mods), d
 
 
+SMALL_BATCH = 16  # frobenius_norms: up to this many adapters, one product per shape group (copies are tiny)
+
+
 def frobenius_norms(batch: LoraBatch) -> torch.Tensor:
     """‖ΔW_i‖_F per module (B, L) from the r × r Gram matrices: ‖U Vᵀ‖² = tr((UᵀU)(VᵀV)); ΔW is never formed.
 
-    One bmm per module: a module's (B, n, R) slice is a strided view in either batch layout, never copied."""
+    One bmm per module: a module's (B, n, R) slice is a strided view in either batch layout, never copied; for a
+    batch of at most SMALL_BATCH adapters one product per shape group instead (scoring one adapter at a time)."""
     out = torch.zeros(batch.size, len(batch.spec), dtype=batch.dtype, device=batch.device)
     for g in batch.groups:
+        if batch.size <= SMALL_BATCH:  # a few adapters (scoring): one product per group beats L tiny ones
+            gu, gv = g.U.transpose(-1, -2) @ g.U, g.V.transpose(-1, -2) @ g.V  # (B, L_g, R, R)
+            out[:, list(g.indices)] = (gu * gv).sum((-1, -2)).clamp_min(0).sqrt()
+            continue
         for j, i in enumerate(g.indices):
             U, V = g.U[:, j], g.V[:, j]  # (B, n, R), (B, m, R)
             gu, gv = U.transpose(-1, -2) @ U, V.transpose(-1, -2) @ V  # (B, R, R)
