@@ -38,5 +38,7 @@ def grouped(code: str, modules: list[str], message: str, remedy: str = "") -> li
 def clean(text: str) -> str:
     """Untrusted text (tensor keys, library messages) made safe for a terminal: ANSI sequences dropped, other
     non-printable characters escaped."""
+    if text.isprintable():  # the common case (ESC is not printable, so no ANSI sequence either): nothing to do
+        return text
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
