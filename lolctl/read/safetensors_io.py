@@ -209,30 +209,18 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> 
         )
 
 
-def load_tensor(header: SafetensorsHeader, key: str, data: bytearray | None = None) -> torch.Tensor:
-    """Read one validated tensor (a fresh CPU tensor in its on-disk dtype); from ``data`` (the whole data buffer,
-    :func:`read_data`) when given, else with its own read."""
+def load_tensor(header: SafetensorsHeader, key: str) -> torch.Tensor:
+    """Read one validated tensor (a fresh CPU tensor in its on-disk dtype)."""
     import torch
 
     info = header.tensors[key]
     torch_dtype = getattr(torch, DTYPES[info.dtype][0])
     if info.nbytes == 0:
         return torch.empty(info.shape, dtype=torch_dtype)
-    if data is not None:
-        buf = data[info.begin : info.end]
-    else:
-        with header.path.open("rb") as f:
-            f.seek(header.data_start + info.begin)
-            buf = bytearray(f.read(info.nbytes))
+    with header.path.open("rb") as f:
+        f.seek(header.data_start + info.begin)
+        buf = bytearray(f.read(info.nbytes))
     if len(buf) != info.nbytes:  # the file changed under us
         where = f"{header.path}:{clean(key)}"
         raise LolctlError("L120", where, "the file is shorter than its header says", "download it again")
     return torch.frombuffer(buf, dtype=torch_dtype).reshape(info.shape)
-
-
-def read_data(header: SafetensorsHeader) -> bytearray:
-    """The whole data buffer in one read (for small files, where a read per tensor costs more than the bytes)."""
-    end = max((t.end for t in header.tensors.values()), default=0)
-    with header.path.open("rb") as f:
-        f.seek(header.data_start)
-        return bytearray(f.read(end))

@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING
 from lolctl.errors import LolctlError
 from lolctl.read.codes import clean
 from lolctl.read.pickle_io import PICKLE_SUFFIXES, load_pickle, refuse_pickle
-from lolctl.read.safetensors_io import DTYPES, SafetensorsHeader, load_tensor, read_data, read_header
+from lolctl.read.safetensors_io import DTYPES, SafetensorsHeader, load_tensor, read_header
 
 if TYPE_CHECKING:
     import torch
-
-
-WHOLE_READ_BYTES = 16 << 20  # files with at most this much tensor data are read in one go (one open, one read)
 
 
 @dataclass
@@ -28,15 +25,12 @@ class TensorStore:
     metadata: dict[str, str] = field(default_factory=dict)
     _header: SafetensorsHeader | None = None
     _tensors: dict[str, torch.Tensor] | None = None
-    _data: bytearray | None = None  # a small file's whole data buffer, read on the first get()
 
     def get(self, key: str) -> torch.Tensor:
         if self._tensors is not None:
             return self._tensors[key]
         assert self._header is not None
-        if self._data is None and self._header.nbytes <= WHOLE_READ_BYTES:
-            self._data = read_data(self._header)
-        return load_tensor(self._header, key, self._data)
+        return load_tensor(self._header, key)
 
     def keys(self) -> list[str]:
         return list(self.shapes)
