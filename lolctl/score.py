@@ -114,9 +114,6 @@ class Scorer:
                 pred = dict(ckpt.predict([adapter])[0])  # its "ood" holds ckpt.check(adapter)'s reasons
         except LolctlError as err:  # the adapter does not fit the model (L171, L173): health only, say why
             return None, [f"checkpoint {ref} does not fit this adapter: {err.one_line()}"]
-        ood = dict(pred.get("ood") or {})
-        ood_reasons = list(ood.get("reasons") or [])
-        pred["ood"] = {"flag": bool(ood.get("flag")) or bool(ood_reasons), "reasons": ood_reasons}
         pred.setdefault("checkpoint", getattr(ckpt, "name", ref))
         pred.setdefault("base_model", getattr(ckpt, "base_model", None))
         return pred, []

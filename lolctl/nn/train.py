@@ -204,7 +204,7 @@ def fit(
 @torch.no_grad()
 def predict(model: LoraModel, batch: LoraBatch, norm: dict[str, Any], bs: int = 256) -> dict[str, np.ndarray]:
     """Predictions in the targets' units: regression values (N, k), multilabel / multiclass probabilities (N, k)."""
-    if any(m.training for m in model.modules()):  # eval() walks every submodule: ~1 ms, a third of a 1-adapter call
+    if model.training:  # eval() walks every submodule: ~1 ms, a third of a one-adapter prediction
         model.eval()
     outs: dict[str, list[np.ndarray]] = {t.name: [] for t in model.tasks}
     for start in range(0, batch.size, bs):
