@@ -12,6 +12,7 @@ the size of float32. :func:`lolctl.nn.data.load_factors` reads a packed zoo like
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections.abc import Sequence
@@ -68,7 +69,7 @@ def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite:
         part = _subset(zoo, members)
         batch, info = load_factors(part, cache=False)
         infos.append(info)
-        index[str(rank)] = [part.ids[j] for j in range(len(members))]
+        index[str(rank)] = part.ids
         tensors[f"r{rank}.ranks"] = batch.ranks.contiguous()
         for k, g in enumerate(batch.groups):
             for name, t in (("U", g.U), ("V", g.V)):
@@ -82,8 +83,6 @@ def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite:
     save_file(tensors, str(out / FACTORS), metadata=meta)
 
     columns = list(rows[0])
-    import csv
-
     with (out / LABELS).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
