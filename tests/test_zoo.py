@@ -272,3 +272,33 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
     with pytest.raises(LolctlError) as err:
         load_factors(load_zoo(out))
     assert err.value.code == "L176" and "packed.file" in str(err.value)
+
+
+TINY_V2 = {"n_val": "2", "n_test": "1", "n_train": "2", "n_per_rank": "1", "other_ranks": "2", "eval_per_topic": "4",
+           "eval_other": "8", "lemma_tokens": "12", "gloss_tokens": "16", "size_min": "8", "size_max": "32",
+           "batches": "4,8", "epochs": "2"}
+
+
+def test_v2_recipe_steps_follow_data_size(tiny_bert: Path, tmp_path: Path) -> None:
+    """minilm-wordnet-v2: steps = ceil(epochs · pairs / batch) for every LoRA, its own recipe name in the manifest."""
+    recipe = get_recipe("minilm-wordnet-v2", {**TINY_V2, "subset": SMALL["subset"], "base_model": str(tiny_bert)})
+    result = build(recipe, tmp_path / "z", workers=1)
+    assert result["status"] == "complete" and result["total"] == 6
+    rows = _rows(tmp_path / "z")
+    for row in rows:
+        n, batch = int(row["hp.n_pairs"]), min(int(row["hp.batch"]), int(row["hp.n_pairs"]))
+        assert int(row["hp.steps"]) == -(-2 * n // batch), row
+    assert len({row["hp.steps"] for row in rows}) > 1
+    assert json.loads((tmp_path / "z" / "manifest.json").read_text())["recipe"]["name"] == "minilm-wordnet-v2"
+
+
+def test_v1_recipe_draws_unchanged() -> None:
+    """v1 still draws the steps its committed zoo recorded (the shipped checkpoint's packed test split)."""
+    packed = Path(__file__).parent / "data" / "minilm-wordnet-test" / "labels.csv"
+    with open(packed, newline="") as handle:
+        rows = list(csv.DictReader(handle))[:20]
+    recipe = get_recipe("minilm-wordnet")
+    for row in rows:
+        hp = recipe.draw(int(row["id"].split("-")[1]))
+        assert hp["steps"] == int(row["hp.steps"]) and hp["batch"] == int(row["hp.batch"])
+        assert recipe.steps(hp["steps"], int(row["hp.n_pairs"]), hp["batch"]) == int(row["hp.steps"])

@@ -14,6 +14,12 @@ def _minilm_wordnet() -> Any:
     return MinilmWordnet()
 
 
+def _minilm_wordnet_v2() -> Any:
+    from lolctl.zoo.recipes.minilm_wordnet import MinilmWordnetV2
+
+    return MinilmWordnetV2()
+
+
 def _tiny() -> Any:
     from lolctl.zoo.recipes.tiny import tiny_recipe
 
@@ -31,6 +37,7 @@ def _paper(name: str) -> Callable[[], Any]:
 
 RECIPES: dict[str, Callable[[], Any]] = {
     "minilm-wordnet": _minilm_wordnet,
+    "minilm-wordnet-v2": _minilm_wordnet_v2,
     "tiny": _tiny,
     "celeba-lora": _paper("celeba-lora"),
     "imagenette-lora": _paper("imagenette-lora"),
