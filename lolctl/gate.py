@@ -8,8 +8,9 @@ Requirement grammar (docs/cli.md)::
 - ``membership[noun.animal]<0.5``: a label's probability in a multilabel or multiclass task.
 
 A requirement on a task the checkpoint does not predict (or a label it does not know) is an input error (L181, exit 2):
-it is a typo, not a failing adapter. A record without predictions (no checkpoint fits) fails every requirement, with
-the reason. Error records (unreadable adapters) are input errors, reported as JUnit ``<error>``.
+it is a typo, not a failing adapter. A record without predictions (no checkpoint fits, or its input spec does not
+fit the adapter) fails every requirement and the ``--fail-on-ood`` check, with the reason. Error records (unreadable
+adapters) are input errors, reported as JUnit ``<error>``.
 """
 
 from __future__ import annotations
@@ -111,19 +112,27 @@ def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_se
         checks.append(Check(source, f"findings<{fail_on_severity}", not bad, message, float(len(bad))))
     prediction = record.get("prediction")
     ood = (prediction or {}).get("ood") or {}
-    if fail_on_ood and prediction:
-        reasons = "; ".join(ood.get("reasons") or []) or "in distribution"
-        checks.append(Check(source, "in-distribution", not ood.get("flag"), reasons))
+    why = no_prediction_reason(record)
+    if fail_on_ood:  # no prediction is not "in distribution": nothing vouches for the adapter
+        if prediction:
+            reasons = "; ".join(ood.get("reasons") or []) or "in distribution"
+            checks.append(Check(source, "in-distribution", not ood.get("flag"), reasons))
+        else:
+            checks.append(Check(source, "in-distribution", False, f"no prediction: {why}"))
     for req in requirements:
         if not prediction:
-            why = "; ".join(record.get("notes") or []) or "no prediction"
-            checks.append(Check(source, req.text, False, f"cannot evaluate: {why}"))
+            checks.append(Check(source, req.text, False, f"cannot evaluate, no prediction: {why}"))
             continue
         actual = _actual(req, prediction, source)
         passed = req.holds(actual)
         note = f" (out of distribution: {'; '.join(ood.get('reasons') or [])})" if ood.get("flag") else ""
         checks.append(Check(source, req.text, passed, f"{req.text}: got {actual:.4g}{note}", actual))
     return checks
+
+
+def no_prediction_reason(record: dict[str, Any]) -> str:
+    """Why an ok record has no prediction (its notes), never empty."""
+    return "; ".join(record.get("notes") or []) or "no checkpoint was run on this adapter"
 
 
 # ---------------------------------------------------------------------- reports

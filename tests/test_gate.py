@@ -190,3 +190,34 @@ def test_gate_subprocess(setup):
                                                              f"{setup['quality'] - 0.5:.4f}']")
     assert case is not None and case.find("failure") is not None
     assert Path(junit).stat().st_size > 0
+
+
+def test_fail_on_ood_fails_a_record_without_prediction_with_the_reason():
+    rec = _record(notes=["checkpoint ck does not fit this adapter: L171 ..."])
+    (check,) = evaluate(rec, [], "never", fail_on_ood=True)
+    assert check.name == "in-distribution" and not check.passed and "does not fit" in check.message
+    (check,) = evaluate(_record(), [], "never", fail_on_ood=True)  # no notes at all: still fails, still says why
+    assert not check.passed and "no prediction" in check.message
+
+
+@pytest.mark.parametrize("case", ["no-checkpoint", "spec-mismatch"])
+def test_gate_fails_adapters_without_prediction(setup, tmp_path, monkeypatch, case):
+    monkeypatch.setenv("LOLCTL_MODELS", str(tmp_path / "no-models"))
+    if case == "no-checkpoint":  # base model tiny/base: no built-in checkpoint fits
+        args, why = [str(setup["good"])], "no checkpoint fits base model tiny/base"
+    else:  # one layer instead of two: the checkpoint's input spec does not fit
+        one = write_files(tmp_path / "one", peft_files(4, layers=1))
+        args, why = [str(one), "-c", str(setup["ckpt"]), "--device", "cpu"], "does not fit"
+    junit, sarif = tmp_path / "g.xml", tmp_path / "g.sarif"
+    code, res = invoke(["gate", *args, "--fail-on-ood", "--junit", str(junit), "--sarif", str(sarif)])
+    assert code == 1, res.output
+    assert "FAIL" in res.stderr and "in-distribution" in res.stderr and why in res.stderr
+    assert "no prediction" in res.stdout  # the gate table's detail column (the reason wraps in it)
+    case_el = ET.parse(junit).getroot().find("testsuite").find("testcase[@name='in-distribution']")
+    assert why in case_el.find("failure").get("message")
+    results = json.loads(sarif.read_text())["runs"][0]["results"]
+    assert any(r["ruleId"] == "gate" and why in r["message"]["text"] for r in results)
+    code, res = invoke(["gate", *args, "--require", "quality>=0", "-f", "json"])
+    assert code == 1 and not json.loads(res.stdout)["passed"]
+    (req,) = [c for c in json.loads(res.stdout)["checks"] if c["check"] == "quality>=0"]
+    assert not req["passed"] and why in req["message"]
