@@ -57,6 +57,7 @@ _TABLE: list[tuple[str, str, int, str]] = [
     ("L143", "rank-exceeds-layer", EXIT_INPUT, "a module's rank is larger than the layer it adapts"),
     ("L144", "duplicate-module", EXIT_INPUT, "two keys map to the same module"),
     ("L145", "bad-factor-rank", EXIT_INPUT, "a factor tensor has an unexpected number of dimensions"),
+    ("L146", "non-finite-factors", EXIT_INPUT, "a factor holds NaN or Inf, so the update cannot be compared"),
     # filesystem safety
     ("L150", "symlink-escape", EXIT_INPUT, "a link points outside the adapter folder"),
     ("L151", "path-traversal", EXIT_INPUT, "a file name would escape its folder"),
