@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lolctl.errors import LolctlError
+from lolctl.errors import LolctlError, printable
 from lolctl.factors import SEVERITIES, severity_rank
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ class Scorer:
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
         self._found: dict[str, str | None] = {}
-        self.notes: list[str] = []  # distinct notes for the log (no checkpoint, no models)
+        self.notes: list[str] = []  # distinct notes for the log (no checkpoint, no models, does not fit)
+        self.note_sources: dict[str, list[str]] = {}  # note -> the sources it applies to, in order
 
     # ------------------------------------------------------------------ checkpoints
     def load_explicit_checkpoint(self) -> None:
@@ -92,10 +93,12 @@ class Scorer:
                 self._found[base_model] = find(base_model)
             return self._found[base_model]
 
-    def _note(self, text: str) -> str:
+    def _note(self, text: str, source: str | None = None) -> str:
         with self._model_lock:
             if text not in self.notes:
                 self.notes.append(text)
+            if source is not None:
+                self.note_sources.setdefault(text, []).append(source)
         return text
 
     def _prediction(self, adapter: Adapter) -> tuple[dict[str, Any] | None, list[str]]:
@@ -113,7 +116,10 @@ class Scorer:
             with self._model_lock:
                 pred = dict(ckpt.predict([adapter])[0])  # its "ood" holds ckpt.check(adapter)'s reasons
         except LolctlError as err:  # the adapter does not fit the model (L171, L173): health only, say why
-            return None, [f"checkpoint {ref} does not fit this adapter: {err.one_line()}"]
+            name = getattr(ckpt, "name", ref)
+            fix = f" (fix: {err.remedy})" if err.remedy else ""
+            return None, [printable(f"checkpoint {name} does not fit this adapter [{err.code} {err.name}]: "
+                                    f"{err.reason}{fix}")]
         pred.setdefault("checkpoint", getattr(ckpt, "name", ref))
         pred.setdefault("base_model", getattr(ckpt, "base_model", None))
         return pred, []
@@ -131,6 +137,8 @@ class Scorer:
             adapter = read_adapter(path, **kwargs)
             report = health(adapter)
             prediction, notes = self._prediction(adapter)
+        for note in notes:  # the same text goes to the record and, once per distinct note, to the log
+            self._note(note, source)
         findings = [f.to_dict() for f in report.findings]
         record: dict[str, Any] = {
             "schema": SCHEMA,

@@ -164,3 +164,70 @@ def test_score_a_hub_repo_at_a_revision(monkeypatch, tmp_path):
     rec = json.loads(res.stdout)["records"][0]
     assert rec["source"] == "someuser/lora@v2" and rec["summary"]["ranks"] == [4]
     assert rec["hub"]["revision"] == "v2" and rec["hub"]["triage"]["lora_tensors"] == 8
+
+
+def _custom_adapter(folder: Path, mods=("query", "value"), prefix="base_model.model.encoder", layers=2, n=8, m=6,
+                    r=2, base="tiny/base") -> Path:
+    """A PEFT LoRA on ``mods`` of ``layers`` layers, keys ``{prefix}.layer.{i}.attention.self.{mod}.lora_*``."""
+    import torch
+    from safetensors.torch import save
+
+    g = torch.Generator().manual_seed(11)
+    tensors = {}
+    for i in range(layers):
+        for mod in mods:
+            key = f"{prefix}.layer.{i}.attention.self.{mod}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(r, m, generator=g)
+            tensors[f"{key}.lora_B.weight"] = torch.randn(n, r, generator=g)
+    config = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "base_model_name_or_path": base,
+              "target_modules": list(mods)}
+    return write_files(folder, {"adapter_config.json": json.dumps(config).encode(),
+                                "adapter_model.safetensors": save(tensors)})
+
+
+MISFITS = {  # adapter -> a piece of the reason its checkpoint (made for query/value of 2 layers) does not fit
+    "query-only": ({"mods": ("query",)}, "encoder.layer.0.attention.self.value"),
+    "qkv": ({"mods": ("query", "key", "value")}, "encoder.layer.0.attention.self.key"),
+    "bert-prefix": ({"prefix": "base_model.model.bert.encoder"}, "bert.encoder.layer.0.attention.self.query"),
+    "wider": ({"n": 12}, "12x6"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_the_reason_for_no_prediction_reaches_stderr_in_every_mode(tmp_path, adapters, ckpt, fmt):
+    folders = {name: _custom_adapter(tmp_path / name, **kw) for name, (kw, _) in MISFITS.items()}
+    res = CliRunner().invoke(cli_app(), ["score", *map(str, folders.values()), "-c", str(ckpt), "--device", "cpu",
+                                         "-f", fmt], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: no prediction for ")]
+    assert len(notes) == len(MISFITS)
+    for (name, (_, why)), line in zip(MISFITS.items(), notes):
+        assert str(folders[name]) in line and "does not fit" in line and "L171" in line and why in line
+    if fmt in ("json", "jsonl"):  # the record's notes hold the same text as the log
+        text = res.stdout if fmt == "jsonl" else "\n".join(json.dumps(r) for r in json.loads(res.stdout)["records"])
+        records = [json.loads(line) for line in text.splitlines()]
+        assert [r["prediction"] for r in records] == [None] * len(MISFITS)
+        for rec, line in zip(records, notes):
+            assert line.endswith(rec["notes"][0])
+    if fmt == "table":
+        assert res.stdout.count("no prediction:") == len(MISFITS)
+
+
+def test_one_note_for_many_adapters_without_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOLCTL_MODELS", str(tmp_path / "no-models"))
+    folders = [str(write_files(tmp_path / f"a{i}", peft_files(i))) for i in range(3)]
+    code, res = invoke(["score", *folders])
+    assert code == 0, res.output
+    (line,) = [x for x in res.stderr.splitlines() if "no checkpoint fits base model tiny/base" in x]
+    assert line.startswith(f"note: no prediction for {folders[0]} and 2 more: ")
+
+
+def test_minilm_adapter_the_builtin_checkpoint_does_not_fit_says_why(tmp_path):
+    from lolctl.nn.checkpoint import find_checkpoint_for
+
+    if find_checkpoint_for(MINILM) is None:
+        pytest.skip("no built-in MiniLM checkpoint in this installation")
+    query = _custom_adapter(tmp_path / "q", mods=("query",), layers=6, n=384, m=384, r=4, base=MINILM)
+    code, res = invoke(["score", str(query)])
+    assert code == 0, res.output
+    assert "note: no prediction for" in res.stderr and "encoder.layer.0.attention.self.value" in res.stderr

@@ -43,7 +43,7 @@ def gate(
     """Check adapters against requirements on predictions and findings; exit 1 when any check fails."""
     from rich.markup import escape
 
-    from lolctl.cli.score import nothing_found
+    from lolctl.cli.score import log_notes, nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
     from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
     from lolctl.output import Output
@@ -59,8 +59,7 @@ def gate(
     scorer.load_explicit_checkpoint()
     records = [rec for item in items for rec in scorer.score_item(item)]
     checks = [c for rec in records for c in evaluate(rec, requirements, fail_on_severity.value, fail_on_ood)]
-    for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {escape(note)}")
+    log_notes(out, scorer)
     if junit is not None:
         write_junit(junit, checks)
     if sarif is not None:

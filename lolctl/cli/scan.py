@@ -63,7 +63,7 @@ def scan(
 
     A killed scan continues with --resume: no duplicates, no gaps.
     """
-    from lolctl.cli.score import exit_code, nothing_found
+    from lolctl.cli.score import exit_code, log_notes, nothing_found
     from lolctl.hub import Hub
     from lolctl.output import Output
     from lolctl.scan import run_scan
@@ -107,8 +107,7 @@ def scan(
     finally:
         if progress is not None:
             progress.stop()
-    for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {_escape(note)}")
+    log_notes(out, scorer)
     if out.human:
         out.print(results_table(fresh))
         out.print(summary_table(summary.to_dict(), output))
@@ -198,12 +197,6 @@ def _quiet_hub_downloads() -> None:
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def register(app: typer.Typer) -> None:

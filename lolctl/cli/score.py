@@ -62,7 +62,6 @@ def score(
 
     When none fits, the health report is printed with a note on how to get or train one.
     """
-    from rich.markup import escape
 
     from lolctl.output import Output
     from lolctl.score import Scorer
@@ -86,11 +85,25 @@ def score(
             out.log(_error_line(rec))
         elif out.human:
             render_record(out, rec)
-    for note in scorer.notes:
-        out.log(f"[cyan]note:[/cyan] {escape(note)}")
+    log_notes(out, scorer)
     if not out.human:
         out.records(records, {"schema": "lolctl.score-report/v1", "records": records})
     raise typer.Exit(exit_code(records, fail_on.value, out))
+
+
+def log_notes(out: Any, scorer: Any) -> None:
+    """Every distinct note once on stderr (every mode), with the adapters it applies to: why there is no prediction."""
+    from rich.markup import escape
+
+    from lolctl.errors import printable
+
+    for note in scorer.notes:
+        sources = scorer.note_sources.get(note) or []
+        who = ""
+        if sources:
+            more = f" and {len(sources) - 1} more" if len(sources) > 1 else ""
+            who = f"no prediction for {printable(sources[0])}{more}: "
+        out.log(f"[cyan]note:[/cyan] {escape(who + note)}")
 
 
 def nothing_found(items: list[Any], sources: list[str]) -> None:
@@ -186,6 +199,8 @@ def render_record(out: Any, rec: dict[str, Any]) -> None:
             out.print(Text("out of distribution: ", "yellow") + Text("; ".join(ood.get("reasons") or [])))
         else:
             out.print("[green]in distribution[/green] for this checkpoint")
+    elif rec.get("notes"):
+        out.print(Text("no prediction: ", "yellow") + Text("; ".join(rec["notes"])))
     out.print("")
 
 

@@ -79,7 +79,8 @@ class InputSpec:
                     "L171",
                     f"{adapter.source}: {mod.name}",
                     f"the model expects module {mod.name} ({mod.n}x{mod.m}) but the adapter has no such module "
-                    f"({len(have)} modules, {len(self.modules)} expected)",
+                    f"(its first module: {next(iter(have), 'none')}; {len(have)} modules, {len(self.modules)} "
+                    "expected)",
                     "score this adapter with a checkpoint trained on its base model and target modules",
                 )
             if have[mod.name] != mod.shape:
