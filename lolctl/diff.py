@@ -259,7 +259,9 @@ def read_source(source: str, *, trust_pickle: bool = False, max_bytes: int | Non
         shown = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         raise LolctlError("L104", source, f"{len(paths)} adapters at this source ({shown})",
                           "name one adapter folder or file")
-    kwargs: dict[str, Any] = {"trust_pickle": trust_pickle}
+    import torch
+
+    kwargs: dict[str, Any] = {"trust_pickle": trust_pickle, "dtype": torch.float64}  # float32 files read exactly
     if max_bytes is not None:
         kwargs["max_bytes"] = max_bytes
     adapter = read_adapter(paths[0], **kwargs)

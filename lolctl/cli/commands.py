@@ -12,6 +12,7 @@ MODULES = [
     "lolctl.cli.score",  # lolctl score
     "lolctl.cli.scan",  # lolctl scan
     "lolctl.cli.gate",  # lolctl gate
+    "lolctl.cli.diff",  # lolctl diff
     "lolctl.cli.train",  # lolctl train / lolctl eval
     "lolctl.cli.zoo",  # lolctl zoo build / info
 ]
