@@ -2,8 +2,9 @@
 generated README.md model card. Never pickle.
 
 A reference resolves, in order, to: a local folder; a built-in name under ``$LOLCTL_MODELS`` (``os.pathsep``-separated
-folders) or the repo's top-level ``models/``; a Hub repo id (``org/name``) fetched with ``snapshot_download``
-limited to the three checkpoint files.
+folders) or among the checkpoints shipped with lolctl (the repo's top-level ``models/``, installed as
+``lolctl/checkpoints/``); a Hub repo id (``org/name``) fetched with ``snapshot_download`` limited to the three
+checkpoint files.
 """
 
 from __future__ import annotations
@@ -43,10 +44,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def builtin_dirs() -> list[Path]:
+    """Folders searched for built-in checkpoints: ``$LOLCTL_MODELS``, then the ones shipped with lolctl.
+
+    An installed wheel carries the repo's ``models/`` as the package folder ``lolctl/checkpoints/``; a source checkout
+    (or an editable install) reads ``models/`` beside ``lolctl/`` directly.
+    """
     import lolctl
 
+    package = Path(lolctl.__file__).resolve().parent
     dirs = [Path(p) for p in os.environ.get("LOLCTL_MODELS", "").split(os.pathsep) if p]
-    return [*dirs, Path(lolctl.__file__).resolve().parents[1] / "models"]
+    shipped = [package / "checkpoints", package.parent / "models"]
+    return [*dirs, *(d for d in shipped if d.is_dir())]
 
 
 def builtin_names() -> list[str]:
