@@ -41,7 +41,7 @@ def _finite(obj: Any) -> Any:
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> dotted keys, lists -> JSON text (for CSV rows)."""
+    """Nested dicts -> dotted keys, lists -> JSON text, booleans -> ``true`` / ``false`` as in JSON (CSV rows)."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
@@ -49,6 +49,8 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, name + "."))
         elif isinstance(value, (list, tuple)):
             out[name] = dumps(value)
+        elif isinstance(value, bool):
+            out[name] = "true" if value else "false"
         else:
             out[name] = value
     return out

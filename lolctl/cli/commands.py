@@ -27,3 +27,18 @@ def register(app: typer.Typer) -> None:
                 continue
             raise
         module.register(app)
+    _tidy_help(app)
+
+
+def _tidy_help(app: typer.Typer) -> None:
+    """Every command renders its help through :class:`lolctl.cli.options.Command` (no ``<bool>`` type names)."""
+    from typer.core import TyperCommand
+
+    from lolctl.cli.options import Command
+
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _tidy_help(group.typer_instance)

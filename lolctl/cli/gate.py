@@ -15,7 +15,7 @@ EPILOG = """
 
   lolctl gate ./adapter --require 'quality>=0.6'
   lolctl gate ./adapter --require 'quality.lower>=0.5' --require 'membership\\[noun.animal]<0.5'
-  lolctl gate out/*/adapter --fail-on-severity warning --junit gate.xml --sarif gate.sarif
+  lolctl gate out/*/adapter --fail-on warning --junit gate.xml --sarif gate.sarif
 
 Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr),
 2 input error (unreadable adapter, bad --require, unknown task or label), 3 nothing scannable.
@@ -25,11 +25,13 @@ Exit codes: 0 every check holds, 1 a check failed (each failing check is printed
 def gate(
     sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos.",
                                                  show_default=False)],
-    require: Annotated[list[str] | None, typer.Option("--require", "-r", help="A check such as 'quality>=0.6' or "
+    require: Annotated[list[str] | None, typer.Option("--require", "-r", metavar="EXPR",
+                                                      help="A check such as 'quality>=0.6' or "
                                                       "'membership\\[noun.animal]<0.5' (repeatable).")] = None,
-    fail_on_severity: Annotated[SeverityLevel, typer.Option("--fail-on-severity", help="Fail when a finding is at "
-                                                            "or above this severity ('never' to ignore).")]
-    = SeverityLevel.error,
+    fail_on: Annotated[SeverityLevel, typer.Option("--fail-on", help="Fail when a finding is at or above this "
+                                                   "severity ('never' to ignore).")] = SeverityLevel.error,
+    fail_on_severity: Annotated[SeverityLevel | None, typer.Option("--fail-on-severity", hidden=True,
+                                                                   help="Old spelling of --fail-on.")] = None,
     fail_on_ood: Annotated[bool, typer.Option("--fail-on-ood", help="Fail when an adapter is out of distribution "
                                               "for the checkpoint.")] = False,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
@@ -58,7 +60,8 @@ def gate(
                     predict=bool(requirements) or fail_on_ood, modules=False)
     scorer.load_explicit_checkpoint()
     records = [rec for item in items for rec in scorer.score_item(item)]
-    checks = [c for rec in records for c in evaluate(rec, requirements, fail_on_severity.value, fail_on_ood)]
+    ceiling = (fail_on_severity or fail_on).value  # --fail-on-severity: the old spelling, still accepted
+    checks = [c for rec in records for c in evaluate(rec, requirements, ceiling, fail_on_ood)]
     log_notes(out, scorer)
     if junit is not None:
         write_junit(junit, checks)

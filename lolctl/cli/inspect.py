@@ -8,7 +8,8 @@ import typer
 
 from lolctl.cli.options import FailOnOpt, Format, FormatOpt, SeverityLevel, TrustPickleOpt
 
-SCHEMA = "lolctl.inspect/v1"
+SCHEMA = "lolctl.inspect/v1"  # the --format json document
+RECORD_SCHEMA = "lolctl.inspect-record/v1"  # each adapter entry (the --format jsonl lines)
 
 EPILOG = """
 [bold]Examples[/bold]
@@ -50,11 +51,12 @@ def inspect(
         except LolctlError as err:
             errors += 1
             out.log(escape(err.one_line()))  # paths and keys come from the input: never Rich markup
-            records.append({"source": str(path), "status": "error", "error": err.to_dict()})
+            records.append({"schema": RECORD_SCHEMA, "source": str(path), "status": "error", "error": err.to_dict()})
             continue
         report = health(adapter)
         worst = max([worst] + [severity_rank(f.severity) for f in report.findings])
-        rec = {"source": str(path), "status": "ok", **report.to_dict(), "meta": _meta(adapter)}
+        rec = {"schema": RECORD_SCHEMA, "source": str(path), "status": "ok", **report.to_dict(),
+               "meta": _meta(adapter)}
         records.append(rec)
         if out.human:
             _render(out, rec, grouped=not modules)

@@ -122,7 +122,8 @@ def train(
         ),
     ] = True,
     sets: Annotated[
-        list[str] | None, typer.Option("--set", help="Model config field KEY=VALUE (repeat), e.g. hidden=64.")
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                    help="Model config field KEY=VALUE (repeat), e.g. hidden=64.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Checkpoint name (default: folder name).")] = None,
     base_model: Annotated[

@@ -29,6 +29,7 @@ BUILD_EPILOG = """
 
   lolctl zoo build zoo/minilm-wordnet -j 2      [dim]# flagship zoo; rerun to resume[/dim]
   lolctl zoo build /tmp/z --limit 50            [dim]# only the first 50 LoRAs[/dim]
+  lolctl zoo build /tmp/small --set n_train=100 --limit 50
   lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
   lolctl zoo build zoo/minilm-wordnet --split test_r8   [dim]# one split only[/dim]
 """
@@ -51,17 +52,12 @@ def build_cmd(
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes (1 thread each).")] = 1,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Build only the first N LoRAs of the plan.")] = (
         None),
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe setting: KEY=VALUE.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="Override a recipe setting (repeat).")] = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="Build only this split of the plan (repeat), "
                                                     "e.g. test_r8.")] = None,
 ) -> None:
-    """Build (or resume) a zoo. Each LoRA is a PEFT adapter folder; labels.csv and manifest.json describe them.
-
-    Examples:
-      lolctl zoo build zoo/minilm-wordnet --workers 2
-      lolctl zoo build /tmp/small --recipe minilm-wordnet --set n_train=100 --limit 50
-      lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
-    """
+    """Build (or resume) a zoo. Each LoRA is a PEFT adapter folder; labels.csv and manifest.json describe them."""
     import sys
 
     from lolctl.output import dumps
@@ -83,12 +79,7 @@ def info_cmd(
     zoo: Annotated[Path, typer.Argument(help="A zoo folder (with manifest.json and labels.csv).")],
     fmt: FormatOpt = "table",  # type: ignore[assignment]
 ) -> None:
-    """Summarise a zoo: counts per split and rank, target ranges, recipe and versions.
-
-    Examples:
-      lolctl zoo info zoo/minilm-wordnet
-      lolctl zoo info zoo/minilm-wordnet -f json
-    """
+    """Summarise a zoo: counts per split and rank, target ranges, recipe and versions."""
     from lolctl.output import Output
     from lolctl.zoo.info import render_table, summarise
 

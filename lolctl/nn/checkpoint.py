@@ -264,13 +264,15 @@ def find_checkpoint_for(base_model: str | None) -> str | None:
 
 def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> Path:
     """Write config.json, model.safetensors and a generated README.md into ``folder``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from lolctl.nn.card import model_card
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
+    # save() + write_bytes, not save_file: save_file creates the file with mode 0600, and a checkpoint is meant to be
+    # shared (here the usual umask gives 0644, like config.json and README.md)
+    (folder / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT}))
     full = json_safe({"format": FORMAT, "format_version": 1, **config})
     (folder / "config.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(model_card(full), encoding="utf-8")

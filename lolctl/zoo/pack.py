@@ -36,7 +36,7 @@ def _scaled(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite: bool = False) -> dict[str, Any]:
     """Write the rows of ``splits`` of the zoo at ``zoo_dir`` as a packed zoo at ``out``; returns a summary."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from lolctl.nn.data import load_factors, load_zoo
     from lolctl.zoo.builder import LABELS, MANIFEST
@@ -80,7 +80,7 @@ def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite:
     info = {"base_models": sorted({b for i in infos for b in i["base_models"]}),
             "scales": sorted({s for i in infos for s in i["scales"]})}
     meta = {"format": FORMAT, "spec": json.dumps(spec.to_dict()), "ids": json.dumps(index), "info": json.dumps(info)}
-    save_file(tensors, str(out / FACTORS), metadata=meta)
+    (out / FACTORS).write_bytes(save(tensors, metadata=meta))  # save_file would make it 0600
 
     columns = list(rows[0])
     with (out / LABELS).open("w", newline="", encoding="utf-8") as fh:
