@@ -113,7 +113,7 @@ def test_score_subprocess_csv(adapters, ckpt):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert len(rows) == 2 and "prediction.tasks.quality.value" in rows[0]
-    assert rows[1]["prediction.ood.flag"] == "True"
+    assert rows[1]["prediction.ood.flag"] == "true"
     bad = subprocess.run([sys.executable, "-m", "lolctl", "score", "./no/such/adapter"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error[L100 ") and "Traceback" not in bad.stderr
