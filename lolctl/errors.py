@@ -54,7 +54,7 @@ _TABLE: list[tuple[str, str, int, str]] = [
     ("L140", "factor-shape-mismatch", EXIT_INPUT, "lora_A and lora_B shapes do not fit together"),
     ("L141", "missing-factor", EXIT_INPUT, "a module has only one of its two factors"),
     ("L142", "rank-zero", EXIT_INPUT, "a module has rank 0"),
-    ("L143", "rank-exceeds-layer", EXIT_INPUT, "a module's rank is larger than the layer it adapts"),
+    ("L143", "rank-exceeds-layer", EXIT_INPUT, "the layer a module adapts has no rows or columns: no rank fits"),
     ("L144", "duplicate-module", EXIT_INPUT, "two keys map to the same module"),
     ("L145", "bad-factor-rank", EXIT_INPUT, "a factor tensor has an unexpected number of dimensions"),
     ("L146", "non-finite-factors", EXIT_INPUT, "a factor holds NaN or Inf, so the update cannot be compared"),

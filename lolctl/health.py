@@ -146,10 +146,22 @@ def findings(adapter: Adapter, stats: list[dict[str, Any]]) -> list[Finding]:
                 total,
             )
         )
-    collapsed = [
-        f"{n} ({s['numerical_rank']}/{m.rank})"
+    oversized = [f"{m.name} (r={m.rank}, {m.shape[0]}×{m.shape[1]})" for m in adapter.modules if m.rank > min(m.shape)]
+    if oversized:
+        out.append(
+            _aggregate(
+                "H204",
+                "info",
+                oversized,
+                "have a rank above the layer's smaller side: the singular values past it are structurally zero",
+                "a rank of min(out, in) stores the same update",
+                total,
+            )
+        )
+    collapsed = [  # against the largest rank the layer allows: H204 already says why r > min(n, m) cannot be used
+        f"{n} ({s['numerical_rank']}/{min(m.rank, *m.shape)})"
         for n, s, m in zip(names, stats, adapter.modules)
-        if s.get("fro_norm", 0.0) > 0 and s["numerical_rank"] < m.rank
+        if s.get("fro_norm", 0.0) > 0 and s["numerical_rank"] < min(m.rank, *m.shape)
     ]
     if collapsed:
         out.append(

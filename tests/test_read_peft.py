@@ -87,6 +87,11 @@ CASES = {
                         dict(r=2, lora_alpha=4, target_modules=["query", "value"], modules_to_save=["classifier"]),
                         "default"),
     "lora-bias": (tiny_bert, dict(r=2, lora_alpha=2, target_modules=["key"], lora_bias=True), "default"),
+    # ranks above a side of the layer, as PEFT makes them: r = 8 on the 3-class head (B is 3 x 8), r = 64 on 16/32-wide
+    "rank-above-head": (lambda: tiny_bert(with_head=True), dict(r=8, lora_alpha=16, target_modules=["classifier",
+                                                                                                     "query"]),
+                        "default"),
+    "rank-above-layer": (tiny_llama, dict(r=64, lora_alpha=16, target_modules=["q_proj", "down_proj"]), "default"),
 }
 
 
@@ -268,3 +273,27 @@ def test_default_and_named_adapters_saved_together(tmp_path):
     assert set(read_adapter(tmp_path).ranks) == {2}
     other = read_adapter(tmp_path, name="other")
     assert set(other.ranks) == {3} and all(m.name.endswith("value") for m in other.modules)
+
+
+@pytest.mark.parametrize("case", ["rank-above-head", "rank-above-layer"])
+def test_rank_above_the_layer_is_read_with_structurally_zero_singular_values(tmp_path, case):
+    from lolctl.health import health
+
+    pm, adapter_name = build(tmp_path, case)
+    adapter = read_adapter(tmp_path, dtype=torch.float64)
+    deltas = peft_deltas(pm, adapter_name)
+    report = health(adapter)
+    over = [m for m in adapter.modules if m.rank > min(m.shape)]
+    assert over  # the case really has such modules
+    for m, stats in zip(adapter.modules, report.modules):
+        expected = deltas[m.name]
+        S = torch.linalg.svdvals(expected)  # an independent dense SVD in float64
+        k = min(m.rank, *m.shape)
+        assert stats["singular_values"][:k] == pytest.approx(S[:k].tolist(), rel=1e-9, abs=1e-12)
+        assert all(abs(x) < 1e-12 * S[0] for x in S[k:].tolist())  # ΔW has rank k at most
+        padding = stats["singular_values"][k:]  # reported, as zeros up to rounding
+        assert len(stats["singular_values"]) == m.rank and all(abs(x) < 1e-9 * S[0] for x in padding)
+    (h204,) = [f for f in report.findings if f.code == "H204"]
+    assert h204.severity == "info" and f"{len(over)}/{len(adapter.modules)} modules" in h204.message
+    assert "H203" not in {f.code for f in report.findings}  # full use of min(n, m) directions is not a collapse
+    assert all(f.severity != "error" for f in report.findings)

@@ -107,7 +107,7 @@ STRUCTURE_CASES = {
     "shape-mismatch": ("L140", {f"{P}.lora_A.weight": torch.ones(2, 8), f"{P}.lora_B.weight": torch.ones(8, 3)}),
     "missing-B": ("L141", {f"{P}.lora_A.weight": torch.ones(2, 8)}),
     "rank-zero": ("L142", {f"{P}.lora_A.weight": torch.ones(0, 8), f"{P}.lora_B.weight": torch.ones(8, 0)}),
-    "rank-too-big": ("L143", {f"{P}.lora_A.weight": torch.ones(6, 4), f"{P}.lora_B.weight": torch.ones(8, 6)}),
+    "zero-size-layer": ("L143", {f"{P}.lora_A.weight": torch.ones(4, 0), f"{P}.lora_B.weight": torch.ones(8, 4)}),
     "duplicate": ("L144", {f"{P}.lora_A.weight": torch.ones(2, 8), f"{P}.lora_A.default.weight": torch.ones(2, 8),
                            f"{P}.lora_B.weight": torch.ones(8, 2)}),
     "vector-factor": ("L145", {f"{P}.lora_A.weight": torch.ones(8), f"{P}.lora_B.weight": torch.ones(8, 2)}),

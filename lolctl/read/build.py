@@ -30,7 +30,10 @@ class PairShape:
 def check_pair(
     where: str, a_shape: tuple[int, ...] | None, b_shape: tuple[int, ...] | None, *, embedding: bool = False
 ) -> PairShape:
-    """Validate A (r, in[, k...]) against B (out, r[, 1...]); raise L141/L145/L140/L142/L143."""
+    """Validate A (r, in[, k...]) against B (out, r[, 1...]); raise L141/L145/L140/L142/L143 (a zero-size layer).
+
+    A rank above min(out, in) is accepted, as PEFT accepts it (r = 8 on a 2-class head): ΔW then has at most
+    min(out, in) nonzero singular values, the rest are structurally zero (health finding H204)."""
     if a_shape is None or b_shape is None:
         missing = "A (down)" if a_shape is None else "B (up)"
         raise LolctlError("L141", where, f"the module has no {missing} factor", "re-save the adapter completely")
@@ -48,10 +51,10 @@ def check_pair(
     m = math.prod(a_shape[1:])
     if r == 0:
         raise LolctlError("L142", where, "the module has rank 0", "drop the module or re-save the adapter")
-    if r > min(n, m):
+    if min(n, m) == 0:  # r > min(n, m) on a real layer is legal (PEFT makes and loads it): see health H204
         raise LolctlError(
-            "L143", where, f"rank {r} exceeds the layer's size {n}×{m}",
-            "the factors are transposed or from a different layer",
+            "L143", where, f"the layer has size {n}×{m}: no rank fits a layer without rows or columns",
+            "the factors are truncated or from a different layer",
         )
     if len(a_shape) > 2:
         return PairShape("conv", r, n, m, (n, *a_shape[1:]))

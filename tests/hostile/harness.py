@@ -22,6 +22,9 @@ UNSAFE_ADVICE = ("weights_only=False", "safe_globals")  # never tell a user to r
 REPO = HERE.parents[1]
 
 
+_LOLCTL_ROOT = str(Path(__import__("lolctl").__file__).resolve().parents[1])
+
+
 def sealed_env(corpus: Path, work: Path) -> dict[str, str]:
     for sub in ("home", "tmp"):
         (work / sub).mkdir(parents=True, exist_ok=True)
@@ -32,7 +35,9 @@ def sealed_env(corpus: Path, work: Path) -> dict[str, str]:
         XDG_CACHE_HOME=str(work / "home" / ".cache"),
         HF_HUB_OFFLINE="1",
         HF_HOME=str(work / "home" / "hf"),
-        PYTHONPATH=str(corpus / IMPORTABLE),
+        # the corpus's importable folder (nothing may import from it), then the lolctl under test (a worktree's copy
+        # when the tests run with PYTHONPATH pointing at one, not the installed one)
+        PYTHONPATH=os.pathsep.join([str(corpus / IMPORTABLE), _LOLCTL_ROOT]),
         PYTHONDONTWRITEBYTECODE="1",
         COLUMNS="200",
     )
