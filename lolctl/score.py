@@ -34,6 +34,17 @@ def no_checkpoint_note(base_model: str | None) -> str:
     )
 
 
+def check_device(device: str, predict: bool = True) -> None:
+    """Refuse ``cuda`` up front when CUDA is not available (one L182 usage error, not one error record per adapter).
+    Without predictions no model runs, so the device does not matter."""
+    if predict and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LolctlError("L182", "--device cuda", "CUDA was requested but is not available on this machine",
+                              "use --device cpu (or auto)")
+
+
 def max_severity(findings: list[dict[str, Any]]) -> str | None:
     ranks = [severity_rank(f["severity"]) for f in findings]
     return SEVERITIES[max(ranks)] if ranks else None

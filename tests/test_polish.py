@@ -87,3 +87,54 @@ def test_checkpoint_files_are_world_readable(tmp_path):
         os.umask(old)
     for p in folder.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+@pytest.mark.parametrize("text, expected", [("4096", 4096), ("10MB", 10_000_000), ("10 mb", 10_000_000),
+                                            ("1.5GiB", 1_610_612_736), ("512KiB", 524_288), ("2e3", 2000),
+                                            (None, None)])
+def test_sizes_with_units(text, expected):
+    from lolctl.cli.options import parse_size
+
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-5", "0", "0.5", "ten", "10XB", "", "nan", "1e400"])
+def test_bad_sizes_are_usage_errors(text):
+    from lolctl.cli.options import parse_size
+    from lolctl.errors import LolctlError
+
+    with pytest.raises(LolctlError) as err:
+        parse_size(text)
+    assert err.value.code == "L180" and err.value.exit_code == 2
+
+
+def test_max_bytes_on_the_command_line(tmp_path):
+    from tests.clitools import invoke
+
+    folder = tmp_path / "a"
+    _write_inert_adapter(folder)  # 56 bytes of tensors
+    code, res = invoke(["inspect", str(folder)])  # inspect has no budget option: sanity of the fixture
+    assert code == 1
+    code, res = invoke(["score", str(folder), "--max-bytes", "-5"])
+    assert code == 2 and "L180" in str(res.exception)
+    code, res = invoke(["score", str(folder), "--max-bytes", "1kB", "--fail-on", "never", "-f", "json"])
+    assert code == 0, res.output
+    code, res = invoke(["score", str(folder), "--max-bytes", "40", "-f", "json"])
+    assert code == 2 and json.loads(res.stdout)["records"][0]["error"]["code"] == "L125"
+
+
+@pytest.mark.parametrize("command", ["score", "scan", "gate"])
+def test_cuda_without_cuda_is_one_usage_error_up_front(tmp_path, command):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for i in range(3):
+        _write_inert_adapter(tmp_path / f"a{i}")
+    args = [sys.executable, "-m", "lolctl", command, str(tmp_path), "--device", "cuda"]
+    if command == "gate":
+        args += ["--require", "quality>=0.1"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("L182") == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == ""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lolctl.cli.options import TrustPickleOpt
+from lolctl.cli.options import MaxBytesOpt, TrustPickleOpt
 
 EPILOG = """
 [bold]Examples[/bold]
@@ -37,19 +37,20 @@ def diff(
     fmt: Annotated[DiffFormat, typer.Option("--format", "-f", help="Output on stdout: a Rich table, or json.")
                    ] = DiffFormat.table,
     trust_pickle: TrustPickleOpt = False,
-    max_bytes: Annotated[int | None, typer.Option("--max-bytes", help="Refuse adapters whose tensors exceed "
-                                                  "this many bytes.")] = None,
+    max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Compare two adapters' weight updates ΔW: cosine similarity, relative difference, principal angles.
 
     Overall and per module; modules present in one adapter only are listed.
     """
+    from lolctl.cli.options import parse_size
     from lolctl.diff import diff_adapters, read_source
     from lolctl.output import Output
 
     out = Output(fmt.value)
-    first = read_source(a, trust_pickle=trust_pickle, max_bytes=max_bytes)
-    second = read_source(b, trust_pickle=trust_pickle, max_bytes=max_bytes)
+    limit = parse_size(max_bytes)
+    first = read_source(a, trust_pickle=trust_pickle, max_bytes=limit)
+    second = read_source(b, trust_pickle=trust_pickle, max_bytes=limit)
     result = diff_adapters(first, second)
     if out.human:
         render(out, result.to_dict())

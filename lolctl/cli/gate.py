@@ -45,18 +45,21 @@ def gate(
     """Check adapters against requirements on predictions and findings; exit 1 when any check fails."""
     from rich.markup import escape
 
+    from lolctl.cli.options import parse_size
     from lolctl.cli.score import log_notes, nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
     from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
     from lolctl.output import Output
-    from lolctl.score import Scorer
+    from lolctl.score import Scorer, check_device
     from lolctl.sources import resolve
 
     out = Output(fmt.value)
     requirements = [parse_requirement(text) for text in require or []]  # bad syntax: exit 2 before any work
+    limit = parse_size(max_bytes)
+    check_device(device.value, bool(requirements) or fail_on_ood)
     items = resolve(sources)
     nothing_found(items, sources)
-    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
                     predict=bool(requirements) or fail_on_ood, modules=False)
     scorer.load_explicit_checkpoint()
     records = [rec for item in items for rec in scorer.score_item(item)]

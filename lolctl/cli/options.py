@@ -44,6 +44,36 @@ FailOnOpt = Annotated[
     SeverityLevel,
     typer.Option("--fail-on", help="Exit 1 when any finding is at or above this severity ('never' to disable)."),
 ]
+MaxBytesOpt = Annotated[
+    str | None,
+    typer.Option("--max-bytes", metavar="SIZE", help="Refuse adapters whose tensors exceed this size: a number of "
+                 "bytes or a size with a unit (10MB, 1.5GiB; kB/MB/GB/TB: powers of 1000, KiB/MiB/GiB/TiB: 1024)."),
+]
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str | None, option: str = "--max-bytes") -> int | None:
+    """``"10MB"`` → 10_000_000, ``"1.5GiB"`` → 1_610_612_736, ``"4096"`` → 4096; None stays None. Zero, negative
+    and malformed sizes are usage errors (L180)."""
+    if text is None:
+        return None
+    import math
+    import re
+
+    from lolctl.errors import LolctlError
+
+    m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise LolctlError("L180", f"{option} {text}", "not a size",
+                          "give a positive number of bytes, or a size with a unit: 10MB, 512MiB, 1.5GiB")
+    value = float(m.group(1)) * _UNITS[unit]
+    if not math.isfinite(value) or value < 1:
+        raise LolctlError("L180", f"{option} {text}", "the size must be at least 1 byte", "e.g. 10MB or 1.5GiB")
+    return int(value)
+
+
 CheckpointOpt = Annotated[
     str | None,
     typer.Option(

@@ -63,14 +63,17 @@ def scan(
 
     A killed scan continues with --resume: no duplicates, no gaps.
     """
+    from lolctl.cli.options import parse_size
     from lolctl.cli.score import exit_code, log_notes, nothing_found
     from lolctl.hub import Hub
     from lolctl.output import Output
     from lolctl.scan import run_scan
-    from lolctl.score import Scorer
+    from lolctl.score import Scorer, check_device
     from lolctl.sources import parse_shard, resolve, shard_of
 
     out = Output(fmt.value)
+    limit = parse_size(max_bytes)
+    check_device(device.value, not no_predict)
     _quiet_hub_downloads()
     if resume and output is None:
         from lolctl.errors import LolctlError
@@ -83,7 +86,7 @@ def scan(
         index, count = parse_shard(shard)
         items = [item for item in items if shard_of(item.id, count) == index]
         out.log(f"shard {index}/{count}: {len(items)} item(s)")
-    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
                     hub=hub, triage=triage, predict=not no_predict, modules=False, read_slots=read_slots)
     scorer.load_explicit_checkpoint()
 

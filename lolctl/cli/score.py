@@ -15,6 +15,7 @@ from lolctl.cli.options import (
     FailOnOpt,
     Format,
     FormatOpt,
+    MaxBytesOpt,
     SeverityLevel,
     TrustPickleOpt,
 )
@@ -31,9 +32,6 @@ EPILOG = """
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 
-MaxBytesOpt = Annotated[
-    int | None, typer.Option("--max-bytes", help="Refuse adapters whose tensors exceed this many bytes.")
-]
 TriageOpt = Annotated[
     bool,
     typer.Option("--triage/--no-triage", help="Hub: read safetensors headers (ranged reads) before downloading."),
@@ -63,8 +61,9 @@ def score(
     When none fits, the health report is printed with a note on how to get or train one.
     """
 
+    from lolctl.cli.options import parse_size
     from lolctl.output import Output
-    from lolctl.score import Scorer
+    from lolctl.score import Scorer, check_device
     from lolctl.sources import resolve
 
     out = Output(fmt.value)
@@ -74,7 +73,9 @@ def score(
         here = os.path.relpath(EXAMPLES)
         sources = [here if not here.startswith("..") else str(EXAMPLES)]
         out.log(f"no SOURCE given: scoring the bundled example adapters in {sources[0]} (see its README.md)")
-    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=max_bytes,
+    limit = parse_size(max_bytes)
+    check_device(device.value)
+    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
                     triage=triage)
     items = resolve(sources)
     nothing_found(items, sources)
