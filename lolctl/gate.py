@@ -16,6 +16,7 @@ adapters) are input errors, reported as JUnit ``<error>``.
 from __future__ import annotations
 
 import operator
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_se
         actual = _actual(req, prediction, source)
         passed = req.holds(actual)
         note = f" (out of distribution: {'; '.join(ood.get('reasons') or [])})" if ood.get("flag") else ""
-        checks.append(Check(source, req.text, passed, f"{req.text}: got {actual:.4g}{note}", actual))
+        checks.append(Check(source, req.text, passed, f"got {actual:.4g}{note}", actual))  # the check names itself
     return checks
 
 
@@ -171,8 +172,10 @@ def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[s
     }
     results: list[dict[str, Any]] = []
 
+    paths = {rec.get("source", "?"): rec.get("path") for rec in records}
+
     def location(source: str) -> list[dict[str, Any]]:
-        return [{"physicalLocation": {"artifactLocation": {"uri": _uri(source)}}}]
+        return [{"physicalLocation": {"artifactLocation": artifact(paths.get(source) or source)}}]
 
     for rec in records:
         for f in rec.get("findings") or []:
@@ -196,15 +199,29 @@ def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[s
     }
 
 
-def _uri(source: str) -> str:
-    """Local paths inside the working directory become relative POSIX paths (what code-scanning UIs resolve)."""
+# the file a finding about an adapter folder points at (code-scanning UIs annotate files, not folders)
+_MAIN_FILES = ("adapter_model.safetensors", "adapters.safetensors", "adapter_model.bin",
+               "pytorch_lora_weights.safetensors", "adapter_config.json")
+
+
+def artifact(source: str) -> dict[str, Any]:
+    """SARIF artifactLocation of an adapter: a local file inside the repository (``$GITHUB_WORKSPACE``, else the
+    working directory) becomes a repo-relative POSIX path with ``uriBaseId`` %SRCROOT% — what GitHub code scanning
+    expects; a folder is replaced by its weights file. A local file outside the repository keeps an absolute
+    ``file://`` URI; a Hub source stays as given."""
     path = Path(source)
-    if path.exists():
-        try:
-            return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-        except ValueError:
-            return path.resolve().as_uri()
-    return source
+    if not path.exists():
+        return {"uri": source}
+    if path.is_dir():
+        main = next((path / n for n in _MAIN_FILES if (path / n).is_file()), None)
+        main = main or next(iter(sorted(path.glob("*.safetensors"))), None)
+        path = main or path
+    root = Path(os.path.abspath(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()))
+    here = Path(os.path.abspath(path))  # as typed, links not followed: a linked file is annotated where it is linked
+    try:
+        return {"uri": here.relative_to(root).as_posix(), "uriBaseId": "%SRCROOT%"}
+    except ValueError:
+        return {"uri": here.as_uri()}
 
 
 def write_sarif(path: Path, records: list[dict[str, Any]], checks: list[Check]) -> None:

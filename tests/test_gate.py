@@ -112,6 +112,35 @@ def test_junit_and_sarif_documents(tmp_path):
     assert {r["id"] for r in doc["runs"][0]["tool"]["driver"]["rules"]} >= {"H202", "gate"}
 
 
+def test_sarif_points_at_repo_relative_weights_files_and_does_not_repeat_the_check(tmp_path, monkeypatch):
+    run = tmp_path / "repo" / "out" / "run1"
+    run.mkdir(parents=True)
+    (run / "adapter_config.json").write_text("{}")
+    (run / "adapter_model.safetensors").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "lora.safetensors").write_bytes(b"x")
+    (tmp_path / "repo" / "linked").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.delenv("GITHUB_WORKSPACE", raising=False)
+    finding = [{"code": "H202", "severity": "error", "message": "m"}]
+    records = [_record("out/run1", findings=finding, prediction=PRED),
+               _record(str(tmp_path / "repo" / "linked" / "lora.safetensors"), findings=finding),
+               _record(str(tmp_path / "elsewhere" / "lora.safetensors"), findings=finding)]
+    checks = evaluate(records[0], [parse_requirement("quality>=0.8")])
+    doc = sarif_document(records, checks)
+    locs = [r["locations"][0]["physicalLocation"]["artifactLocation"] for r in doc["runs"][0]["results"]]
+    assert locs[0] == {"uri": "out/run1/adapter_model.safetensors", "uriBaseId": "%SRCROOT%"}
+    assert locs[1] == {"uri": "linked/lora.safetensors", "uriBaseId": "%SRCROOT%"}
+    assert locs[2] == {"uri": (tmp_path / "elsewhere" / "lora.safetensors").as_uri()}
+    gate = [r for r in doc["runs"][0]["results"] if r["ruleId"] == "gate"]
+    assert [r["message"]["text"] for r in gate] == ["quality>=0.8: got 0.7"]
+    assert locs[-1] == locs[0]
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path))
+    doc = sarif_document(records[2:], [])
+    assert doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "elsewhere/lora.safetensors")
+
+
 def test_sarif_locations_are_relative_inside_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "out" / "run1").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
