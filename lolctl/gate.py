@@ -73,7 +73,9 @@ def parse_requirement(text: str) -> Requirement:
                        float(m.group("value")))
 
 
-def _actual(req: Requirement, prediction: dict[str, Any], source: str) -> float:
+def _actual(req: Requirement, prediction: dict[str, Any], source: str) -> float | None:
+    """The predicted number the requirement compares, or None when the prediction has none for it (``note`` says
+    why, e.g. the size of an inert adapter's training data)."""
     tasks = prediction.get("tasks") or {}
     if req.task not in tasks:
         raise LolctlError("L181", f"--require {req.text!r}", f"checkpoint {prediction.get('checkpoint')} predicts "
@@ -83,11 +85,15 @@ def _actual(req: Requirement, prediction: dict[str, Any], source: str) -> float:
         if req.label is not None:
             raise LolctlError("L181", f"--require {req.text!r}", f"{req.task} is a regression task; it has no labels",
                               f"write {req.task}{req.op}{req.threshold:g}")
+        if task.get("value") is None:
+            return None
         if req.field == "value":
             return float(task["value"])
         lo, hi = task.get("interval") or (task["value"], task["value"])
         return float(lo if req.field == "lower" else hi)
     probs = task.get("probs") or {}
+    if not probs and task.get("note"):
+        return None
     if req.label is None:
         raise LolctlError("L181", f"--require {req.text!r}", f"{req.task} is a {task.get('kind')} task; name a label",
                           f"e.g. {req.task}[{next(iter(probs), 'LABEL')}]{req.op}{req.threshold:g}")
@@ -125,6 +131,10 @@ def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_se
             checks.append(Check(source, req.text, False, f"cannot evaluate, no prediction: {why}"))
             continue
         actual = _actual(req, prediction, source)
+        if actual is None:
+            why = (prediction.get("tasks") or {}).get(req.task, {}).get("note") or "no value"
+            checks.append(Check(source, req.text, False, f"cannot evaluate: {why}"))
+            continue
         passed = req.holds(actual)
         note = f" (out of distribution: {'; '.join(ood.get('reasons') or [])})" if ood.get("flag") else ""
         checks.append(Check(source, req.text, passed, f"got {actual:.4g}{note}", actual))  # the check names itself

@@ -4,13 +4,12 @@ Features per LoRA, all invariant to (U, V) -> (U g, V g^-T): for each module, th
 log tr(ΔW Σ_g ΔWᵀ) for Σ_g = the second moment of the embeddings-layer output over tokens of group g (each topic's
 definitions, short and long definitions, verb definitions) — "how strongly does ΔW act on this group's tokens" —
 centred over groups. Also zero-parameter scores (AUC of one such response, no fitting). Usage:
-    python scripts/zoo_probe.py ZOO [--folds 5]
+    python scripts/zoo_probe.py ZOO [--folds 5] [--limit N] [--cache ZOO2/cache/frozen.safetensors]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,12 +19,12 @@ import torch
 from safetensors.torch import load_file
 
 
-def group_moments(zoo: Path, recipe) -> tuple[list[str], list[torch.Tensor]]:
+def group_moments(cache_file: Path, recipe) -> tuple[list[str], list[torch.Tensor]]:
     from lolctl.zoo.basemodel import resolve_base
     from lolctl.zoo.lean_bert import LeanBert
 
     side = recipe.settings.adapted
-    cache = load_file(str(zoo / "cache/frozen.safetensors"))
+    cache = load_file(str(cache_file))
     _, data = recipe._data()
     bert = LeanBert.from_folder(resolve_base(recipe.settings.base_model), torch.float32)
     groups: dict[str, list[int]] = {}
@@ -44,21 +43,16 @@ def group_moments(zoo: Path, recipe) -> tuple[list[str], list[torch.Tensor]]:
     return names, moments
 
 
-def features(zoo: Path, row: dict, moments: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-    """(all features, per-group response summed over modules)."""
-    state = load_file(str(zoo / row["path"] / "adapter_model.safetensors"))
-    config = json.loads((zoo / row["path"] / "adapter_config.json").read_text())
-    s = config["lora_alpha"] / config["r"]
+def features(factors: list[tuple[torch.Tensor, torch.Tensor]], moments: list[torch.Tensor]):
+    """(all features, per-group response summed over modules) of one LoRA given as (U, V) per module."""
     out, total = [], np.zeros(len(moments))
-    for key in sorted(k for k in state if k.endswith("lora_A.weight")):
-        U = s * state[key.replace("lora_A", "lora_B")].double()
-        V = state[key].double().T
+    for U, V in factors:
+        U, V = U.double(), V.double()
         _, Ru = torch.linalg.qr(U)
-        _, Rv = torch.linalg.qr(V)
+        Qv, Rv = torch.linalg.qr(V)
         sv = torch.linalg.svdvals(Ru @ Rv.T)
         sv = torch.cat([sv, torch.zeros(4, dtype=sv.dtype)])[:4].numpy()
         G = (Ru @ Rv.T).T  # tr(ΔW Σ ΔWᵀ) = tr(G Qvᵀ Σ Qv Gᵀ) with ΔW = Qu (Ru Rvᵀ) Qvᵀ
-        Qv = torch.linalg.qr(V)[0]
         resp = np.log(np.array([torch.trace(G.T @ (Qv.T @ S @ Qv) @ G).item() for S in moments]) + 1e-30)
         resp = resp - resp.mean()
         total += resp
@@ -73,19 +67,28 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from lolctl.nn.data import load_factors, load_zoo
     from lolctl.zoo.recipes.minilm_wordnet import MinilmWordnet
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("zoo", type=Path)
+    ap.add_argument("zoo", type=Path, help="a zoo folder or a packed zoo (lolctl zoo pack)")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N LoRAs of the zoo's own rank")
+    ap.add_argument("--cache", type=Path, help="cache/frozen.safetensors of a built minilm-wordnet zoo "
+                    "(default: ZOO/cache/frozen.safetensors; a packed zoo has none)")
     args = ap.parse_args()
-    zoo = args.zoo
-    manifest = json.loads((zoo / "manifest.json").read_text())
+    zoo = load_zoo(args.zoo)
+    manifest = zoo.manifest
     recipe = MinilmWordnet()
-    with open(zoo / "labels.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["rank"] == str(manifest["recipe"]["rank"])]
-    names, moments = group_moments(zoo, recipe)
-    pairs = [features(zoo, r, moments) for r in rows]
+    keep = [i for i, r in enumerate(zoo.rows) if r["rank"] == str(manifest["recipe"]["rank"])]
+    keep = keep[: args.limit] if args.limit else keep
+    rows = [zoo.rows[i] for i in keep]
+    batch, _ = load_factors(zoo, dtype=torch.float64)
+    batch = batch.select(keep)
+    names, moments = group_moments(args.cache or args.zoo / "cache/frozen.safetensors", recipe)
+    mods = batch.factors()
+    pairs = [features([(U[b, :, : int(batch.ranks[b, i])], V[b, :, : int(batch.ranks[b, i])])
+                       for i, (U, V) in enumerate(mods)], moments) for b in range(batch.size)]
     X = np.stack([p[0] for p in pairs])
     response = np.stack([p[1] for p in pairs])
     folds = KFold(args.folds, shuffle=True, random_state=0)

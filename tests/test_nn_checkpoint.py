@@ -11,7 +11,14 @@ import torch
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
 from lolctl.nn import InputSpec, ModuleSpec, TaskSpec, build_model
-from lolctl.nn.checkpoint import FILES, find_checkpoint_for, load_checkpoint, resolve_device, save_checkpoint
+from lolctl.nn.checkpoint import (
+    FILES,
+    OPTIONAL_FILES,
+    find_checkpoint_for,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
 
 SPEC = InputSpec((ModuleSpec("l0.q", 8, 6), ModuleSpec("l0.v", 8, 6)))
 TASKS = (
@@ -104,7 +111,7 @@ def test_hub_repo_id_uses_snapshot_download_with_allow_patterns(tmp_path, monkey
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
     assert load_checkpoint("someone/lolctl-glnet", device="cpu").name == "tiny"
-    assert calls == [("someone/lolctl-glnet", list(FILES))]
+    assert calls == [("someone/lolctl-glnet", [*FILES, *OPTIONAL_FILES])]
 
     def offline(repo_id, allow_patterns):
         raise LocalEntryNotFoundError("not cached")

@@ -23,11 +23,13 @@ from lolctl.factors import Adapter
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.metrics import json_safe
+from lolctl.nn.ood import inert_prediction, is_inert
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
 from lolctl.nn.train import predict, scale_stats
 
 FILES = ("config.json", "model.safetensors", "README.md")
+OPTIONAL_FILES = ("ood.safetensors",)  # reference adapters of the OOD score (models without anchors)
 FORMAT = "lolctl-checkpoint"
 SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -76,7 +78,7 @@ def _from_hub(ref: str) -> Path:
 
     local = f"; no local folder {ref} or built-in checkpoint of that name either"
     try:
-        return Path(snapshot_download(repo_id=ref, allow_patterns=list(FILES)))
+        return Path(snapshot_download(repo_id=ref, allow_patterns=[*FILES, *OPTIONAL_FILES]))
     except GatedRepoError as err:
         raise LolctlError(
             "L161", ref, "the checkpoint repo is gated or private", "log in with `hf auth login`"
@@ -134,6 +136,28 @@ class Checkpoint:
         self.base_model: str | None = config.get("base_model")
         self.spec: InputSpec = model.spec
         self.tasks: tuple[TaskSpec, ...] = model.tasks
+        self._ood: Any = None  # OODReference, fitted on first use from the reference adapters
+
+    def reference_adapters(self) -> LoraBatch | None:
+        """The training adapters kept with the checkpoint: ``ood.safetensors``, else GL-net's anchors."""
+        from lolctl.nn.ood import anchors_batch
+
+        path = self.path / "ood.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            return LoraBatch.from_tensors(self.spec, load_file(str(path))).to(dtype=torch.float64)
+        return anchors_batch(self.model)
+
+    @property
+    def ood_reference(self) -> Any:
+        """The :class:`lolctl.nn.ood.OODReference` of this checkpoint (None when it keeps no reference adapters)."""
+        if self._ood is None:
+            from lolctl.nn.ood import OODReference
+
+            refs = self.reference_adapters()
+            self._ood = OODReference.fit(refs) if refs is not None and refs.size >= 8 else False
+        return self._ood or None
 
     def check(self, adapter: Adapter) -> list[str]:
         """Out-of-distribution reasons ([] when in distribution); LolctlError L171 when the layout does not fit."""
@@ -156,28 +180,51 @@ class Checkpoint:
         unseen = sorted(set(adapter.ranks) - seen)
         if seen and unseen:
             reasons.append(f"rank {', '.join(map(str, unseen))} not seen in training (seen: {sorted(seen)})")
+        batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
+        if is_inert(batch)[0]:
+            return [*reasons, INERT_REASON]
         lo, hi = ood.get("scale_log_range") or (None, None)
         if lo is not None and hi is not None:
-            batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
             s = float(scale_stats(self.model, batch)[0])
             if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
                 reasons.append(
                     f"update magnitude (mean log ‖ΔW‖ relative to training median {s:+.2f}) is outside "
                     f"the training range [{lo:+.2f}, {hi:+.2f}]"
                 )
+        ref = self.ood_reference
+        if ref is not None:
+            reasons += ref.reasons(batch)[0]
         return reasons
 
+    def ood_scores(self, batch: LoraBatch) -> np.ndarray:
+        """(B,) the reference-distance OOD score (0 when the checkpoint keeps no reference adapters)."""
+        ref = self.ood_reference
+        scores = ref.scores(batch.to(dtype=torch.float64))[0] if ref is not None else np.zeros(batch.size)
+        return np.where(is_inert(batch), np.inf, scores)  # ΔW = 0: unlike any trained adapter (a known case)
+
     def predict_batch(self, batch: LoraBatch) -> dict[str, np.ndarray]:
-        return predict(self.model, batch.to(self.device, torch.float32), self.config.get("target_normalisation", {}))
+        """Predictions in the targets' units (probabilities calibrated with the stored temperatures, if any)."""
+        out = predict(self.model, batch.to(self.device, torch.float32), self.config.get("target_normalisation", {}))
+        return calibrate(self.tasks, out, self.config.get("calibration", {}))
 
     def predict(self, adapters: list[Adapter]) -> list[dict[str, Any]]:
         reasons = [self.check(a) for a in adapters]
         if not adapters:
             return []
-        out = self.predict_batch(LoraBatch.from_adapters(adapters, self.spec))
+        batch = LoraBatch.from_adapters(adapters, self.spec)
+        out = self.predict_batch(batch)
+        inert = is_inert(batch)
+        scores = self.ood_scores(batch)
         spans = self.config.get("intervals", {})
+        floor = probability_floor(self.config)
         results = []
         for i, why in enumerate(reasons):
+            ood = {"flag": bool(why), "reasons": why,
+                   "score": round(float(scores[i]), 2) if np.isfinite(scores[i]) else None}
+            if inert[i]:
+                results.append({"checkpoint": self.name, "tasks": inert_prediction(self.config, self.tasks),
+                                "ood": {**ood, "kind": "inert"}})
+                continue
             tasks: dict[str, Any] = {}
             for t in self.tasks:
                 if t.kind == "regression":
@@ -188,10 +235,50 @@ class Checkpoint:
                         key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
                         tasks[key] = {"kind": "regression", "value": value, "interval": [value + lo, value + hi]}
                 else:
-                    probs = {lab: float(p) for lab, p in zip(t.labels, out[t.name][i])}
+                    probs = {lab: shown_probability(p, floor) for lab, p in zip(t.labels, out[t.name][i])}
                     tasks[t.name] = {"kind": t.kind, "probs": probs}
-            results.append({"checkpoint": self.name, "tasks": tasks, "ood": {"flag": bool(why), "reasons": why}})
+            results.append({"checkpoint": self.name, "tasks": tasks, "ood": ood})
         return results
+
+
+INERT_REASON = (
+    "inert adapter: ΔW = 0 in every module, so it is the base model; the base model's recorded facts are given"
+)
+
+
+def probability_floor(config: dict[str, Any]) -> float:
+    """The smallest probability (and 1 − the largest) worth showing: 1 / the number of adapters calibration was
+    measured on (the validation split), at least 0.01 — a 160-adapter check cannot support 0.9999991."""
+    sizes = [int(v.get("n", 0)) for part in ("calibration", "intervals") for v in (config.get(part) or {}).values()]
+    n = max(sizes, default=0)
+    return max(0.01, 1.0 / n) if n > 0 else 0.01
+
+
+def shown_probability(p: float, floor: float) -> float:
+    """``p`` clipped to [floor, 1 − floor] and rounded to two decimals."""
+    return round(min(max(float(p), floor), 1.0 - floor), 2)
+
+
+def calibrate(tasks: tuple[TaskSpec, ...], out: dict[str, np.ndarray], calib: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Apply each classification task's stored temperature T (probabilities from logits / T)."""
+    if not calib:
+        return out
+    out = dict(out)
+    for t in tasks:
+        T = float((calib.get(t.name) or {}).get("temperature", 1.0))
+        if t.kind == "regression" or T == 1.0:
+            continue
+        out[t.name] = apply_temperature(t.kind, out[t.name], T)
+    return out
+
+
+def apply_temperature(kind: str, probs: np.ndarray, T: float) -> np.ndarray:
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    if kind == "multilabel":
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / T))
+    z = np.log(p) / T
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def _norm_model(name: str) -> str:

@@ -1,0 +1,133 @@
+"""OOD score and known cases: invariance + sensitivity of the features (float64), and what the shipped checkpoint
+says for an inert adapter, a never-trained random adapter and its own in-distribution test adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lolctl.factors import Adapter, ModuleFactors
+from lolctl.nn import InputSpec, ModuleSpec
+from lolctl.nn.batch import LoraBatch
+from lolctl.nn.ood import OODReference, features, principal_bases
+from lolctl.testing import assert_invariant, assert_sensitive, random_factors
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "models" / "minilm-wordnet-glnet"
+DATA = ROOT / "tests" / "data" / "minilm-wordnet-test"
+EXAMPLE = ROOT / "lolctl" / "data" / "examples" / "minilm-wordnet-00178"
+SPEC = InputSpec((ModuleSpec("a", 9, 7), ModuleSpec("b", 9, 7), ModuleSpec("c", 6, 5)))
+SHAPES = [(m.n, m.m) for m in SPEC.modules]
+
+
+def _refs(gen: torch.Generator) -> LoraBatch:
+    """Reference adapters sharing two directions per module (plus noise), so their principal bases mean something."""
+    out = []
+    for n, m in SHAPES:
+        f64 = {"generator": gen, "dtype": torch.float64}
+        P, Q = torch.randn(n, 2, **f64), torch.randn(m, 2, **f64)
+        U = P @ torch.randn(40, 2, 3, **f64) + 0.1 * torch.randn(40, n, 3, **f64)
+        V = Q @ torch.randn(40, 2, 3, **f64)
+        out.append((U, V))
+    return LoraBatch.from_factors(SPEC, out)
+
+
+def test_features_are_gl_invariant_and_sensitive() -> None:
+    gen = torch.Generator().manual_seed(0)
+    bases = principal_bases(_refs(gen), k=3)
+
+    def fn(factors):
+        got = features(LoraBatch.from_factors(SPEC, factors), bases)
+        return torch.as_tensor(np.stack([got[k] for k in ("energy_left", "energy_right", "concentration")]))
+
+    factors = random_factors(SHAPES, 3, 5, generator=gen)
+    assert_invariant(fn, factors, generator=gen)
+    assert_sensitive(fn, factors, generator=gen)
+
+
+def test_principal_bases_are_gl_invariant_and_sensitive() -> None:
+    """The projectors P Pᵀ (eigenvector signs are arbitrary) do not depend on how the references were written."""
+    gen = torch.Generator().manual_seed(1)
+
+    def fn(factors):
+        bases = principal_bases(LoraBatch.from_factors(SPEC, factors), k=2)
+        return torch.cat([torch.cat([(P @ P.T).flatten(), (Q @ Q.T).flatten()]) for P, Q in bases])
+
+    refs = _refs(gen).factors()
+    assert_invariant(fn, refs, generator=gen)
+    assert_sensitive(fn, refs, generator=gen)
+
+
+def test_reference_score_separates_random_adapters() -> None:
+    gen = torch.Generator().manual_seed(2)
+    refs = _refs(gen)
+    ref = OODReference.fit(refs.select(range(30)), k=3)
+    held = ref.scores(refs.select(range(30, 40)))[0]
+    noise = ref.scores(LoraBatch.from_factors(SPEC, random_factors(SHAPES, 3, 10, generator=gen)))[0]
+    assert held.max() < noise.min()
+    assert all(ref.reasons(LoraBatch.from_factors(SPEC, random_factors(SHAPES, 3, 3, generator=gen))))
+
+
+# -- the shipped checkpoint -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.read import read_adapter
+
+    torch.set_num_threads(1)
+    return load_checkpoint(str(CHECKPOINT), "cpu"), read_adapter(EXAMPLE)
+
+
+def _remake(adapter: Adapter, fn) -> Adapter:
+    mods = [ModuleFactors(m.name, *fn(m), m.scale, m.scale_source) for m in adapter.modules]
+    return Adapter(adapter.source, adapter.meta, mods)
+
+
+def test_inert_adapter_is_the_base_model(shipped) -> None:
+    """B = 0 → ΔW = 0: quality is the zoo manifest's base quality, no topic at p ≥ 0.5, flagged with the reason."""
+    ckpt, example = shipped
+    inert = _remake(example, lambda m: (m.U * 0, m.V))
+    pred = ckpt.predict([inert])[0]
+    base = ckpt.config["training_data"]["recipe"]["facts"]["base_quality"]
+    assert pred["tasks"]["quality"]["value"] == pytest.approx(base, abs=1e-12)
+    assert pred["tasks"]["quality"]["interval"] == [pytest.approx(base)] * 2
+    assert max(pred["tasks"]["membership"]["probs"].values()) < 0.5
+    assert pred["tasks"]["log_size"]["value"] is None and pred["tasks"]["log_size"]["note"]
+    assert pred["ood"]["flag"] and pred["ood"]["kind"] == "inert" and "ΔW = 0" in pred["ood"]["reasons"][-1]
+
+
+def test_random_init_adapter_is_flagged_with_a_reason(shipped) -> None:
+    """A never-trained LoRA (PEFT-style init with B random too, init_lora_weights=False)."""
+    ckpt, example = shipped
+    gen = torch.Generator().manual_seed(0)
+
+    def random_init(m):
+        r = m.rank
+        return (m.scale * (torch.rand(m.U.shape[0], r, generator=gen) * 2 - 1) / r**0.5,
+                (torch.rand(m.V.shape[0], r, generator=gen) * 2 - 1) / m.V.shape[0] ** 0.5)
+
+    pred = ckpt.predict([_remake(example, random_init)])[0]
+    assert pred["ood"]["flag"]
+    assert any("top singular direction" in r or "principal" in r for r in pred["ood"]["reasons"])
+    assert pred["ood"]["score"] > 4
+
+
+def test_trained_adapters_are_in_distribution(shipped) -> None:
+    """The example adapter and the committed test split (first 64): not flagged; probabilities shown ≤ 2 decimals,
+    never closer to 0 or 1 than 0.01."""
+    from lolctl.nn.data import load_factors, load_zoo
+
+    ckpt, example = shipped
+    pred = ckpt.predict([example])[0]
+    assert not pred["ood"]["flag"], pred["ood"]
+    zoo = load_zoo(DATA)
+    batch, _ = load_factors(zoo)
+    rows = [i for i, s in enumerate(zoo.splits) if s == "test"][:64]
+    scores = ckpt.ood_scores(batch.respec(ckpt.spec).select(rows))
+    assert float(np.mean(scores > 4)) <= 0.05
+    for task in pred["tasks"].values():
+        for p in (task.get("probs") or {}).values():
+            assert 0.01 <= p <= 0.99 and round(p, 2) == p
