@@ -138,3 +138,17 @@ def test_cuda_without_cuda_is_one_usage_error_up_front(tmp_path, command):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("L182") == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stdout == ""
+
+
+def test_errors_name_the_path_as_typed_not_the_link_target(tmp_path, monkeypatch):
+    real = tmp_path / "store" / "adapter-7f3a"
+    real.mkdir(parents=True)
+    (real / "adapter_config.json").write_text("{}")
+    (real / "adapter_model.safetensors").write_bytes(b"xx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").symlink_to(real)
+    for command in ("inspect", "score"):
+        proc = subprocess.run([sys.executable, "-m", "lolctl", command, "mine"], capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert "error[L120 file-truncated] mine/adapter_model.safetensors:" in proc.stderr, proc.stderr
+        assert "adapter-7f3a" not in proc.stderr

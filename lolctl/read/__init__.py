@@ -53,12 +53,15 @@ def read_adapter(
     if not path.is_dir() and not path.is_file():
         raise LolctlError("L101", str(path),
                           "not a regular file or folder", "point at an adapter folder or weights file")
+    # Paths keep the spelling the user typed (messages name "link/adapter_model.safetensors", not where the link
+    # points); containment checks use the real folder ``root``. A Hub-cache snapshot also links
+    # "adapter_model.safetensors" to a hash-named blob, whose name would mean nothing to the user.
     if path.is_dir():
         root = path.resolve()
-        target = _pick(root, name)
-    else:  # keep the name as given: a Hub-cache snapshot links "adapter_model.safetensors" to a hash-named blob
-        target = path.absolute()
-        root = target.parent.resolve()
+        target = _pick(path, root, name)
+    else:
+        target = path
+        root = path.absolute().parent.resolve()
     if target.is_dir():
         adapter = _read_folder(target, root, trust_pickle, dtype, max_bytes)
     else:
@@ -98,27 +101,28 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
 # --- resolution -------------------------------------------------------------------------------------------------
 
 
-def _pick(root: Path, name: str | None) -> Path:
+def _pick(folder: Path, root: Path, name: str | None) -> Path:
+    """The adapter inside ``folder`` (as typed; ``root`` is its real path, for containment checks)."""
     if name is not None:
-        target = root / name
+        target = folder / name
         inside = _inside(root, target)
         if not inside or not target.exists():
-            raise LolctlError("L100" if inside else "L151", f"{root}:{name}",
+            raise LolctlError("L100" if inside else "L151", f"{folder}:{name}",
                               "no adapter by that name inside the folder", "name a subfolder or file of the source")
         return target
-    files = _weights_in(root)
-    if (root / CONFIG).exists() or any(_looks_like_adapter(p) for p in files):
-        return root
-    subs = sorted(d for d in root.iterdir() if d.is_dir() and (d / CONFIG).exists() and _inside(root, d / CONFIG))
+    files = _weights_in(folder)
+    if (folder / CONFIG).exists() or any(_looks_like_adapter(p) for p in files):
+        return folder
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and (d / CONFIG).exists() and _inside(root, d / CONFIG))
     if len(subs) == 1:
         return subs[0]
     if len(subs) > 1:
         names = ", ".join(d.name for d in subs)
-        raise LolctlError("L104", str(root), f"{len(subs)} adapters in named subfolders ({names})",
+        raise LolctlError("L104", str(folder), f"{len(subs)} adapters in named subfolders ({names})",
                           "name one (--name / name=) or pass its folder")
     if files:
-        return root  # reading them explains what they are
-    raise LolctlError("L101", str(root),
+        return folder  # reading them explains what they are
+    raise LolctlError("L101", str(folder),
                       "no adapter_config.json and no weights files here", "point at an adapter folder")
 
 
