@@ -42,6 +42,7 @@ class ScanSummary:
     error_codes: Counter = field(default_factory=Counter)
     ood: int = 0
     predicted: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)  # weights files met but not adapters: path, reason
 
     def add(self, record: Record) -> None:
         self.records += 1
@@ -67,6 +68,7 @@ class ScanSummary:
             "error_codes": dict(self.error_codes),
             "predicted": self.predicted,
             "ood": self.ood,
+            "skipped": self.skipped,
         }
 
 

@@ -58,24 +58,30 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def find_local_adapters(folder: Path) -> list[Path]:
-    """Every adapter below a folder (the reader's discovery: PEFT folders and weight files, links not followed)."""
-    from lolctl.read import find_adapters
+def find_local_adapters(folder: Path, skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Every adapter below a folder (the reader's discovery: PEFT folders and weight files, links not followed);
+    the candidate weights files it leaves out are appended to ``skipped`` with the reason."""
+    from lolctl.read import discover
 
-    return [Path(p) for p in find_adapters(folder)]
+    found, left_out = discover(folder)
+    if skipped is not None:
+        skipped += left_out
+    return [Path(p) for p in found]
 
 
-def _local_items(path: Path, source: str) -> list[Item]:
+def _local_items(path: Path, source: str, skipped: list[tuple[Path, str]] | None = None) -> list[Item]:
     if path.is_file():
         return [Item(str(path.resolve()), source, path=path)]
-    return [Item(str(p.resolve()), source, path=p) for p in find_local_adapters(path)]
+    return [Item(str(p.resolve()), source, path=p) for p in find_local_adapters(path, skipped)]
 
 
-def resolve(sources: list[str], hub: Hub | None = None) -> list[Item]:
-    """All items named by the sources, de-duplicated by id, in argument order. Hub listing happens here."""
+def resolve(sources: list[str], hub: Hub | None = None, skipped: list[tuple[Path, str]] | None = None) -> list[Item]:
+    """All items named by the sources, de-duplicated by id, in argument order. Hub listing happens here.
+
+    Weights files met while walking folders that are not adapters are appended to ``skipped`` (path, reason)."""
     items: list[Item] = []
     for src in sources:
-        items += _resolve_one(src, hub)
+        items += _resolve_one(src, hub, skipped)
     seen: set[str] = set()
     unique = []
     for item in items:
@@ -85,16 +91,16 @@ def resolve(sources: list[str], hub: Hub | None = None) -> list[Item]:
     return unique
 
 
-def _resolve_one(src: str, hub: Hub | None) -> list[Item]:
+def _resolve_one(src: str, hub: Hub | None, skipped: list[tuple[Path, str]] | None = None) -> list[Item]:
     forced_hub = src.startswith("hf://")
     if not forced_hub:
         path = Path(src)
         if path.exists():
-            return _local_items(path, src)
+            return _local_items(path, src, skipped)
         if any(c in src for c in GLOB_CHARS):
             hits = sorted(glob.glob(src, recursive=True))
             if hits:
-                return [item for hit in hits for item in _local_items(Path(hit), src)]
+                return [item for hit in hits for item in _local_items(Path(hit), src, skipped)]
     parsed = parse_hub_source(src)
     local_looking = src.startswith((".", "/", "~")) or (parsed is not None and Path(parsed[0]).is_dir())
     if parsed is None or (not forced_hub and local_looking):

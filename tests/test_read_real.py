@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lolctl.errors import LolctlError
-from lolctl.read import find_adapters, read_adapter
+from lolctl.read import discover, find_adapters, read_adapter
 from lolctl.read.safetensors_io import read_header
 
 SHARED = (Path(__file__).resolve().parents[2] / "shared" / "real-adapters").resolve()  # may be a link
@@ -126,10 +126,13 @@ def test_mlx_orientation(base):
 def test_find_adapters_on_shared():
     if not SHARED.exists():
         pytest.skip("absent")
-    found = find_adapters(SHARED)
+    found, skipped = discover(SHARED)
     names = {p.name if p.is_dir() else p.parent.name for p in found}
-    assert "JamesQFreeman__LoRA-ViT__root_at_300bee1" not in names  # numbered tensors do not look like a LoRA
-    assert len(found) == 13 and "catundchat__stable-diffusion-v1.5-lora" in names
+    vit = [p.name for p in found if p.parent.name == "JamesQFreeman__LoRA-ViT__root_at_300bee1"]
+    assert vit == ["feb27.safetensors", "lora.safetensors"]  # a custom layout: candidates, so a scan records L103
+    assert len(found) == 15 and names == {p.name for p in SHARED.iterdir() if p.is_dir()}
+    assert [(p.name, why.split(" of ")[0]) for p, why in skipped] == [("pytorch_lora_weights.bin", "pickle twin")]
+    assert find_adapters(SHARED) == found
 
 
 def _t5_small():  # google/flan-t5-small's attention shapes, tiny vocabulary and feed-forward

@@ -199,3 +199,68 @@ def test_scan_folder_subprocess(zoo, tmp_path):
     assert doc["schema"] == "lolctl.scan/v1" and doc["summary"]["records"] == 5 and doc["summary"]["errors"] == 2
     assert len(load_records(out)) == 5
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------- nothing dropped silently
+SHARED_REAL = (Path(__file__).resolve().parents[2] / "shared" / "real-adapters").resolve()
+BUNDLED_REAL = Path(__file__).parent / "data" / "real"
+
+
+def _accounted(doc: dict, root: Path) -> dict[str, list[str]]:
+    """Top-level folder of ``root`` -> how each weights file or adapter below it was accounted for."""
+    out: dict[str, list[str]] = {}
+    for rec in doc["records"]:
+        rel = Path(rec["item"]).resolve().relative_to(root.resolve())
+        out.setdefault(rel.parts[0], []).append(rec["status"] if rec["status"] == "ok" else rec["error"]["code"])
+    for skip in doc["summary"]["skipped"]:
+        rel = Path(skip["path"]).resolve().relative_to(root.resolve())
+        out.setdefault(rel.parts[0], []).append("skipped: " + skip["reason"])
+    return out
+
+
+@pytest.mark.parametrize("root", [SHARED_REAL, BUNDLED_REAL], ids=["shared", "bundled"])
+def test_scan_accounts_for_every_folder_of_published_adapters(root):
+    if not root.exists():
+        pytest.skip(f"{root} is absent")
+    code, res = invoke(["scan", str(root), "--health-only", "-f", "json"])
+    assert code == 2, res.output  # some of them are unreadable (error records)
+    doc = json.loads(res.stdout)
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    accounted = _accounted(doc, root)
+    assert sorted(accounted) == folders  # 14 folders -> 14 accounted for (shared); every bundled one
+    vit = accounted["JamesQFreeman__LoRA-ViT__root_at_300bee1"]
+    assert vit == ["L103", "L103"]  # two LoRA-ViT files: an error record each, naming the custom layout
+    assert any("LoRA-ViT" in r["error"]["reason"] for r in doc["records"] if r["status"] == "error")
+    if root == SHARED_REAL:
+        assert accounted["Hirvita6__LoRA-flower-diffusion__lora_weights"] == ["L120"]  # the 2-byte placeholder
+        assert accounted["catundchat__stable-diffusion-v1.5-lora"][1].startswith("skipped: pickle twin")
+
+
+def test_scan_gives_every_candidate_weights_file_a_record_or_a_skip_reason(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    write_files(tmp_path / "good", peft_files(1))
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "placeholder.safetensors").write_bytes(b"{}")  # a 2-byte placeholder, unknown name
+    save_file({"w_a_000": torch.ones(2, 4), "w_a_001": torch.ones(2, 4)}, tmp_path / "loose" / "vit.safetensors")
+    save_file({"encoder.weight": torch.ones(3, 3)}, tmp_path / "loose" / "model.safetensors")  # a full model
+    torch.save({"step": 1}, tmp_path / "loose" / "optimizer.pt")  # a training-state pickle, never opened
+    save_file({"encoder.weight": torch.ones(3, 3)}, tmp_path / "loose" / "twin.safetensors")
+    torch.save({"encoder.weight": torch.ones(3, 3)}, tmp_path / "loose" / "twin.bin")
+    code, res = invoke(["scan", str(tmp_path), "--health-only", "-f", "json"])
+    doc = json.loads(res.stdout)
+    by_name = {Path(r["item"]).name: r for r in doc["records"]}
+    assert by_name["good"]["status"] == "ok"
+    assert by_name["placeholder.safetensors"]["error"]["code"] in ("L120", "L126")
+    assert by_name["vit.safetensors"]["error"]["code"] == "L103"
+    skipped = {Path(s["path"]).name: s["reason"] for s in doc["summary"]["skipped"]}
+    assert set(skipped) == {"model.safetensors", "optimizer.pt", "twin.safetensors", "twin.bin"}
+    assert "no LoRA tensors" in skipped["model.safetensors"] and "encoder.weight" in skipped["model.safetensors"]
+    assert "pickle" in skipped["optimizer.pt"] and "pickle twin" in skipped["twin.bin"]
+    weights = {p.name for p in tmp_path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt")}
+    read = {"adapter_model.safetensors"}  # the PEFT folder's weights, in the record of "good"
+    assert weights == read | set(by_name) - {"good"} | set(skipped)  # every weights file accounted for
+    table = CliRunner().invoke(_app(), ["scan", str(tmp_path), "--health-only"], env={"COLUMNS": "200"})
+    assert "skipped" in table.stdout and "4 weights file(s), not adapters" in table.stdout
+    assert "optimizer.pt" in table.stdout

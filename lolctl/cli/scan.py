@@ -80,8 +80,9 @@ def scan(
 
         raise LolctlError("L180", "--resume", "needs --output FILE to resume from", "add -o scan.jsonl")
     hub = Hub()
-    items = resolve(sources, hub=hub)
-    nothing_found(items, sources)
+    skipped: list[tuple[Path, str]] = []
+    items = resolve(sources, hub=hub, skipped=skipped)
+    nothing_found(items, sources, skipped)
     if shard:
         index, count = parse_shard(shard)
         items = [item for item in items if shard_of(item.id, count) == index]
@@ -110,6 +111,7 @@ def scan(
     finally:
         if progress is not None:
             progress.stop()
+    summary.skipped = skipped_files(skipped)
     log_notes(out, scorer)
     if out.human:
         out.print(results_table(fresh))
@@ -176,6 +178,8 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from lolctl.errors import printable
+
     table = Table(title="scan summary", title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -188,11 +192,28 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
         ("error codes", codes),
         ("predicted", f"{summary['predicted']} ({summary['ood']} out of distribution)"),
     ]
+    skipped = summary.get("skipped") or []
+    if skipped:
+        shown = [printable(f"{s['path']} ({s['reason']})") for s in skipped[:SHOW_SKIPPED]]
+        more = [f"… and {len(skipped) - SHOW_SKIPPED} more (--format json lists them all)"] * (
+            len(skipped) > SHOW_SKIPPED)
+        rows.append(("skipped", "\n".join([f"{len(skipped)} weights file(s), not adapters:", *shown, *more])))
     if output is not None:
         rows.append(("output", str(output)))
     for key, value in rows:
         table.add_row(key, Text(value))
     return table
+
+
+SHOW_SKIPPED = 10
+
+
+def skipped_files(skipped: list[tuple[Path, str]]) -> list[dict[str, str]]:
+    """Distinct (path, reason) pairs as summary entries, in path order."""
+    seen: dict[str, str] = {}
+    for path, reason in skipped:
+        seen.setdefault(str(path), reason)
+    return [{"path": p, "reason": r} for p, r in sorted(seen.items())]
 
 
 def _quiet_hub_downloads() -> None:

@@ -61,7 +61,10 @@ def score(
     When none fits, the health report is printed with a note on how to get or train one.
     """
 
+    from rich.markup import escape
+
     from lolctl.cli.options import parse_size
+    from lolctl.errors import printable
     from lolctl.output import Output
     from lolctl.score import Scorer, check_device
     from lolctl.sources import resolve
@@ -77,8 +80,11 @@ def score(
     check_device(device.value)
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
                     triage=triage)
-    items = resolve(sources)
-    nothing_found(items, sources)
+    skipped: list[tuple[Path, str]] = []
+    items = resolve(sources, skipped=skipped)
+    nothing_found(items, sources, skipped)
+    for path, why in skipped:  # weights files met in folders that are not adapters: never dropped silently
+        out.log(escape(printable(f"skipped {path}: {why}")))
     scorer.load_explicit_checkpoint()
     records = [rec for item in items for rec in scorer.score_item(item)]
     for rec in records:
@@ -107,11 +113,16 @@ def log_notes(out: Any, scorer: Any) -> None:
         out.log(f"[cyan]note:[/cyan] {escape(who + note)}")
 
 
-def nothing_found(items: list[Any], sources: list[str]) -> None:
+def nothing_found(items: list[Any], sources: list[str], skipped: list[Any] | None = None) -> None:
     from lolctl.errors import LolctlError
 
     if not items:
-        raise LolctlError("L101", " ".join(sources), "no adapters found at these sources",
+        why = ""
+        if skipped:
+            path, reason = skipped[0]
+            more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+            why = f"; skipped {len(skipped)} weights file(s): {path}: {reason}{more}"
+        raise LolctlError("L101", " ".join(sources), "no adapters found at these sources" + why,
                           "point at a PEFT folder, a LoRA .safetensors file, a glob or a Hub repo")
 
 

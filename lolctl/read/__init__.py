@@ -27,7 +27,7 @@ from lolctl.read.refuse import refuse_by_keys, refuse_peft_type
 from lolctl.read.safetensors_io import read_header
 from lolctl.read.store import TensorStore, open_store
 
-__all__ = ["read_adapter", "find_adapters", "READER_FINDINGS"]
+__all__ = ["read_adapter", "find_adapters", "discover", "READER_FINDINGS"]
 
 CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapters.safetensors", "adapter_model.bin")
@@ -73,11 +73,20 @@ def read_adapter(
 def find_adapters(folder: str | os.PathLike) -> list[Path]:
     """Every adapter below ``folder``: folders with adapter_config.json, and LoRA-looking weights files. Sorted;
     symlinked folders are not entered and links resolving outside ``folder`` are skipped."""
+    return discover(folder)[0]
+
+
+def discover(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """:func:`find_adapters` plus every candidate weights file it leaves out, with the reason (nothing is dropped
+    silently). A weights file whose header cannot be read, or whose keys look like a custom LoRA layout, is an
+    adapter candidate (reading it explains the problem); a file that holds no LoRA tensors, a pickle not named like
+    an adapter, a pickle twin of a safetensors file and a link out of the folder are skipped, with the reason."""
     root = Path(folder)
     if not root.is_dir():
         raise LolctlError("L100", str(root), "not a folder", "pass a folder to scan")
     real_root = root.resolve()
     found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     adapter_dirs: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
@@ -91,11 +100,41 @@ def find_adapters(folder: str | os.PathLike) -> list[Path]:
         safes = {Path(f).stem for f in filenames if f.endswith(".safetensors")}
         for f in sorted(filenames):
             p = here / f
+            if p.suffix not in WEIGHT_SUFFIXES:
+                continue
             if p.suffix in PICKLE_SUFFIXES and p.stem in safes:
-                continue  # the pickle twin of a safetensors file: read_adapter prefers the safetensors
-            if p.suffix in WEIGHT_SUFFIXES and p.is_file() and _inside(real_root, p) and _looks_like_adapter(p):
+                skipped.append((p, f"pickle twin of {p.stem}.safetensors, which is read instead"))
+                continue
+            why = _not_a_candidate(p, real_root)
+            if why is None:
                 found.append(p)
-    return sorted(found)
+            else:
+                skipped.append((p, why))
+    return sorted(found), sorted(skipped)
+
+
+def _not_a_candidate(p: Path, real_root: Path) -> str | None:
+    """None when the weights file ``p`` (met by discovery) should be read as an adapter, else why it is skipped."""
+    if not p.is_file():
+        return "not a regular file (a broken link, FIFO or device)"
+    if not _inside(real_root, p):
+        return f"links to {p.resolve()}, outside the scanned folder; not followed"
+    if p.suffix != ".safetensors":
+        if p.name in KNOWN_NAMES:
+            return None
+        return ("a pickle not named like an adapter (adapter_model.bin, pytorch_lora_weights.bin); not opened, "
+                "as loading a pickle can run code: pass the file itself to read it with --trust-pickle")
+    try:
+        keys = list(read_header(p, DEFAULT_MAX_BYTES).tensors)
+    except LolctlError:
+        return None  # unreadable: it may be a damaged adapter, and reading it gives the error record
+    except OSError as err:
+        return f"cannot be opened ({err.strerror or type(err).__name__})"
+    if classify(keys) is not None or custom_layout_hint(keys) is not None:
+        return None  # a known scheme, a refused method (L102) or a custom LoRA layout (L103 with the hint)
+    if not keys:
+        return None  # no tensors: reading it says so (L101)
+    return f"no LoRA tensors ({len(keys)} tensors, none in a LoRA key scheme; first: {keys[0][:80]})"
 
 
 # --- resolution -------------------------------------------------------------------------------------------------
