@@ -171,7 +171,7 @@ class MinilmWordnet:
                 and bytes(load_file(str(path))["key"].tolist()).decode() == key):
             folder = resolve_base(s.base_model)
             tok = AutoTokenizer.from_pretrained(str(folder))
-            bert = LeanBert.from_folder(folder)
+            bert = LeanBert.from_folder(folder, self.compute_dtype())
             lemma = tok([r.lemma for r in rows], padding="max_length", truncation=True, max_length=s.lemma_tokens,
                         return_tensors="pt")
             gloss = tok([r.definition for r in rows], padding="max_length", truncation=True,
@@ -214,7 +214,8 @@ class MinilmWordnet:
 
         cache = load_file(str(zoo / CACHE))
         _, data = self._data()
-        return {"bert": LeanBert.from_folder(resolve_base(self.settings.base_model)), **cache, **data}
+        bert = LeanBert.from_folder(resolve_base(self.settings.base_model), self.compute_dtype())
+        return {"bert": bert, **cache, **data}
 
     # -- one LoRA -----------------------------------------------------------------------------------------------
     def draw(self, index: int) -> dict[str, Any]:
@@ -304,6 +305,11 @@ class MinilmWordnet:
         """Optimizer steps of one LoRA: v1 uses the drawn 30-80, whatever its data size."""
         return drawn
 
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the frozen base weights' matmuls: v1 bfloat16 (fast only on CPUs with AVX-512 BF16)."""
+        return {"bfloat16": torch.bfloat16, "float32": torch.float32}[getattr(self.settings, "compute_dtype",
+                                                                              "bfloat16")]
+
     @staticmethod
     def _batch(ctx: dict[str, Any], rows: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         mask = ctx[f"{side}_mask"][rows].long()
@@ -334,6 +340,7 @@ class WordnetSettingsV2(WordnetSettings):
     """v2: training length follows data size (a fixed number of epochs); everything else as in v1."""
 
     epochs: int = 4  # steps = ceil(epochs · pairs / batch): 8 steps for 32 pairs at batch 16, 256 for 1,024
+    compute_dtype: str = "float32"  # v1's bfloat16 runs ~100x slower than float32 on CPUs without AVX-512 BF16
     steps_min: int = 0  # unused in v2 (kept so the v1 fields stay in one dataclass); steps follow ``epochs``
     steps_max: int = 0
 
