@@ -79,3 +79,39 @@ def test_batch_continues_past_a_bad_item(tmp_path):
     recs = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["status"] for r in recs] == ["error", "ok"]
     assert recs[0]["error"]["code"].startswith("L1")
+
+
+def _default_and_named(folder):
+    """A PEFT model saved with its default adapter (r=2 on query) and a named one, "other" (r=3 on value)."""
+    from peft import LoraConfig, get_peft_model
+    from test_read_peft import tiny_bert
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(tiny_bert(), LoraConfig(r=2, target_modules=["query"], init_lora_weights=False))
+        pm.add_adapter("other", LoraConfig(r=3, target_modules=["value"], init_lora_weights=False))
+        pm.save_pretrained(folder)
+    return folder
+
+
+def test_a_named_adapter_beside_the_default_one_is_inspected_too(tmp_path):
+    folder = _default_and_named(tmp_path / "saved")
+    res = runner.invoke(app, ["inspect", str(folder), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.stdout)["adapters"]
+    assert [(r["source"], r["summary"]["ranks"]) for r in recs] == [(str(folder), [2]), (str(folder / "other"), [3])]
+
+
+def test_a_folder_of_several_adapters_is_walked_like_score_does(tmp_path):
+    for name, case in (("a", "llama-rslora"), ("b", "conv2d")):
+        build(tmp_path / "runs" / name, case)
+    (tmp_path / "runs" / "notes.safetensors").write_bytes(b"{}")  # a 2-byte placeholder: an error record
+    res = runner.invoke(app, ["inspect", str(tmp_path / "runs"), "--format", "jsonl"])
+    assert res.exit_code == 2, res.output  # the placeholder is unreadable; the two adapters are inspected
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["source"].rsplit("/", 1)[1] for r in recs] == ["a", "b", "notes.safetensors"]
+    assert [r["status"] for r in recs] == ["ok", "ok", "error"]
+    assert "L104" not in res.stderr and "--name" not in res.stderr
+    score = runner.invoke(app, ["score", str(tmp_path / "runs"), "-f", "jsonl", "--fail-on", "never"])
+    assert [json.loads(line)["source"] for line in score.stdout.splitlines()] == [r["source"] for r in recs]

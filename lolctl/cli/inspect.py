@@ -34,12 +34,15 @@ def inspect(
     """
     from rich.markup import escape
 
-    from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, LolctlError
+    from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, LolctlError, printable
     from lolctl.factors import severity_rank
     from lolctl.health import health
     from lolctl.output import Output
     out = Output(fmt.value)
-    paths = _expand(sources)
+    skipped: list[tuple[Any, str]] = []
+    paths = _expand(sources, skipped)
+    for path, why in skipped:  # weights files met in folders that are not adapters: never dropped silently
+        out.log(escape(printable(f"skipped {path}: {why}")))
     from lolctl.read import read_adapter
 
     records: list[dict[str, Any]] = []
@@ -71,8 +74,12 @@ def inspect(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _expand(sources: list[str]) -> list[str]:
-    """Local sources: paths as given, globs expanded (sorted); a missing path is an input error."""
+def _expand(sources: list[str], skipped: list[tuple[Any, str]] | None = None) -> list[str]:
+    """Local sources: paths as given, globs expanded (sorted); a missing path is an input error.
+
+    A folder is walked as ``score`` and ``scan`` walk it: every adapter in it is inspected (a PEFT folder's named
+    adapters beside its default one included) and the weights files that are not adapters go to ``skipped``. A folder
+    in which the walk finds no adapter is passed on as it is: reading it explains what it holds."""
     import glob
     from pathlib import Path
 
@@ -81,15 +88,32 @@ def _expand(sources: list[str]) -> list[str]:
     out: list[str] = []
     for src in sources:
         if Path(src).exists():  # an existing path is itself, even when its name holds glob characters
-            out.append(src)
+            out += _walk(src, skipped)
         elif any(c in src for c in "*?["):
             hits = sorted(glob.glob(src))
             if not hits:
                 raise LolctlError("L101", src, "the pattern matched nothing", "check the glob; quote it for lolctl")
-            out += hits
+            for hit in hits:
+                out += _walk(hit, skipped)
         else:
             raise LolctlError("L100", src, "no such file or folder", "check the path")
-    return out
+    return list(dict.fromkeys(out))
+
+
+def _walk(src: str, skipped: list[tuple[Any, str]] | None) -> list[str]:
+    from pathlib import Path
+
+    from lolctl.read import discover
+
+    path = Path(src)
+    if not path.is_dir():
+        return [src]
+    found, left_out = discover(path)
+    if skipped is not None:
+        skipped += left_out
+    if not found or found == [path]:
+        return [src]  # one adapter (keep the path as typed), or none: reading the folder says what it holds
+    return [str(p) for p in found]
 
 
 def _meta(adapter: Any) -> dict[str, Any]:

@@ -158,7 +158,8 @@ def _pick(folder: Path, root: Path, name: str | None) -> Path:
     if len(subs) > 1:
         names = ", ".join(d.name for d in subs)
         raise LolctlError("L104", str(folder), f"{len(subs)} adapters in named subfolders ({names})",
-                          "name one (--name / name=) or pass its folder")
+                          "pass one adapter's folder (lolctl inspect, score and scan on this folder read them all;"
+                          " in Python: read_adapter(folder, name=...))")
     if files:
         return folder  # reading them explains what they are
     raise LolctlError("L101", str(folder),
@@ -222,7 +223,8 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
         looking = [p for p in files if _looks_like_adapter(p, strict=True)]
         if len(looking) > 1:
             raise LolctlError("L104", str(folder), f"several adapter files ({', '.join(p.name for p in looking)})",
-                              "name one (--name / name=) or pass the file")
+                              "pass one of the files (lolctl inspect, score and scan on this folder read them "
+                              "all; in Python: read_adapter(folder, name=...))")
         if not looking:
             reasons = "; ".join(f"{p.name}: {_why_not(p, trust_pickle, max_bytes)}" for p in files)
             raise LolctlError("L103", str(folder), f"no file has a known LoRA key scheme ({reasons})",
