@@ -47,6 +47,7 @@ _TABLE: list[tuple[str, str, int, str]] = [
     ("L125", "too-large", EXIT_INPUT, "declared tensors exceed the memory budget"),
     ("L126", "empty-file", EXIT_INPUT, "the file is empty"),
     ("L127", "shape-mismatch", EXIT_INPUT, "declared shape and data size disagree"),
+    ("L128", "not-a-weights-file", EXIT_INPUT, "the file is text (a Git LFS pointer, an HTML page, a placeholder)"),
     # pickle
     ("L130", "pickle-refused", EXIT_INPUT, "pickle files are not loaded without --trust-pickle"),
     ("L131", "pickle-unsafe", EXIT_INPUT, "the pickle needs more than plain tensors; it was not executed"),

@@ -81,8 +81,8 @@ def test_bad_safetensors_refused_with_code(tmp_path, case):
 def test_git_lfs_pointer_is_explained(tmp_path):
     path = tmp_path / "adapter.safetensors"
     path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
-    err = expect("L121", path)  # its first 8 bytes read as an impossible header length
-    assert "git lfs" in err.remedy.lower()
+    err = expect("L128", path)  # not L121: its first 8 bytes would read as an impossible header length
+    assert "git lfs" in err.remedy.lower() and "LFS pointer" in err.reason
 
 
 def test_memory_budget_checked_before_reading(tmp_path):

@@ -232,8 +232,23 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
         skipped += [p for p in files if p not in looking]
         files = looking
     adapter = _read_file(files[0], root, trust_pickle, dtype, max_bytes)
-    adapter.findings += [finding("H216", f"{p.name} was not read; {files[0].name} was") for p in skipped]
+    for p in skipped:
+        broken = _broken(p, max_bytes) if p.suffix == ".safetensors" else None
+        if broken is not None:  # a placeholder or truncated file is damage to report, not an alternate
+            adapter.findings.append(finding("H221", f"{p.name} beside {files[0].name} is broken and was not read: "
+                                            f"{broken.code} {broken.reason}", remedy=broken.remedy))
+        else:
+            adapter.findings.append(finding("H216", f"{p.name} was not read; {files[0].name} was"))
     return adapter
+
+
+def _broken(path: Path, max_bytes: int) -> LolctlError | None:
+    """The error that reading ``path``'s safetensors header gives, or None when the header is sound."""
+    try:
+        read_header(path, max_bytes)
+    except LolctlError as err:
+        return err
+    return None
 
 
 def _why_not(path: Path, trust_pickle: bool, max_bytes: int) -> str:

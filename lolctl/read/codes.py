@@ -19,6 +19,7 @@ READER_FINDINGS: dict[str, tuple[str, Severity]] = {
     "H218": ("config-field-inferred", "info"),
     "H219": ("pickle-loaded", "info"),
     "H220": ("base-modifying-init", "warning"),
+    "H221": ("broken-file-beside", "warning"),
 }
 
 

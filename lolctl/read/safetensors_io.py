@@ -87,6 +87,53 @@ def _placeholder_hint(head: bytes) -> str:
     return "the file is a placeholder or an interrupted download; download it again"
 
 
+def text_kind(head: bytes) -> str | None:
+    """What a weights file that is really text is: "Git LFS pointer", "HTML page", "text" — or None when ``head``
+    (the file's first bytes) does not read as text. Weights files (safetensors, pickles, zips) start with binary."""
+    if head.startswith(b"version https://git-lfs"):
+        return "Git LFS pointer"
+    text = None
+    for cut in range(4):  # the read may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    if not text or not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return None
+    start = text.lstrip().lower()
+    if start.startswith(("<!doctype html", "<html", "<head", "<body")) or "<html" in start:
+        return "HTML page"
+    return "text"
+
+
+_TEXT_REMEDY = {
+    "Git LFS pointer": "run `git lfs pull` in the clone (or download the file from the Hub)",
+    "HTML page": "an error or login page was saved instead of the file; download it again (log in first for a "
+                 "private or gated repo)",
+    "text": "it is a placeholder, not weights; download the real file again",
+}
+
+
+def not_weights(path: Path, kind: str) -> LolctlError:
+    """L128 for a weights-named file that is text."""
+    what = f"{path.stat().st_size}-byte text file" if kind == "text" else kind
+    return LolctlError("L128", str(path), f"not a weights file: a {what}", _TEXT_REMEDY[kind])
+
+
+def sniff_pickle_text(path: Path) -> None:
+    """Before a ``.bin`` is called a pickle: L126 when it is empty, L128 when it is text (an LFS pointer, an HTML
+    page, a placeholder). Text ending in ``.`` (pickle's STOP opcode) may be a protocol-0 pickle and is left to the
+    pickle refusal."""
+    if regular_file_size(path) == 0:
+        raise LolctlError("L126", str(path), "the file is empty (0 bytes)", "download the file again")
+    with path.open("rb") as f:
+        head = f.read(512)
+    kind = text_kind(head)
+    if kind is not None and not (kind == "text" and head.rstrip().endswith(b".")):
+        raise not_weights(path, kind)
+
+
 def regular_file_size(path: Path, code: str = "L101") -> int:
     """The size of ``path``, refusing folders, FIFOs and devices (opening a FIFO would block)."""
     st = path.stat()
@@ -110,6 +157,12 @@ def read_header(path: Path, max_bytes: int) -> SafetensorsHeader:
                 _placeholder_hint(head),
             )
         n = int.from_bytes(prefix, "little")
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            f.seek(0)
+            kind = text_kind(f.read(512))
+            f.seek(len(prefix))
+            if kind is not None:  # a header length read from text: an LFS pointer, an HTML page, a placeholder
+                raise not_weights(path, kind)
         if n > MAX_HEADER_BYTES:
             raise LolctlError(
                 "L121", str(path), f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from lolctl.errors import LolctlError
 from lolctl.read.codes import clean
 from lolctl.read.pickle_io import PICKLE_SUFFIXES, load_pickle, refuse_pickle
-from lolctl.read.safetensors_io import DTYPES, SafetensorsHeader, load_tensor, read_header
+from lolctl.read.safetensors_io import DTYPES, SafetensorsHeader, load_tensor, read_header, sniff_pickle_text
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +55,7 @@ def open_store(path: Path, *, trust_pickle: bool, max_bytes: int) -> TensorStore
             _header=h,
         )
     if path.suffix in PICKLE_SUFFIXES:
+        sniff_pickle_text(path)  # a text placeholder is not a pickle that "can run code"
         if not trust_pickle:
             raise refuse_pickle(path)
         tensors = load_pickle(path, max_bytes)
