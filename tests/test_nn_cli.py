@@ -333,3 +333,28 @@ def test_resplit_ignores_the_split_column(tmp_path):
     assert "test_extra" in set(assign_splits(z, 0))
     drawn = assign_splits(z, 0, resplit=True)
     assert set(drawn) == {"train", "val", "test"} and (drawn == "train").sum() == 14
+
+
+def test_train_refuses_a_non_empty_out_folder_unless_overwrite(tmp_path):
+    zoo = write_zoo(tmp_path / "zoo", 30, seed=2)
+    out = tmp_path / "my-peft-adapter"  # someone's adapter folder: its README.md must survive a mistaken --out
+    out.mkdir()
+    (out / "README.md").write_text("my notes\n")
+    (out / "adapter_config.json").write_text("{}")
+    args = ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", "2", "--threads", "1",
+            "--format", "json", "--device", "cpu"]
+    runner = CliRunner()
+    res = runner.invoke(_app(), args)
+    assert isinstance(res.exception, LolctlError) and res.exception.code == "L180", res.output
+    assert res.exception.exit_code == 2 and "not empty" in res.exception.reason
+    assert "README.md" in res.exception.reason and "--overwrite" in res.exception.remedy
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json"]
+    assert (out / "README.md").read_text() == "my notes\n"
+    (tmp_path / "a-file").write_text("x")
+    res = runner.invoke(_app(), [*args[:5], str(tmp_path / "a-file"), *args[6:]])
+    assert isinstance(res.exception, LolctlError) and "not a folder" in res.exception.reason
+    res = runner.invoke(_app(), [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert {"config.json", "model.safetensors", "adapter_config.json"} <= {p.name for p in out.iterdir()}
+    assert (out / "README.md").read_text() != "my notes\n"  # replaced by the model card, as asked
+    assert runner.invoke(_app(), [*args[:5], str(tmp_path / "new" / "ckpt"), *args[6:]]).exit_code == 0

@@ -134,6 +134,10 @@ def train(
         typer.Option("--base-model-alias", help="Another name of the base model (repeat), e.g. a local copy's path."),
     ] = None,
     no_cache: NoCacheOpt = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty --out folder (its config.json, "
+                           "model.safetensors and README.md are replaced; other files are left alone).")
+    ] = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
     fmt: FormatOpt = Format.table,
@@ -148,6 +152,7 @@ def train(
     from lolctl.output import Output
 
     out = Output(fmt.value)
+    check_out_dir(out_dir, overwrite)  # before any work: never replace files silently
     _threads(threads)
     if model not in MODEL_NAMES:
         raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
@@ -185,6 +190,23 @@ def train(
             out.print(metrics_table(metrics, title=f"{model} — {split}"))
     else:
         out.records([summary], {"schema": "lolctl.train/v1", **summary})
+
+
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """--out must be a new or empty folder, unless --overwrite (as `zoo pack`); never a file."""
+    from pathlib import Path
+
+    from lolctl.errors import LolctlError
+
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise LolctlError("L180", f"--out {out_dir}", "exists and is not a folder",
+                          "choose a folder for the checkpoint")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        names = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise LolctlError("L180", f"--out {out_dir}", f"the folder is not empty ({shown})",
+                          "choose a new folder, or pass --overwrite to replace the checkpoint files in it")
 
 
 def evaluate(
