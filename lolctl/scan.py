@@ -99,6 +99,18 @@ def load_records(path: Path, repair: bool = True) -> list[Record]:
     return records
 
 
+class ScanInterrupted(Exception):
+    """Ctrl-C during :func:`run_scan`: ``recorded`` of ``total`` items have their records (in the output file when
+    there is one, which is closed and fsync'd); workers still running are abandoned, their items redone by
+    ``--resume``."""
+
+    def __init__(self, summary: ScanSummary, recorded: int, total: int) -> None:
+        self.summary = summary
+        self.recorded = recorded
+        self.total = total
+        super().__init__(f"interrupted: {recorded} of {total} recorded")
+
+
 class JsonlAppender:
     """Append whole lines with one write(2) each; fsync at most every ``FSYNC_SECONDS`` and on close.
 
@@ -153,15 +165,19 @@ def run_scan(
     summary.resumed = len(items) - len(todo)
     sink = JsonlAppender(output) if output is not None else None
     fresh: list[Record] = []
+    finished = 0  # items of this run whose records are written
     try:
         for records in _parallel(todo, process, jobs):
             if sink is not None:
                 sink.write(records)
+            finished += 1
             for rec in records:
                 summary.add(rec)
             fresh += records
             if on_records is not None:
                 on_records(records)
+    except KeyboardInterrupt:
+        raise ScanInterrupted(summary, summary.resumed + finished, len(items)) from None
     finally:
         if sink is not None:
             sink.close()
@@ -172,19 +188,22 @@ def _parallel(items: Iterable[Item], process: Callable[[Item], list[Record]], jo
     """Yield each item's records as it finishes; at most ``2 * jobs`` items are in flight."""
     pending: set[Future] = set()
     queue = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lolctl-scan") as pool:
-        try:
-            while True:
-                while len(pending) < 2 * max(1, jobs):
-                    item = next(queue, None)
-                    if item is None:
-                        break
-                    pending.add(pool.submit(process, item))
-                if not pending:
-                    return
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    yield fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lolctl-scan")
+    clean = False
+    try:
+        while True:
+            while len(pending) < 2 * max(1, jobs):
+                item = next(queue, None)
+                if item is None:
+                    break
+                pending.add(pool.submit(process, item))
+            if not pending:
+                clean = True
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+    finally:
+        # normal end: wait for the (idle) workers; Ctrl-C or an error: cancel what has not started and do not wait
+        # for items in flight (a Hub download can take minutes) — --resume redoes them
+        pool.shutdown(wait=clean, cancel_futures=not clean)

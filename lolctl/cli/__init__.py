@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -49,6 +50,24 @@ def _register() -> None:
     commands.register(app)
 
 
+def interrupted(message: str) -> NoReturn:
+    """Ctrl-C: one line on stderr, exit 130. ``os._exit`` after flushing, without interpreter shutdown: worker
+    threads may still be inside torch, and tearing the runtime down under them can abort the process (exit 134,
+    "terminate called without an active exception"). Everything worth keeping is written and fsync'd before."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        print(message, file=sys.stderr, flush=True)
+    finally:
+        os._exit(130)
+
+
 def main() -> None:
     _register()
     try:
@@ -59,8 +78,7 @@ def main() -> None:
         print(err.one_line(), file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        interrupted("interrupted")
     except Exception as err:  # a bug: one line unless debugging
         if os.environ.get("LOLCTL_DEBUG"):
             raise

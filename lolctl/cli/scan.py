@@ -63,11 +63,12 @@ def scan(
 
     A killed scan continues with --resume: no duplicates, no gaps.
     """
+    from lolctl.cli import interrupted
     from lolctl.cli.options import parse_size
     from lolctl.cli.score import exit_code, log_notes, nothing_found
     from lolctl.hub import Hub
     from lolctl.output import Output
-    from lolctl.scan import run_scan
+    from lolctl.scan import ScanInterrupted, run_scan
     from lolctl.score import Scorer, check_device
     from lolctl.sources import parse_shard, resolve, shard_of
 
@@ -108,6 +109,12 @@ def scan(
     try:
         summary, fresh = run_scan(items, scorer.score_item, output=output, resume=resume, jobs=jobs,
                                   on_records=on_records)
+    except ScanInterrupted as stop:
+        if progress is not None:
+            progress.stop()
+        where = f" in {output}, rerun with --resume to continue" if output is not None else (
+            " (no --output: rerun with -o FILE to be able to resume)")
+        interrupted(f"interrupted: {stop.recorded} of {stop.total} recorded{where}")
     finally:
         if progress is not None:
             progress.stop()
