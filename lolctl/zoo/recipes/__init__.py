@@ -26,6 +26,18 @@ def _tiny() -> Any:
     return tiny_recipe()
 
 
+def _smollm2_wordnet() -> Any:
+    from lolctl.zoo.recipes.smollm2_wordnet import Smollm2Wordnet
+
+    return Smollm2Wordnet()
+
+
+def _tiny_llama() -> Any:
+    from lolctl.zoo.recipes.tiny_llama import tiny_llama_recipe
+
+    return tiny_llama_recipe()
+
+
 def _paper(name: str) -> Callable[[], Any]:
     def make() -> Any:
         from lolctl.zoo.recipes.paper import paper_recipe
@@ -39,6 +51,8 @@ RECIPES: dict[str, Callable[[], Any]] = {
     "minilm-wordnet": _minilm_wordnet,
     "minilm-wordnet-v2": _minilm_wordnet_v2,
     "tiny": _tiny,
+    "smollm2-wordnet": _smollm2_wordnet,
+    "tiny-llama": _tiny_llama,
     "celeba-lora": _paper("celeba-lora"),
     "imagenette-lora": _paper("imagenette-lora"),
     "qwen2-arc-lora": _paper("qwen2-arc-lora"),
