@@ -30,12 +30,13 @@ T = TypeVar("T")
 
 LISTING_TAGS = ("peft", "lora")
 PEFT_PATTERNS = ["adapter_config.json", "*/adapter_config.json", "adapter_model.safetensors",
-                 "*/adapter_model.safetensors"]
+                 "*/adapter_model.safetensors", "adapters.safetensors", "*/adapters.safetensors"]  # PEFT and MLX
 PICKLE_PATTERNS = ["adapter_model.bin", "*/adapter_model.bin"]
 SINGLE_FILE_PATTERNS = ["*.safetensors"]  # kohya / diffusers single-file LoRAs (top level only, see select_files)
 FULL_MODEL_PREFIXES = ("model", "pytorch_model", "diffusion_pytorch_model", "consolidated")
 LORA_KEY_MARKERS = ("lora_", "lora.", "_lora")
 TRUTHY = {"1", "true", "yes", "on"}
+PROBE_TIMEOUT = 5.0  # seconds for the one reachability request made before the first Hub call
 
 _HUB_RE = re.compile(r"^(?:hf://)?(?P<user>[A-Za-z0-9][\w.-]*)/(?P<name>[\w.*-]+)(?:@(?P<rev>[\w./-]+))?$")
 
@@ -141,10 +142,10 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
                                "`hf auth login` or set HF_TOKEN with access to this repo")
         if status == 429:
             return LolctlError("L162", where, "the Hub kept answering 429 Too Many Requests",
-                               "wait and rerun with --resume, or scan fewer repos at once (--jobs)")
+                               "wait and retry later, with fewer repos at once")
         if status == 404:
             return LolctlError("L160", where, "the Hub answered 404 Not Found", "check the repo and revision")
-        return LolctlError("L164", where, f"the Hub answered HTTP {status}", "retry later (rerun with --resume)")
+        return LolctlError("L164", where, f"the Hub answered HTTP {status}", "retry later")
     if isinstance(err, e.HFValidationError):
         return LolctlError("L100", where, f"not a valid Hub repo id or revision ({err})",
                            "Hub ids look like user/repo or user/repo@revision")
@@ -153,7 +154,7 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
                            "the file is not valid safetensors; skip this repo")
     if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.startswith("httpx"):
         return LolctlError("L164", where, f"the Hub could not be reached ({type(err).__name__})",
-                           "check the network / HF_ENDPOINT, or retry later (rerun with --resume)")
+                           "check the network / HF_ENDPOINT, or retry later")
     raise err
 
 
@@ -181,6 +182,33 @@ class Hub:
         self.retries = retries
         self.max_wait = max_wait
         self.api = HfApi(endpoint=self.endpoint, token=token)
+        self.unreachable: str | None = None  # why the Hub could not be reached; then answers come from the cache
+        self._probed = False
+        self.notes: list[str] = []  # for the caller's log (library code never prints)
+
+    @property
+    def from_cache(self) -> bool:
+        """Answer from the local cache: offline mode, or the Hub found unreachable."""
+        return self.offline or self.unreachable is not None
+
+    def reachable(self) -> bool:
+        """One quick request to the endpoint before the first Hub call, without huggingface_hub's retries (which
+        spend ~25 s on a machine without network). Unreachable: later calls use the local cache, and a note says so.
+        Any HTTP answer counts as reachable."""
+        if self.offline:
+            return False
+        if not self._probed:
+            self._probed = True
+            from huggingface_hub import constants, get_session
+
+            try:
+                get_session().head(self.endpoint or constants.ENDPOINT, timeout=min(self.timeout, PROBE_TIMEOUT))
+            except Exception as err:  # noqa: BLE001 - httpx errors: connection refused, DNS, timeout, TLS
+                self.unreachable = type(err).__name__
+                self.notes.append(f"the Hub ({self.endpoint or constants.ENDPOINT}) could not be reached "
+                                  f"({self.unreachable}): Hub sources are answered from the local cache "
+                                  f"{self.cache_dir}")
+        return self.unreachable is None
 
     # ------------------------------------------------------------------ helpers
     def _call(self, fn: Callable[[], T], where: str) -> T:
@@ -206,16 +234,25 @@ class Hub:
         """Repos matching ``user/name`` where name may hold ``*``; a plain name is returned as is (checked later)."""
         if "*" not in name:
             return [HubRef(f"{user}/{name}", revision)]
-        if self.offline:
-            ids = self._cached_repo_ids(user)
-        else:
-            def listing(tag: str) -> list[str]:
-                return [m.id for m in self.api.list_models(author=user, filter=tag)]
+        pattern = f"{user}/{name}"
+        where = pattern + (f"@{revision}" if revision else "")
+        if not self.reachable():
+            cached = sorted(self._cached_repo_ids(user))
+            refs = [HubRef(i, revision) for i in cached if fnmatch.fnmatchcase(i, pattern)]
+            if not refs and not self.offline:
+                raise LolctlError("L164", where, f"the Hub could not be reached ({self.unreachable}) and the local "
+                                  f"cache {self.cache_dir} holds no repo matching it",
+                                  "check the network / HF_ENDPOINT and retry, or point HF_HOME at a cache that "
+                                  "holds these repos")
+            return refs
 
-            ids = set()
-            for tag in LISTING_TAGS:
-                ids.update(self._call(partial(listing, tag), f"{user}/*"))
-        return [HubRef(i, revision) for i in sorted(ids) if fnmatch.fnmatchcase(i, f"{user}/{name}")]
+        def listing(tag: str) -> list[str]:
+            return [m.id for m in self.api.list_models(author=user, filter=tag)]
+
+        ids: set[str] = set()
+        for tag in LISTING_TAGS:
+            ids.update(self._call(partial(listing, tag), where))
+        return [HubRef(i, revision) for i in sorted(ids) if fnmatch.fnmatchcase(i, pattern)]
 
     def _cached_repo_ids(self, user: str) -> set[str]:
         from huggingface_hub import scan_cache_dir
@@ -260,7 +297,7 @@ class Hub:
     def fetch(self, ref: HubRef, *, trust_pickle: bool = False, triage: bool = False,
               max_bytes: int | None = None) -> tuple[list[Path], dict[str, Any]]:
         """Download (or find in the cache) only the adapter files; return the local adapter sources and Hub facts."""
-        if self.offline:
+        if not self.reachable():
             return self._fetch_cached(ref, trust_pickle)
         sha, names = self.files(ref)
         wanted = select_files(names, trust_pickle=trust_pickle)
@@ -298,8 +335,10 @@ class Hub:
         names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         wanted = select_files(names, trust_pickle=trust_pickle)
         if not wanted:
-            raise LolctlError("L163", str(ref), "offline mode is on and the cached snapshot holds no adapter files",
-                              "unset HF_HUB_OFFLINE and fetch once")
+            why = "offline mode is on" if self.offline else f"the Hub could not be reached ({self.unreachable})"
+            raise LolctlError("L163" if self.offline else "L164", str(ref),
+                              f"{why} and the cached snapshot holds no adapter files",
+                              "unset HF_HUB_OFFLINE and fetch once" if self.offline else "retry when online")
         facts = {"repo_id": ref.repo_id, "revision": ref.revision, "sha": folder.name, "files": wanted,
                  "cached": True}
         return adapter_sources(folder, wanted), facts

@@ -70,6 +70,8 @@ def find_local_adapters(folder: Path, skipped: list[tuple[Path, str]] | None = N
 
 
 def _local_items(path: Path, source: str, skipped: list[tuple[Path, str]] | None = None) -> list[Item]:
+    if path.is_file() and path.name == "adapter_config.json":
+        path = path.parent  # 'runs/**/adapter_config.json' names adapter folders: read each folder, not its config
     if path.is_file():
         return [Item(str(path.resolve()), source, path=path)]
     return [Item(str(p.resolve()), source, path=p) for p in find_local_adapters(path, skipped)]

@@ -46,7 +46,7 @@ def gate(
     from rich.markup import escape
 
     from lolctl.cli.options import parse_size
-    from lolctl.cli.score import log_notes, nothing_found
+    from lolctl.cli.score import cli_hub, log_notes, nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
     from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
     from lolctl.output import Output
@@ -57,10 +57,11 @@ def gate(
     requirements = [parse_requirement(text) for text in require or []]  # bad syntax: exit 2 before any work
     limit = parse_size(max_bytes)
     check_device(device.value, bool(requirements) or fail_on_ood)
-    items = resolve(sources)
+    hub = cli_hub()
+    items = resolve(sources, hub=hub)
     nothing_found(items, sources)
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
-                    predict=bool(requirements) or fail_on_ood, modules=False)
+                    predict=bool(requirements) or fail_on_ood, modules=False, hub=hub)
     scorer.load_explicit_checkpoint()
     records = [rec for item in items for rec in scorer.score_item(item)]
     ceiling = (fail_on_severity or fail_on).value  # --fail-on-severity: the old spelling, still accepted

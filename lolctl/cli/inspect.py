@@ -18,11 +18,13 @@ EPILOG = """
   lolctl inspect lora.safetensors --modules       [dim]# a kohya/diffusers file, every module listed[/dim]
   lolctl inspect runs/*/adapter --format json     [dim]# machine-readable (schema: docs/schema.md)[/dim]
   lolctl inspect ./adapter --fail-on warning      [dim]# exit 1 on any warning or error finding[/dim]
+  lolctl inspect someuser/my-lora@v1.0            [dim]# a Hub repo (only its adapter files are fetched)[/dim]
 """
 
 
 def inspect(
-    sources: Annotated[list[str], typer.Argument(help="Adapter folders, weight files or globs.", show_default=False)],
+    sources: Annotated[list[str], typer.Argument(help="Adapter folders, weight files, globs or Hub repos "
+                                                 "(user/repo@rev, user/prefix*).", show_default=False)],
     fmt: FormatOpt = Format.table,
     fail_on: FailOnOpt = SeverityLevel.error,
     modules: Annotated[bool, typer.Option("--modules", help="List every module instead of layer groups.")] = False,
@@ -34,13 +36,16 @@ def inspect(
     """
     from rich.markup import escape
 
+    from lolctl.cli.score import nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_NOTHING, LolctlError, printable
     from lolctl.factors import severity_rank
     from lolctl.health import health
     from lolctl.output import Output
     out = Output(fmt.value)
     skipped: list[tuple[Any, str]] = []
-    paths = _expand(sources, skipped)
+    hub = _hub()
+    items = _expand(sources, hub, skipped)
+    nothing_found(items, sources, skipped)
     for path, why in skipped:  # weights files met in folders that are not adapters: never dropped silently
         out.log(escape(printable(f"skipped {path}: {why}")))
     from lolctl.read import read_adapter
@@ -48,24 +53,28 @@ def inspect(
     records: list[dict[str, Any]] = []
     worst = -1
     errors = 0
-    for path in paths:
-        try:
-            adapter = read_adapter(path, trust_pickle=trust_pickle)
-        except LolctlError as err:
+    for source, path, err in _paths(items, hub, trust_pickle):
+        if err is None:
+            try:
+                adapter = read_adapter(path, trust_pickle=trust_pickle)
+            except LolctlError as exc:
+                err = exc
+        if err is not None:
             errors += 1
             out.log(escape(err.one_line()))  # paths and keys come from the input: never Rich markup
-            records.append({"schema": RECORD_SCHEMA, "source": str(path), "status": "error", "error": err.to_dict()})
+            records.append({"schema": RECORD_SCHEMA, "source": source, "status": "error", "error": err.to_dict()})
             continue
         report = health(adapter)
         worst = max([worst] + [severity_rank(f.severity) for f in report.findings])
-        rec = {"schema": RECORD_SCHEMA, "source": str(path), "status": "ok", **report.to_dict(),
-               "meta": _meta(adapter)}
+        rec = {"schema": RECORD_SCHEMA, **report.to_dict(), "source": source, "status": "ok", "meta": _meta(adapter)}
         records.append(rec)
         if out.human:
             _render(out, rec, grouped=not modules)
+    for note in hub.notes if hub is not None else []:
+        out.log(f"[cyan]note:[/cyan] {escape(note)}")
     if not out.human:
         out.records(records, {"schema": SCHEMA, "adapters": records})
-    if not paths or errors == len(paths) and all(r["error"]["exit_code"] == EXIT_NOTHING for r in records):
+    if errors == len(records) and all(r["error"]["exit_code"] == EXIT_NOTHING for r in records):
         raise typer.Exit(EXIT_NOTHING)
     if errors:
         raise typer.Exit(EXIT_INPUT)
@@ -74,46 +83,50 @@ def inspect(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _expand(sources: list[str], skipped: list[tuple[Any, str]] | None = None) -> list[str]:
-    """Local sources: paths as given, globs expanded (sorted); a missing path is an input error.
+def _hub() -> Any:
+    """A quiet Hub client (see lolctl.cli.score.cli_hub), or None when huggingface_hub is not installed."""
+    try:
+        from lolctl.cli.score import cli_hub
 
-    A folder is walked as ``score`` and ``scan`` walk it: every adapter in it is inspected (a PEFT folder's named
-    adapters beside its default one included) and the weights files that are not adapters go to ``skipped``. A folder
-    in which the walk finds no adapter is passed on as it is: reading it explains what it holds."""
-    import glob
+        return cli_hub()
+    except ImportError:
+        return None
+
+
+def _expand(sources: list[str], hub: Any, skipped: list[tuple[Any, str]] | None = None) -> list[Any]:
+    """The items of the sources, expanded exactly as ``score`` and ``scan`` expand them (lolctl.sources.resolve):
+    paths, globs, folders walked (a PEFT folder's named adapters beside its default one included; weights files that
+    are not adapters go to ``skipped``), Hub repos and patterns. A local source in which the walk finds no adapter
+    is passed on as it is: reading it explains what it holds."""
     from pathlib import Path
 
+    from lolctl.sources import Item, resolve
+
+    items: list[Item] = []
+    for src in sources:
+        found = resolve([src], hub=hub, skipped=skipped)
+        if not found and Path(src).exists():
+            found = [Item(str(Path(src).resolve()), src, path=Path(src))]
+        items += found
+    return list({item.id: item for item in items}.values())
+
+
+def _paths(items: list[Any], hub: Any, trust_pickle: bool):
+    """(source, local path, None) per adapter to read; a Hub repo that cannot be fetched gives (source, None, error).
+    Hub repos are downloaded (only their adapter files) into the HF cache, as ``score`` does."""
     from lolctl.errors import LolctlError
 
-    out: list[str] = []
-    for src in sources:
-        if Path(src).exists():  # an existing path is itself, even when its name holds glob characters
-            out += _walk(src, skipped)
-        elif any(c in src for c in "*?["):
-            hits = sorted(glob.glob(src))
-            if not hits:
-                raise LolctlError("L101", src, "the pattern matched nothing", "check the glob; quote it for lolctl")
-            for hit in hits:
-                out += _walk(hit, skipped)
-        else:
-            raise LolctlError("L100", src, "no such file or folder", "check the path")
-    return list(dict.fromkeys(out))
-
-
-def _walk(src: str, skipped: list[tuple[Any, str]] | None) -> list[str]:
-    from pathlib import Path
-
-    from lolctl.read import discover
-
-    path = Path(src)
-    if not path.is_dir():
-        return [src]
-    found, left_out = discover(path)
-    if skipped is not None:
-        skipped += left_out
-    if not found or found == [path]:
-        return [src]  # one adapter (keep the path as typed), or none: reading the folder says what it holds
-    return [str(p) for p in found]
+    for item in items:
+        if item.hub is None:
+            yield str(item.path), item.path, None
+            continue
+        try:
+            paths, _ = hub.fetch(item.hub, trust_pickle=trust_pickle)
+        except LolctlError as err:
+            yield item.display, None, err
+            continue
+        for path in paths:
+            yield (item.display if len(paths) == 1 else f"{item.display}:{path.name}"), path, None
 
 
 def _meta(adapter: Any) -> dict[str, Any]:

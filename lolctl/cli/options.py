@@ -44,6 +44,9 @@ FailOnOpt = Annotated[
     SeverityLevel,
     typer.Option("--fail-on", help="Exit 1 when any finding is at or above this severity ('never' to disable)."),
 ]
+HealthOnlyOpt = Annotated[
+    bool, typer.Option("--health-only", help="Skip predictions: the health report only (no checkpoint is loaded).")
+]
 MaxBytesOpt = Annotated[
     str | None,
     typer.Option("--max-bytes", metavar="SIZE", help="Refuse adapters whose tensors exceed this size: a number of "

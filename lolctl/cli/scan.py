@@ -14,6 +14,7 @@ from lolctl.cli.options import (
     FailOnOpt,
     Format,
     FormatOpt,
+    HealthOnlyOpt,
     SeverityLevel,
     TrustPickleOpt,
 )
@@ -50,7 +51,7 @@ def scan(
                                             help="Adapters read and scored at once (memory bound).")] = 1,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto,
-    no_predict: Annotated[bool, typer.Option("--health-only", help="Skip predictions.")] = False,
+    no_predict: HealthOnlyOpt = False,
     fmt: FormatOpt = Format.table,
     fail_on: FailOnOpt = SeverityLevel.error,
     trust_pickle: TrustPickleOpt = False,
@@ -65,8 +66,7 @@ def scan(
     """
     from lolctl.cli import interrupted
     from lolctl.cli.options import parse_size
-    from lolctl.cli.score import exit_code, log_notes, nothing_found
-    from lolctl.hub import Hub
+    from lolctl.cli.score import cli_hub, exit_code, log_notes, nothing_found
     from lolctl.output import Output
     from lolctl.scan import ScanInterrupted, run_scan
     from lolctl.score import Scorer, check_device
@@ -75,12 +75,11 @@ def scan(
     out = Output(fmt.value)
     limit = parse_size(max_bytes)
     check_device(device.value, not no_predict)
-    _quiet_hub_downloads()
     if resume and output is None:
         from lolctl.errors import LolctlError
 
         raise LolctlError("L180", "--resume", "needs --output FILE to resume from", "add -o scan.jsonl")
-    hub = Hub()
+    hub = cli_hub()
     skipped: list[tuple[Path, str]] = []
     items = resolve(sources, hub=hub, skipped=skipped)
     nothing_found(items, sources, skipped)
@@ -221,13 +220,6 @@ def skipped_files(skipped: list[tuple[Path, str]]) -> list[dict[str, str]]:
     for path, reason in skipped:
         seen.setdefault(str(path), reason)
     return [{"path": p, "reason": r} for p, r in sorted(seen.items())]
-
-
-def _quiet_hub_downloads() -> None:
-    """huggingface_hub's own per-file tqdm bars would interleave with ours: the scan reports progress itself."""
-    from huggingface_hub.utils import disable_progress_bars
-
-    disable_progress_bars()
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from lolctl.cli.options import (
     FailOnOpt,
     Format,
     FormatOpt,
+    HealthOnlyOpt,
     MaxBytesOpt,
     SeverityLevel,
     TrustPickleOpt,
@@ -28,6 +29,7 @@ EPILOG = """
   lolctl score ./a -c models/NAME       [dim]# a given checkpoint[/dim]
   lolctl score user/lora@v1.0 -f json   [dim]# Hub repo at a revision, JSON[/dim]
   lolctl score 'runs/*/adapter' -f csv  [dim]# many adapters, a CSV row each[/dim]
+  lolctl score ./a --health-only        [dim]# no predictions, no checkpoint loaded[/dim]
 """
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
@@ -53,6 +55,7 @@ def score(
     trust_pickle: TrustPickleOpt = False,
     max_bytes: MaxBytesOpt = None,
     triage: TriageOpt = False,
+    health_only: HealthOnlyOpt = False,
 ) -> None:
     """Score adapters: health findings plus predictions of quality, attributes and training-data membership.
 
@@ -77,11 +80,12 @@ def score(
         sources = [here if not here.startswith("..") else str(EXAMPLES)]
         out.log(f"no SOURCE given: scoring the bundled example adapters in {sources[0]} (see its README.md)")
     limit = parse_size(max_bytes)
-    check_device(device.value)
+    check_device(device.value, not health_only)
+    hub = cli_hub()
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
-                    triage=triage)
+                    triage=triage, hub=hub, predict=not health_only)
     skipped: list[tuple[Path, str]] = []
-    items = resolve(sources, skipped=skipped)
+    items = resolve(sources, hub=hub, skipped=skipped)
     nothing_found(items, sources, skipped)
     for path, why in skipped:  # weights files met in folders that are not adapters: never dropped silently
         out.log(escape(printable(f"skipped {path}: {why}")))
@@ -98,12 +102,29 @@ def score(
     raise typer.Exit(exit_code(records, fail_on.value, out))
 
 
+def cli_hub() -> Any:
+    """The Hub client of a command: huggingface_hub's own retry warnings and download bars silenced (lolctl reports
+    Hub trouble itself, as one coded line or a note)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    from lolctl.hub import Hub
+
+    disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    return Hub()
+
+
 def log_notes(out: Any, scorer: Any) -> None:
-    """Every distinct note once on stderr (every mode), with the adapters it applies to: why there is no prediction."""
+    """Every distinct note once on stderr (every mode), with the adapters it applies to: why there is no prediction.
+    Notes of the Hub client come first (e.g. that the Hub was unreachable and the local cache answered)."""
     from rich.markup import escape
 
     from lolctl.errors import printable
 
+    hub = getattr(scorer, "hub", None)
+    for note in getattr(hub, "notes", None) or []:
+        out.log(f"[cyan]note:[/cyan] {escape(note)}")
     for note in scorer.notes:
         sources = scorer.note_sources.get(note) or []
         who = ""

@@ -69,36 +69,22 @@ def builtin_names() -> list[str]:
 
 def _from_hub(ref: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
 
+    from lolctl.hub import TRUTHY, map_hub_error
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in TRUTHY
     local = f"; no local folder {ref} or built-in checkpoint of that name either"
     try:
         return Path(snapshot_download(repo_id=ref, allow_patterns=[*FILES, *OPTIONAL_FILES]))
-    except GatedRepoError as err:
-        raise LolctlError(
-            "L161", ref, "the checkpoint repo is gated or private", "log in with `hf auth login`"
-        ) from err
-    except RepositoryNotFoundError as err:
-        raise LolctlError("L172", ref, "no checkpoint repo by that id on the Hub" + local, "check the id") from err
-    except LocalEntryNotFoundError as err:
-        raise LolctlError(
-            "L163",
-            ref,
-            "offline and the checkpoint is not in the local Hub cache" + local,
-            "unset HF_HUB_OFFLINE or download it first",
-        ) from err
-    except (HfHubHTTPError, OSError) as err:
-        raise LolctlError(
-            "L164",
-            ref,
-            f"could not fetch the checkpoint from the Hub ({type(err).__name__})" + local,
-            "check the network or use a local checkpoint folder",
-        ) from err
+    except Exception as err:  # noqa: BLE001 - the Hub's errors map to the same codes as for adapters (L160-L164)
+        try:
+            mapped = map_hub_error(err, ref, offline)
+        except Exception:  # noqa: BLE001 - not a Hub or network error map_hub_error knows
+            if not isinstance(err, OSError):
+                raise
+            mapped = LolctlError("L164", ref, f"could not fetch the checkpoint from the Hub ({type(err).__name__})",
+                                 "check the network or use a local checkpoint folder")
+        raise LolctlError(mapped.code, ref, mapped.reason + local, mapped.remedy) from err
 
 
 def resolve(ref: str) -> Path:
