@@ -200,6 +200,13 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     assert metrics["membership"]["auroc"] > 0.9, metrics
     assert metrics["quality"]["r2"] > 0.5, metrics
     assert metrics["membership"]["accuracy"] == pytest.approx(summary["metrics"]["test"]["membership"]["accuracy"])
+    # local conformal intervals: widths follow difficulty (not one constant), coverage measured on test
+    iv = metrics["quality"]["interval90"]
+    assert iv["width_p90"] > 1.05 * iv["width_p10"] and 0.6 <= iv["coverage"] <= 1.0, iv
+    assert iv == pytest.approx(summary["metrics"]["test"]["quality"]["interval90"])
+    config = json.loads((ckpt_dir / "config.json").read_text())
+    assert config["intervals"]["quality"]["method"] == "knn-conformal"
+    assert config["calibration"]["membership"]["temperature"] > 0 and (ckpt_dir / "calibration.safetensors").is_file()
 
     assert set(summary["metrics"]) == {"train", "val", "test", "test_extra"}  # an extra held-out split
     res = runner.invoke(_app(), ["eval", str(ckpt_dir), str(zoo), "--split", "test_extra", "--format", "json"])
@@ -230,6 +237,9 @@ def test_train_eval_score_planted_property(tmp_path, reader):
     assert raw[0] == pytest.approx(raw[1], abs=1e-3)
     lo, hi = before[0]["tasks"]["quality"]["interval"]
     assert lo <= before[0]["tasks"]["quality"]["value"] <= hi
+    widths = [p["tasks"]["quality"]["interval"][1] - p["tasks"]["quality"]["interval"][0] for p in before]
+    moved_widths = [p["tasks"]["quality"]["interval"][1] - p["tasks"]["quality"]["interval"][0] for p in after]
+    assert max(widths) > 1.05 * min(widths) and widths == pytest.approx(moved_widths, abs=1e-3)
     assert before[0]["ood"]["flag"] is False and before[0]["ood"]["reasons"] == []
 
     # round trip: a second load gives identical predictions
@@ -358,3 +368,34 @@ def test_train_refuses_a_non_empty_out_folder_unless_overwrite(tmp_path):
     assert {"config.json", "model.safetensors", "adapter_config.json"} <= {p.name for p in out.iterdir()}
     assert (out / "README.md").read_text() != "my notes\n"  # replaced by the model card, as asked
     assert runner.invoke(_app(), [*args[:5], str(tmp_path / "new" / "ckpt"), *args[6:]]).exit_code == 0
+
+
+def test_train_auto_picks_per_task_by_validation(tmp_path):
+    """--model auto: every task gets each candidate trained on it alone; the lower validation loss wins; the
+    composite checkpoint loads, evaluates and predicts like any other, and its tasks come from the chosen members."""
+    from lolctl.nn.checkpoint import load_checkpoint
+
+    zoo = write_zoo(tmp_path / "zoo", 120, seed=3)
+    runner = CliRunner()
+    out = tmp_path / "auto"
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", "glnet:hidden=8;mlp_svd",
+                                 "--out", str(out), "--epochs", "25", "--patience", "8", "--format", "json",
+                                 "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "composite"
+    for task in ("quality", "membership"):
+        pick = config["selection"][task]
+        losses = {k: v["val_loss"] for k, v in pick["candidates"].items()}
+        assert set(losses) == {"glnet hidden=8", "mlp_svd"} and pick["chosen"] == min(losses, key=losses.get)
+    members = {m["tasks"][0]: m["label"] for m in config["model_config"]["members"]}
+    assert members == {t: config["selection"][t]["chosen"] for t in ("quality", "membership")}
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)["metrics"]
+    assert got["quality"]["r2"] == pytest.approx(config["metrics"]["test"]["quality"]["r2"], abs=1e-6)
+    adapters, _ = synthetic_factors(3, seed=5)
+    ckpt = load_checkpoint(str(out), device="cpu")
+    preds = ckpt.predict([as_adapter(m) for m in adapters])
+    assert len(preds) == 3 and all(set(p["tasks"]) == {"quality", "membership"} for p in preds)
+    assert (out / "ood.safetensors").is_file() and ckpt.ood_reference.n == 64  # no anchors: stored references

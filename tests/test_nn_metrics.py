@@ -41,6 +41,8 @@ def test_multilabel_and_multiclass_summaries():
     m = metrics.multilabel_metrics(Y, P, ["a", "b"])
     assert m["per_label"]["a"]["accuracy"] == 1.0 and m["per_label"]["b"]["accuracy"] == 0.75
     assert m["accuracy"] == pytest.approx(0.875) and m["auroc"] == pytest.approx(1.0) and m["n"] == 4
+    # label b: 2 true, 1 predicted, 1 hit → F1 2/3; a: F1 1. Exact set: rows 0, 1, 3 right, row 2 misses b
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3) / 2) and m["exact_set"] == pytest.approx(0.75)
     y = np.array([0, 2, 1, -1])
     P3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2], [0.3, 0.3, 0.4]])
     mc = metrics.multiclass_metrics(y, P3, ["p", "q", "s"])

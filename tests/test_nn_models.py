@@ -42,7 +42,7 @@ def factors(r, batch=3, seed=2):
 
 
 def test_registry_lists_every_model():
-    assert set(MODELS) == {"glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer"}
+    assert set(MODELS) == {"glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer", "composite"}
 
 
 @pytest.mark.parametrize("name", GL_INVARIANT)

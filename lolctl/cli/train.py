@@ -9,7 +9,7 @@ import typer
 
 from lolctl.cli.options import Device, DeviceOpt, Format, FormatOpt
 
-MODEL_NAMES = ("glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer")
+MODEL_NAMES = ("glnet", "mlp", "mlp_svd", "mlp_oalign", "mlp_dense", "transformer", "auto")
 
 TRAIN_EPILOG = """
 [bold]Examples[/bold]
@@ -18,6 +18,7 @@ TRAIN_EPILOG = """
   lolctl train zoo/ --model mlp_svd --task quality --seed 1 --out runs/svd-s1
   lolctl train labels.csv --model glnet --set hidden=64 --set layers=1 --out runs/g64
   lolctl train zoo/ --model transformer --out runs/tf --format json   [dim]# metrics as JSON on stdout[/dim]
+  lolctl train zoo/ --model auto --out runs/auto   [dim]# per task, the candidate with the best validation loss[/dim]
 """
 
 EVAL_EPILOG = """
@@ -133,6 +134,11 @@ def train(
         list[str] | None,
         typer.Option("--base-model-alias", help="Another name of the base model (repeat), e.g. a local copy's path."),
     ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option("--candidates", help="With --model auto: the models tried per task, 'ARCH:KEY=V,KEY=V;ARCH'. "
+                     "Default: glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true."),
+    ] = None,
     no_cache: NoCacheOpt = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into a non-empty --out folder (its config.json, "
@@ -182,6 +188,7 @@ def train(
             cache=not no_cache,
             read_progress=read_cb,
             epoch_progress=epoch_cb,
+            candidates=candidates,
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")

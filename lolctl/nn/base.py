@@ -154,12 +154,16 @@ class LoraModel(nn.Module):
         scaled, lognorm = self.normalise(batch)
         return self.features(scaled), lognorm
 
-    def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
+    def representation(self, batch: LoraBatch) -> torch.Tensor:
+        """The head's representation (B, head_hidden) that the task outputs read: invariant like the outputs."""
         self.check_rank(batch)
         x, lognorm = self.scaled_features(batch)
         if lognorm is not None:
             x = torch.cat([x, lognorm.to(x.dtype)], dim=1)
-        h = self.head(x)
+        return self.head(x)
+
+    def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
+        h = self.representation(batch)
         return {name: layer(h) for name, layer in self.outputs.items()}
 
 

@@ -17,6 +17,9 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
         for key, value in m.items():
             if key in ("kind", "per_label"):
                 continue
+            if isinstance(value, dict):  # interval90: coverage and width of the 90 % intervals
+                rows += [(task, f"{key} {k}", _fmt(v)) for k, v in value.items()]
+                continue
             rows.append((task, key, _fmt(value)))
     return rows
 

@@ -26,10 +26,11 @@ from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import inert_prediction, is_inert
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.train import predict, scale_stats
+from lolctl.nn.train import embeddings, predict, scale_stats
+from lolctl.nn.uncertainty import calibrate, local_intervals
 
 FILES = ("config.json", "model.safetensors", "README.md")
-OPTIONAL_FILES = ("ood.safetensors",)  # reference adapters of the OOD score (models without anchors)
+OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
 FORMAT = "lolctl-checkpoint"
 SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -123,6 +124,34 @@ class Checkpoint:
         self.spec: InputSpec = model.spec
         self.tasks: tuple[TaskSpec, ...] = model.tasks
         self._ood: Any = None  # OODReference, fitted on first use from the reference adapters
+        self._calib: Any = None  # calibration.safetensors (validation features and residuals), read on first use
+
+    def interval_batch(self, batch: LoraBatch, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{regression task: (N, c, 2)} 90 % intervals: local conformal (width from similar validation adapters)
+        when the checkpoint stores its validation data, else ŷ + the stored global residual quantiles."""
+        spans = self.config.get("intervals", {})
+        local: dict[str, np.ndarray] = {}
+        if any((v or {}).get("method") == "knn-conformal" for v in spans.values()):
+            if self._calib is None:
+                from safetensors.torch import load_file
+
+                path = self.path / "calibration.safetensors"
+                self._calib = load_file(str(path)) if path.is_file() else False
+            if self._calib:
+                h = embeddings(self.model, batch.to(self.device, torch.float32))
+                local = local_intervals(self.tasks, h, out, spans, self._calib)
+        result = {}
+        for t in self.tasks:
+            if t.kind != "regression":
+                continue
+            if t.name in local:
+                result[t.name] = local[t.name]
+                continue
+            span = spans.get(t.name) or {}
+            lo = np.asarray(span.get("lo", [0.0] * len(t.columns)))
+            hi = np.asarray(span.get("hi", [0.0] * len(t.columns)))
+            result[t.name] = np.stack([out[t.name] + lo, out[t.name] + hi], axis=-1)
+        return result
 
     def reference_adapters(self) -> LoraBatch | None:
         """The training adapters kept with the checkpoint: ``ood.safetensors``, else GL-net's anchors."""
@@ -201,7 +230,7 @@ class Checkpoint:
         out = self.predict_batch(batch)
         inert = is_inert(batch)
         scores = self.ood_scores(batch)
-        spans = self.config.get("intervals", {})
+        spans = self.interval_batch(batch, out)
         floor = probability_floor(self.config)
         results = []
         for i, why in enumerate(reasons):
@@ -216,10 +245,9 @@ class Checkpoint:
                 if t.kind == "regression":
                     for j, col in enumerate(t.columns):
                         value = float(out[t.name][i, j])
-                        span = spans.get(t.name)
-                        lo, hi = (span["lo"][j], span["hi"][j]) if span else (0.0, 0.0)
+                        lo, hi = (float(x) for x in spans[t.name][i, j])
                         key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
-                        tasks[key] = {"kind": "regression", "value": value, "interval": [value + lo, value + hi]}
+                        tasks[key] = {"kind": "regression", "value": value, "interval": [lo, hi]}
                 else:
                     probs = {lab: shown_probability(p, floor) for lab, p in zip(t.labels, out[t.name][i])}
                     tasks[t.name] = {"kind": t.kind, "probs": probs}
@@ -243,28 +271,6 @@ def probability_floor(config: dict[str, Any]) -> float:
 def shown_probability(p: float, floor: float) -> float:
     """``p`` clipped to [floor, 1 − floor] and rounded to two decimals."""
     return round(min(max(float(p), floor), 1.0 - floor), 2)
-
-
-def calibrate(tasks: tuple[TaskSpec, ...], out: dict[str, np.ndarray], calib: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Apply each classification task's stored temperature T (probabilities from logits / T)."""
-    if not calib:
-        return out
-    out = dict(out)
-    for t in tasks:
-        T = float((calib.get(t.name) or {}).get("temperature", 1.0))
-        if t.kind == "regression" or T == 1.0:
-            continue
-        out[t.name] = apply_temperature(t.kind, out[t.name], T)
-    return out
-
-
-def apply_temperature(kind: str, probs: np.ndarray, T: float) -> np.ndarray:
-    p = np.clip(probs, 1e-12, 1 - 1e-12)
-    if kind == "multilabel":
-        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / T))
-    z = np.log(p) / T
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 def _norm_model(name: str) -> str:

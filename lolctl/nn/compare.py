@@ -17,7 +17,7 @@ from lolctl.nn.registry import model_class
 
 KEY_METRICS = {
     "regression": ("r2", "kendall_tau", "mae"),
-    "multilabel": ("accuracy", "auroc", "ece"),
+    "multilabel": ("accuracy", "auroc", "macro_f1", "exact_set", "ece"),
     "multiclass": ("accuracy", "auroc", "ece"),
 }
 AUTO_FIELDS = ("rank", "max_rank", "anchor_rank")  # set from the zoo when training: not part of a model's identity

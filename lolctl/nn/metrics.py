@@ -108,9 +108,14 @@ def multilabel_metrics(Y: np.ndarray, P: np.ndarray, labels: list[str]) -> dict[
         lab: {"accuracy": accuracy(Y[:, j], P[:, j]), "auroc": auroc(Y[:, j], P[:, j]), "ece": ece(Y[:, j], P[:, j])}
         for j, lab in enumerate(labels)
     }
+    known = ~np.isnan(Y).any(axis=1)
+    hard = P >= 0.5
+    exact = float((hard[known] == (Y[known] == 1)).all(axis=1).mean()) if known.any() else float("nan")
     return {
         "accuracy": float(np.nanmean([v["accuracy"] for v in per.values()])),
         "auroc": _nanmean([v["auroc"] for v in per.values()]),
+        "macro_f1": _nanmean([f1(Y[:, j], P[:, j]) for j in range(Y.shape[1])]),
+        "exact_set": exact,  # share of adapters whose whole label set is right at threshold 0.5
         "ece": ece(Y.ravel(), P.ravel()),
         "n": int((~np.isnan(Y[:, 0])).sum()) if Y.size else 0,
         "per_label": per,
@@ -131,6 +136,14 @@ def multiclass_metrics(y: np.ndarray, P: np.ndarray, labels: list[str]) -> dict[
         "ece": ece((top == y).astype(float), P.max(1)),  # top-label calibration
         "n": int(y.size),
     }
+
+
+def f1(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
+    """F1 of the positive label at ``threshold`` (NaN when there are no positives and none predicted)."""
+    keep = ~np.isnan(y)
+    t, p = y[keep] == 1, prob[keep] >= threshold
+    tp, denom = float((t & p).sum()), float(t.sum() + p.sum())
+    return 2 * tp / denom if denom else float("nan")
 
 
 def _nanmean(values: list[float]) -> float:

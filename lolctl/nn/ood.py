@@ -35,6 +35,7 @@ FEATURES = ("energy_left", "energy_right", "concentration")
 ONE_SIDED = {"energy_left", "energy_right"}  # only a *low* value is out of distribution
 THRESHOLD = 4.0  # flag beyond this many reference standard deviations
 BASIS = 16  # principal directions per module and side
+OOD_REFERENCES = 64  # training adapters a checkpoint without anchors keeps for the OOD score
 LABELS = {
     "energy_left": "share of the update in the zoo's principal output directions",
     "energy_right": "share of the update in the zoo's principal input directions",
@@ -188,6 +189,10 @@ def inert_prediction(config: dict[str, Any], tasks: Any) -> dict[str, Any]:
 
 def anchors_batch(model: Any) -> LoraBatch | None:
     """GL-net's anchors (training adapters at unit norm per module) as a float64 batch, or None without anchors."""
+    for member in getattr(model, "members", []):  # a composite: the first member that keeps anchors
+        found = anchors_batch(member)
+        if found is not None:
+            return found
     K = int(getattr(getattr(model, "config", None), "anchors", 0) or 0)
     if not K:
         return None
@@ -202,3 +207,16 @@ def anchors_batch(model: Any) -> LoraBatch | None:
         V = aV.reshape(L_g, g.m, K, R).permute(2, 0, 1, 3)
         groups.append(GroupFactors(g.indices, U, V))
     return LoraBatch(model.spec, tuple(groups), torch.full((K, len(model.spec)), R, dtype=torch.long))
+
+
+def reference_sample(batch: LoraBatch, k: int = OOD_REFERENCES) -> LoraBatch:
+    """``k`` adapters of ``batch`` (a seeded choice), each module's ΔW scaled to unit norm (float32)."""
+    from lolctl.nn.base import frobenius_norms
+    from lolctl.nn.batch import GroupFactors
+
+    pick = torch.randperm(batch.size, generator=torch.Generator().manual_seed(0))[: min(k, batch.size)]
+    chosen = batch.select(pick).to(dtype=torch.float64)
+    root = frobenius_norms(chosen).clamp_min(1e-30).sqrt()  # (K, L)
+    groups = tuple(GroupFactors(g.indices, (g.U / root[:, list(g.indices), None, None]).float(),
+                                (g.V / root[:, list(g.indices), None, None]).float()) for g in chosen.groups)
+    return LoraBatch(chosen.spec, groups, chosen.ranks)

@@ -8,10 +8,13 @@ from typing import Any
 from lolctl.errors import LolctlError
 from lolctl.nn.base import LoraModel, ModelConfig
 from lolctl.nn.baselines import MLP, MLPSVD, MLPDense, MLPOAlign, Transformer
+from lolctl.nn.composite import Composite
 from lolctl.nn.glnet import GLNet
 from lolctl.nn.spec import InputSpec, TaskSpec
 
-MODELS: dict[str, type[LoraModel]] = {cls.name: cls for cls in (MLP, MLPSVD, MLPOAlign, MLPDense, Transformer, GLNet)}
+MODELS: dict[str, type[LoraModel]] = {
+    cls.name: cls for cls in (MLP, MLPSVD, MLPOAlign, MLPDense, Transformer, GLNet, Composite)
+}
 
 
 def model_class(name: str) -> type[LoraModel]:

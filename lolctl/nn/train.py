@@ -223,6 +223,15 @@ def predict(model: LoraModel, batch: LoraBatch, norm: dict[str, Any], bs: int = 
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+@torch.no_grad()
+def embeddings(model: LoraModel, batch: LoraBatch, bs: int = 256) -> np.ndarray:
+    """(N, head_hidden) head representations of every adapter (for local intervals)."""
+    if model.training:
+        model.eval()
+    return np.concatenate([model.representation(batch.select(range(s, min(batch.size, s + bs)))).double().cpu().numpy()
+                           for s in range(0, batch.size, bs)])
+
+
 def evaluate(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str, Any]:
     """Metrics per task; a regression task with several columns reports each column under its name."""
     out: dict[str, Any] = {}

@@ -14,11 +14,33 @@ import numpy as np
 import torch
 
 from lolctl.errors import LolctlError
+from lolctl.nn.base import LoraModel
+from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, load_zoo, targets
 from lolctl.nn.metrics import json_safe
+from lolctl.nn.ood import OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
-from lolctl.nn.train import TrainConfig, evaluate, fit, intervals, normalisation, predict, scale_stats
+from lolctl.nn.spec import TaskSpec
+from lolctl.nn.train import (
+    TrainConfig,
+    TrainResult,
+    embeddings,
+    evaluate,
+    fit,
+    intervals,
+    normalisation,
+    predict,
+    scale_stats,
+)
+from lolctl.nn.uncertainty import (
+    calibrate,
+    coverage_report,
+    fit_local_intervals,
+    fit_temperatures,
+    local_intervals,
+)
 
 ReadProgress = Callable[[int, int], None]
 EpochProgress = Callable[[int, int, float, float], None]
@@ -54,8 +76,10 @@ def train_zoo(
     cache: bool = True,
     read_progress: ReadProgress | None = None,
     epoch_progress: EpochProgress | None = None,
+    candidates: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``."""
+    """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``. ``auto``: per task,
+    the candidate (``candidates``, default :data:`DEFAULT_CANDIDATES`) with the lowest validation loss."""
     from lolctl import __version__
 
     cfg = train_config or TrainConfig()
@@ -71,16 +95,30 @@ def train_zoo(
     if train_rows.sum() < 2:
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
     norm = normalisation(tasks, y, train_rows)
-    torch.manual_seed(cfg.seed)
-    values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
-    model = build_model(model_name, values, batch.spec, tasks).to(dev)
     on_dev = batch.to(dev)
-    result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
+    selection = None
+    if model_name == "auto":
+        model, result, selection = train_auto(parse_candidates(candidates or DEFAULT_CANDIDATES), on_dev, tasks, y,
+                                              split, norm, cfg, epoch_progress)
+        model_name = model.name
+    else:
+        torch.manual_seed(cfg.seed)
+        values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
+        model = build_model(model_name, values, batch.spec, tasks).to(dev)
+        result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
     pred = predict(model, on_dev, norm)
-    metrics = _metrics_by_split(tasks, pred, y, split)
     val = np.flatnonzero(split == "val")
     calib = val if val.size >= 5 else np.flatnonzero(train_rows)
+    temperatures = fit_temperatures(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
+    pred = calibrate(tasks, pred, temperatures)
+    metrics = _metrics_by_split(tasks, pred, y, split)
     spans = intervals(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
+    h = embeddings(model, on_dev)
+    local, stored = fit_local_intervals(tasks, h[calib], {k: v[calib] for k, v in pred.items()},
+                                        {k: v[calib] for k, v in y.items()})
+    for name, entry in local.items():
+        spans[name].update(entry)
+    _interval_metrics(tasks, metrics, local_intervals(tasks, h, pred, spans, _as_tensors(stored)), y, split)
     scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
     bases = info.get("base_models", [])
     base = base_model or zoo.base_model or (bases[0] if len(bases) == 1 else None)
@@ -96,6 +134,7 @@ def train_zoo(
         "tasks": [t.to_dict() for t in tasks],
         "target_normalisation": norm,
         "intervals": {k: {**v, "source": "val" if calib is val else "train"} for k, v in spans.items()},
+        "calibration": {k: {**v, "source": "val" if calib is val else "train"} for k, v in temperatures.items()},
         "ood": {
             "ranks": sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique()}),
             "scale_log_range": [float(scale.min()), float(scale.max())],
@@ -112,9 +151,78 @@ def train_zoo(
         "training": result.to_dict(),
         "metrics": metrics,
     }
+    if selection is not None:
+        config["selection"] = selection
     folder = save_checkpoint(Path(out_dir), model, config)
+    _save_tensors(folder / "calibration.safetensors", stored)
+    if anchors_batch(model) is None:  # the OOD score's reference adapters (GL-net keeps its anchors instead)
+        refs = reference_sample(batch.select(np.flatnonzero(train_rows)), OOD_REFERENCES)
+        _save_tensors(folder / "ood.safetensors", {k: v.numpy() for k, v in refs.tensors().items()})
     summary = {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
     return json_safe(summary)
+
+
+def train_auto(
+    candidates: list[tuple[str, dict[str, Any]]],
+    batch: LoraBatch,
+    tasks: tuple[TaskSpec, ...],
+    y: dict[str, np.ndarray],
+    split: np.ndarray,
+    norm: dict[str, Any],
+    cfg: TrainConfig,
+    progress: EpochProgress | None = None,
+) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
+    """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
+    validation loss; returns the composite of the winners, a summary TrainResult and the selection record."""
+    R = int(batch.ranks.max())
+    members, selection, winners = [], {}, []
+    for t in tasks:
+        scores: dict[str, Any] = {}
+        best: tuple[float, str, LoraModel, str, TrainResult] | None = None
+        for arch, values in candidates:
+            torch.manual_seed(cfg.seed)
+            model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+            res = fit(model, batch, {t.name: y[t.name]}, split, norm, cfg, progress)
+            label = candidate_label(arch, values)
+            scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch}
+            if best is None or res.best_val_loss < best[0]:
+                best = (res.best_val_loss, arch, model, label, res)
+        assert best is not None
+        selection[t.name] = {"chosen": best[3], "candidates": scores}
+        members.append({"architecture": best[1], "model_config": best[2].config.to_dict(), "tasks": [t.name],
+                        "label": best[3]})
+        winners.append(best)
+    composite = build_model("composite", {"members": members}, batch.spec, tasks).to(batch.device)
+    LoraModel.prepare(composite, batch.select(np.flatnonzero(split == "train")))  # its own input scale (OOD range)
+    for slot, (_, _, model, _, _) in zip(composite.members, winners):
+        slot.load_state_dict(model.state_dict())
+    composite.eval()
+    result = TrainResult(max(w[4].best_epoch for w in winners), sum(w[4].epochs_run for w in winners),
+                         float(sum(w[0] for w in winners)))
+    return composite, result, selection
+
+
+def _as_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def _save_tensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(_as_tensors(arrays), str(path))
+    path.chmod(0o644)
+
+
+def _interval_metrics(tasks, metrics: dict[str, Any], iv: dict[str, np.ndarray], y, split: np.ndarray) -> None:
+    """Add ``interval90`` (coverage, mean width, 10th/90th width percentiles) to each regression column's metrics."""
+    for name in split_names(split):
+        rows = np.flatnonzero(split == name)
+        for t in tasks:
+            if t.name not in iv or not rows.size:
+                continue
+            for j, col in enumerate(t.columns):
+                key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
+                metrics[name][key]["interval90"] = coverage_report(y[t.name][rows, j], iv[t.name][rows, j])
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
@@ -155,6 +263,9 @@ def eval_zoo(
     batch = batch.respec(ckpt.spec).select(rows)
     pred = ckpt.predict_batch(batch)
     y = {t.name: targets(zoo, t)[rows] for t in tasks}
+    found = evaluate(tasks, pred, y)
+    iv = ckpt.interval_batch(batch, pred)
+    _interval_metrics(tasks, {split: found}, {k: v for k, v in iv.items() if k in y}, y, np.full(len(rows), split))
     result = {
         "checkpoint": ckpt.name,
         "architecture": ckpt.config.get("architecture"),
@@ -163,7 +274,7 @@ def eval_zoo(
         "rows": how,
         "n": int(len(rows)),
         "skipped_tasks": skipped,
-        "metrics": evaluate(tasks, pred, y),
+        "metrics": found,
     }
     return json_safe(result)
 

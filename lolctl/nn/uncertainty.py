@@ -1,0 +1,152 @@
+"""Uncertainty fitted on the validation split: temperatures for probabilities, and per-adapter intervals.
+
+**Temperature** (per classification task): the T that minimises the validation negative log-likelihood of the
+probabilities recomputed from logits / T (a grid over 0.2 … 5); ECE before and after is stored with it.
+
+**Local conformal intervals** (per regression column): the difficulty of an adapter is σ̂(x), the mean absolute
+validation residual of its k nearest validation adapters in the model's head representation (the invariant
+features after the head MLP, standardised). On the validation split σ̂ is computed leave-one-out and the interval
+multiplier q is the conformal quantile ⌈(n+1)·0.9⌉/n of |y − ŷ| / σ̂; a new adapter gets ŷ ± q·σ̂(x). The width
+thus follows how wrong the model was on similar adapters, while the 90 % level is set on held-out data. (The
+validation split also chose the early-stopping epoch, so the coverage is measured on test, not assumed.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from lolctl.nn import metrics
+from lolctl.nn.spec import TaskSpec
+
+TEMPERATURES = np.exp(np.linspace(math.log(0.2), math.log(5.0), 81))
+NEIGHBOURS = 20
+COVERAGE = 0.9
+
+
+def apply_temperature(kind: str, probs: np.ndarray, T: float) -> np.ndarray:
+    """Probabilities recomputed from logits / T (sigmoid per label for multilabel, softmax for multiclass)."""
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    if kind == "multilabel":
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / T))
+    z = np.log(p) / T
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _nll(kind: str, probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    if kind == "multilabel":
+        keep = ~np.isnan(y)
+        return float(-(y[keep] * np.log(p[keep]) + (1 - y[keep]) * np.log(1 - p[keep])).mean())
+    keep = y >= 0
+    return float(-np.log(p[keep, y[keep].astype(int)]).mean())
+
+
+def _ece(kind: str, probs: np.ndarray, y: np.ndarray) -> float:
+    if kind == "multilabel":
+        keep = ~np.isnan(y)
+        return metrics.ece(y[keep], probs[keep])
+    keep = y >= 0
+    return metrics.ece((probs[keep].argmax(1) == y[keep]).astype(float), probs[keep].max(1))
+
+
+def fit_temperatures(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
+    """{task: {"temperature", "n", "ece_before", "ece_after"}} for every classification task (val rows given)."""
+    out: dict[str, Any] = {}
+    for t in tasks:
+        if t.kind == "regression":
+            continue
+        known = ~np.isnan(y[t.name]).all(axis=1) if t.kind == "multilabel" else y[t.name] >= 0
+        if known.sum() < 5:
+            continue
+        P, Y = pred[t.name][known], y[t.name][known]
+        losses = [_nll(t.kind, apply_temperature(t.kind, P, T), Y) for T in TEMPERATURES]
+        T = float(TEMPERATURES[int(np.argmin(losses))])
+        out[t.name] = {"temperature": T, "n": int(known.sum()), "ece_before": _ece(t.kind, P, Y),
+                       "ece_after": _ece(t.kind, apply_temperature(t.kind, P, T), Y)}
+    return out
+
+
+def calibrate(tasks: tuple[TaskSpec, ...], out: dict[str, np.ndarray], calib: dict[str, Any]) -> dict:
+    """Apply each classification task's stored temperature."""
+    if not calib:
+        return out
+    out = dict(out)
+    for t in tasks:
+        T = float((calib.get(t.name) or {}).get("temperature", 1.0))
+        if t.kind != "regression" and T != 1.0:
+            out[t.name] = apply_temperature(t.kind, out[t.name], T)
+    return out
+
+
+# -- local conformal intervals ---------------------------------------------------------------------------------
+def _standardise(h: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return (h - mean) / std
+
+
+def _knn_scale(query: np.ndarray, ref: np.ndarray, abs_res: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
+    """(Nq, c): mean |residual| of the k nearest reference rows (excluding the row itself when leave_one_out)."""
+    d = ((query[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
+    if leave_one_out:
+        np.fill_diagonal(d, np.inf)
+    k = max(1, min(k, ref.shape[0] - int(leave_one_out)))
+    near = np.argsort(d, axis=1)[:, :k]
+    return np.stack([np.nanmean(abs_res[near, j], axis=1) for j in range(abs_res.shape[1])], axis=1)
+
+
+def fit_local_intervals(
+    tasks: tuple[TaskSpec, ...], h: np.ndarray, pred: dict[str, np.ndarray], y: dict[str, np.ndarray],
+    k: int = NEIGHBOURS, coverage: float = COVERAGE,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(config entries per regression task, tensors to store) from the validation rows' head features ``h``."""
+    mean, std = h.mean(0), h.std(0) + 1e-6
+    hs = _standardise(h, mean, std)
+    config: dict[str, Any] = {}
+    tensors = {"h": hs.astype(np.float32), "h_mean": mean.astype(np.float32), "h_std": std.astype(np.float32)}
+    for t in tasks:
+        if t.kind != "regression":
+            continue
+        abs_res = np.abs(y[t.name] - pred[t.name])  # (N, c)
+        floor = np.maximum(np.nanmedian(abs_res, axis=0) * 0.1, 1e-9)
+        sigma = np.maximum(_knn_scale(hs, hs, abs_res, k, leave_one_out=True), floor)
+        ratio = abs_res / sigma
+        qs = []
+        for j in range(abs_res.shape[1]):
+            r = np.sort(ratio[:, j][np.isfinite(ratio[:, j])])
+            level = min(1.0, math.ceil((r.size + 1) * coverage) / max(r.size, 1))
+            qs.append(float(np.quantile(r, level)) if r.size else 0.0)
+        config[t.name] = {"method": "knn-conformal", "k": int(k), "q": qs, "floor": floor.tolist()}
+        tensors[f"abs_res.{t.name}"] = np.nan_to_num(abs_res, nan=0.0).astype(np.float32)
+    return config, tensors
+
+
+def local_intervals(
+    tasks: tuple[TaskSpec, ...], h: np.ndarray, pred: dict[str, np.ndarray], spans: dict[str, Any],
+    stored: dict[str, torch.Tensor],
+) -> dict[str, np.ndarray]:
+    """{task: (N, c, 2)} intervals ŷ ± q·σ̂(x) for tasks with a knn-conformal entry; others are left out."""
+    hs = _standardise(h, stored["h_mean"].numpy(), stored["h_std"].numpy())
+    ref = stored["h"].numpy()
+    out = {}
+    for t in tasks:
+        span = spans.get(t.name) or {}
+        if t.kind != "regression" or span.get("method") != "knn-conformal" or f"abs_res.{t.name}" not in stored:
+            continue
+        sigma = np.maximum(_knn_scale(hs, ref, stored[f"abs_res.{t.name}"].numpy(), int(span["k"]), False),
+                           np.asarray(span["floor"]))
+        half = sigma * np.asarray(span["q"])
+        out[t.name] = np.stack([pred[t.name] - half, pred[t.name] + half], axis=-1)
+    return out
+
+
+def coverage_report(y: np.ndarray, iv: np.ndarray) -> dict[str, float]:
+    """Share of known targets inside their interval, and the mean / spread of the widths (one column)."""
+    keep = np.isfinite(y)
+    inside = (iv[keep, 0] <= y[keep]) & (y[keep] <= iv[keep, 1])
+    width = iv[:, 1] - iv[:, 0]
+    return {"coverage": float(inside.mean()) if keep.any() else float("nan"), "mean_width": float(width.mean()),
+            "width_p10": float(np.quantile(width, 0.1)), "width_p90": float(np.quantile(width, 0.9))}
