@@ -158,6 +158,8 @@ def train_zoo(
     if anchors_batch(model) is None:  # the OOD score's reference adapters (GL-net keeps its anchors instead)
         refs = reference_sample(batch.select(np.flatnonzero(train_rows)), OOD_REFERENCES)
         _save_tensors(folder / "ood.safetensors", {k: v.numpy() for k, v in refs.tensors().items()})
+    else:
+        (folder / "ood.safetensors").unlink(missing_ok=True)  # a stale file from an --overwrite'd checkpoint
     summary = {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
     return json_safe(summary)
 
