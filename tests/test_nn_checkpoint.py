@@ -117,9 +117,14 @@ def test_hub_repo_id_uses_snapshot_download_with_allow_patterns(tmp_path, monkey
         raise LocalEntryNotFoundError("not cached")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LolctlError) as err:
         load_checkpoint("someone/lolctl-glnet")
-    assert err.value.code == "L163"
+    assert err.value.code == "L163"  # offline mode and not cached
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(LolctlError) as err:
+        load_checkpoint("someone/lolctl-glnet")
+    assert err.value.code == "L164"  # not offline: the Hub could not be reached and it is not cached
 
 
 def test_broken_checkpoints_are_refused(tmp_path):
