@@ -4,7 +4,7 @@ Requirement grammar (docs/cli.md)::
 
     TASK [ '[' LABEL ']' ] [ '.lower' | '.upper' ] OP NUMBER        OP in  >=  <=  >  <  ==  !=
 
-- ``quality>=0.6``: a regression task's predicted value (``.lower`` / ``.upper``: its interval bounds);
+- ``quality>=0.3``: a regression task's predicted value (``.lower`` / ``.upper``: its interval bounds);
 - ``membership[noun.animal]<0.5``: a label's probability in a multilabel or multiclass task.
 
 A requirement on a task the checkpoint does not predict (or a label it does not know) is an input error (L181, exit 2):
@@ -64,7 +64,7 @@ def parse_requirement(text: str) -> Requirement:
     m = _REQ.match(text)
     if not m:
         raise LolctlError("L181", f"--require {text!r}", "expected TASK[LABEL] OP NUMBER",
-                          "e.g. --require 'quality>=0.6' or --require 'membership[noun.animal]<0.5'")
+                          "e.g. --require 'quality>=0.3' or --require 'membership[noun.animal]<0.5'")
     field = {"lo": "lower", "hi": "upper", None: "value"}.get(m.group("field"), m.group("field"))
     if m.group("label") and field != "value":
         raise LolctlError("L181", f"--require {text!r}", ".lower/.upper apply to regression tasks, not labels",

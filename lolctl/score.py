@@ -26,9 +26,19 @@ NO_MODELS_NOTE = (
 )
 
 
-def no_checkpoint_note(base_model: str | None) -> str:
+def no_checkpoint_note(base_model: str | None, fitting: list[tuple[str, str | None]] | None = None) -> str:
+    """Why there is no prediction when no checkpoint is known for the base model; names the built-in checkpoints
+    whose input spec the adapter fits anyway (a base model recorded under another name, or not at all)."""
+    base = f"base model {base_model}" if base_model else "an adapter that records no base model"
+    if fitting:
+        name, trained_on = fitting[0]
+        return (
+            f"no checkpoint is known for {base}, but its modules and shapes fit the built-in checkpoint {name} "
+            f"(trained on adapters of {trained_on or 'an unrecorded base model'}): if that is its base model, "
+            f"opt in with -c {name}; health report only"
+        )
     return (
-        f"no checkpoint fits base model {base_model or '(unknown)'}: health report only. Get one with "
+        f"no checkpoint fits {base}: health report only. Get one with "
         "--checkpoint PATH_OR_HUB_ID, or train one on a zoo of adapters of this base model "
         "(`lolctl zoo build` then `lolctl train`, see docs/cli.md)"
     )
@@ -80,6 +90,7 @@ class Scorer:
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
         self._found: dict[str, str | None] = {}
+        self._builtins: list[Any] | None = None  # (folder, config) of the built-in checkpoints, read on first need
         self.notes: list[str] = []  # distinct notes for the log (no checkpoint, no models, does not fit)
         self.note_sources: dict[str, list[str]] = {}  # note -> the sources it applies to, in order
 
@@ -104,6 +115,15 @@ class Scorer:
                 self._found[base_model] = find(base_model)
             return self._found[base_model]
 
+    def _fitting(self, adapter: Adapter) -> list[tuple[str, str | None]]:
+        """Built-in checkpoints whose input spec the adapter fits (their configs are read once per scan)."""
+        from lolctl.nn.about import builtin_configs, fitting_builtins
+
+        with self._model_lock:
+            if self._builtins is None:
+                self._builtins = builtin_configs()
+        return fitting_builtins(adapter, self._builtins)
+
     def _note(self, text: str, source: str | None = None) -> str:
         with self._model_lock:
             if text not in self.notes:
@@ -121,7 +141,7 @@ class Scorer:
             return None, [self._note(NO_MODELS_NOTE)]
         ref = self.checkpoint or self._find(adapter.meta.base_model or "", find_checkpoint_for)
         if ref is None:
-            return None, [self._note(no_checkpoint_note(adapter.meta.base_model))]
+            return None, [self._note(no_checkpoint_note(adapter.meta.base_model, self._fitting(adapter)))]
         ckpt = self._load(ref)
         try:
             with self._model_lock:

@@ -13,8 +13,8 @@ from lolctl.cli.score import MaxBytesOpt
 EPILOG = """
 [bold]Examples[/bold]
 
-  lolctl gate ./adapter --require 'quality>=0.6'
-  lolctl gate ./adapter --require 'quality.lower>=0.5' --require 'membership\\[noun.animal]<0.5'
+  lolctl gate ./adapter --require 'quality>=0.3'
+  lolctl gate ./adapter --require 'quality.lower>=0.25' --require 'membership\\[noun.animal]<0.5'
   lolctl gate out/*/adapter --fail-on warning --junit gate.xml --sarif gate.sarif
 
 Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr),
@@ -26,7 +26,7 @@ def gate(
     sources: Annotated[list[str], typer.Argument(help="Adapter folders, files, globs or Hub repos.",
                                                  show_default=False)],
     require: Annotated[list[str] | None, typer.Option("--require", "-r", metavar="EXPR",
-                                                      help="A check such as 'quality>=0.6' or "
+                                                      help="A check such as 'quality>=0.3' or "
                                                       "'membership\\[noun.animal]<0.5' (repeatable).")] = None,
     fail_on: Annotated[SeverityLevel, typer.Option("--fail-on", help="Fail when a finding is at or above this "
                                                    "severity ('never' to ignore).")] = SeverityLevel.error,

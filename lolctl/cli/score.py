@@ -96,6 +96,9 @@ def score(
             out.log(_error_line(rec))
         elif out.human:
             render_record(out, rec)
+    if out.human:
+        for table in about_tables(records):
+            out.print(table)
     log_notes(out, scorer)
     if not out.human:
         out.records(records, {"schema": "lolctl.score-report/v1", "records": records})
@@ -215,6 +218,27 @@ def headline(pred: dict[str, Any] | None) -> str:
             label = max(probs, key=lambda k: probs[k])
             return f"{name} {label} {probs[label]:.2f}"
     return "-"
+
+
+def about_tables(records: list[dict[str, Any]]) -> list[Any]:
+    """Once per checkpoint used: what each of its tasks means (from the checkpoint's config, never from here)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    seen: dict[str, dict[str, str]] = {}
+    for rec in records:
+        pred = rec.get("prediction") or {}
+        if pred.get("about") and pred.get("checkpoint") not in seen:
+            seen[pred.get("checkpoint")] = pred["about"]
+    tables = []
+    for name, about in seen.items():
+        table = Table(title=f"what the tasks of {name} mean", title_justify="left", show_header=False)
+        table.add_column("task", no_wrap=True)
+        table.add_column("meaning", overflow="fold")
+        for task, text in about.items():
+            table.add_row(Text(task), Text(text))
+        tables.append(table)
+    return tables
 
 
 def render_record(out: Any, rec: dict[str, Any]) -> None:

@@ -49,9 +49,13 @@ def model_card(config: dict[str, Any]) -> str:
         "## Tasks",
         "",
     ]
+    from lolctl.nn.about import task_descriptions
+
+    about = task_descriptions(config)
     for t in config.get("tasks", []):
         labels = f" — labels: {', '.join(t['labels'])}" if t.get("labels") else ""
-        lines.append(f"- `{t['name']}` ({t['kind']}){labels}")
+        meaning = f": {about[t['name']]}" if t["name"] in about else ""
+        lines.append(f"- `{t['name']}` ({t['kind']}){meaning}{labels}")
     zoo = data.get("recipe") or {}
     recipe = zoo.get("recipe") if isinstance(zoo.get("recipe"), dict) else None
     if recipe:

@@ -20,6 +20,7 @@ import torch
 
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter
+from lolctl.nn.about import builtin_configs, matches_base, task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.metrics import json_safe
@@ -123,6 +124,7 @@ class Checkpoint:
         self.base_model: str | None = config.get("base_model")
         self.spec: InputSpec = model.spec
         self.tasks: tuple[TaskSpec, ...] = model.tasks
+        self.about: dict[str, str] = task_descriptions(config)  # what each task means, from the config
         self._ood: Any = None  # OODReference, fitted on first use from the reference adapters
         self._calib: Any = None  # calibration.safetensors (validation features and residuals), read on first use
 
@@ -188,7 +190,7 @@ class Checkpoint:
             )
         reasons = []
         base = adapter.meta.base_model
-        if self.base_model and base and _norm_model(base) not in base_model_names(self.config):
+        if self.base_model and base and not matches_base(base, self.config):
             reasons.append(f"base model {base} differs from the training base model {self.base_model}")
         ood = self.config.get("ood", {})
         seen = set(ood.get("ranks", []))
@@ -238,7 +240,7 @@ class Checkpoint:
                    "score": round(float(scores[i]), 2) if np.isfinite(scores[i]) else None}
             if inert[i]:
                 results.append({"checkpoint": self.name, "tasks": inert_prediction(self.config, self.tasks),
-                                "ood": {**ood, "kind": "inert"}})
+                                "ood": {**ood, "kind": "inert"}, "about": self.about})
                 continue
             tasks: dict[str, Any] = {}
             for t in self.tasks:
@@ -251,7 +253,7 @@ class Checkpoint:
                 else:
                     probs = {lab: shown_probability(p, floor) for lab, p in zip(t.labels, out[t.name][i])}
                     tasks[t.name] = {"kind": t.kind, "probs": probs}
-            results.append({"checkpoint": self.name, "tasks": tasks, "ood": ood})
+            results.append({"checkpoint": self.name, "tasks": tasks, "ood": ood, "about": self.about})
         return results
 
 
@@ -273,8 +275,6 @@ def shown_probability(p: float, floor: float) -> float:
     return round(min(max(float(p), floor), 1.0 - floor), 2)
 
 
-def _norm_model(name: str) -> str:
-    return name.rstrip("/").lower()
 
 
 def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
@@ -308,36 +308,18 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
     return Checkpoint(path, config, model, dev)
 
 
-def base_model_names(config: dict[str, Any]) -> set[str]:
-    """The checkpoint's base model and every base model recorded by its training adapters (normalised)."""
-    names = [
-        config.get("base_model"),
-        *config.get("base_model_aliases", []),
-        *config.get("ood", {}).get("base_models", []),
-    ]
-    return {_norm_model(n) for n in names if isinstance(n, str) and n}
-
-
 def find_checkpoint_for(base_model: str | None) -> str | None:
     """The folder of a built-in checkpoint trained on ``base_model`` (first match by name), or None.
 
     A checkpoint matches its ``base_model``, any name in ``base_model_aliases``, and the base models its training
-    adapters recorded (e.g. a local copy's path next to the Hub id). Matching ignores case and a trailing slash.
+    adapters recorded (e.g. a local copy's path next to the Hub id), also written as a bare model name or a Hugging
+    Face / sentence-transformers cache folder (:mod:`lolctl.nn.about`). Matching ignores case and a trailing slash.
     """
     if not base_model:
         return None
-    want = _norm_model(base_model)
-    for d in builtin_dirs():
-        if not d.is_dir():
-            continue
-        for cfg in sorted(d.glob("*/config.json")):
-            try:
-                config = json.loads(cfg.read_text(encoding="utf-8"))
-                aliases = base_model_names(config)
-            except (OSError, ValueError, AttributeError, TypeError):
-                continue
-            if want in aliases:
-                return str(cfg.parent)
+    for folder, config in builtin_configs():
+        if matches_base(base_model, config):
+            return str(folder)
     return None
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lolctl.errors import LolctlError
+from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
@@ -153,6 +154,9 @@ def train_zoo(
     }
     if selection is not None:
         config["selection"] = selection
+    about = task_descriptions(config)  # what each task means (scorers show it next to the predictions)
+    if about:
+        config["task_descriptions"] = about
     folder = save_checkpoint(Path(out_dir), model, config)
     _save_tensors(folder / "calibration.safetensors", stored)
     if anchors_batch(model) is None:  # the OOD score's reference adapters (GL-net keeps its anchors instead)
