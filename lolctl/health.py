@@ -8,8 +8,9 @@ batch. Findings per code are aggregated over modules (one finding naming the cou
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,6 +22,9 @@ from lolctl.factors import Adapter, Finding, ModuleFactors, Severity
 COLLAPSE_RTOL = 1e-3  # singular values below this fraction of the largest count as collapsed
 SCALE_RANGE = (1e-2, 16.0)  # scale s = alpha / r outside this range is unusual
 PAYLOAD_RATIO = 1.0  # non-LoRA payload larger than the LoRA factors themselves
+OUTLIER_RATIO = 10.0  # a module's σ₁ at least this many times the median σ₁ of its siblings is an outlier (H205)
+OUTLIER_SIBLINGS = 3  # ... judged only among at least this many siblings (the module included)
+_LAYER = re.compile(r"(?<=[._])\d+(?=[._]|$)")  # layer numbers in module names: siblings share the rest
 
 
 @dataclass
@@ -115,6 +119,36 @@ def _aggregate(code: str, severity: Severity, hits: list[str], what: str, remedy
     return Finding(code, severity, f"{len(hits)}/{total} modules {what}: {shown}", hits[0] if hits else None, remedy)
 
 
+def magnitude_outliers(modules: list[ModuleFactors], stats: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(module, σ₁ / median σ₁ of its siblings) for every module at least OUTLIER_RATIO times its siblings' median.
+
+    Siblings are the modules of the same role in other layers (the name with layer numbers folded:
+    ``layer.3.attn.q`` and ``layer.7.attn.q``); when roles do not repeat, the modules of the same shape. Only finite,
+    non-zero σ₁ count, and a role needs OUTLIER_SIBLINGS of them. σ₁ is GL(r)-invariant, so the finding is too."""
+    sigma = {m.name: s.get("spectral_norm") for m, s in zip(modules, stats)}
+    by_role: dict[str, list[str]] = defaultdict(list)
+    by_shape: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for m in modules:
+        if sigma[m.name] is not None and math.isfinite(sigma[m.name]) and sigma[m.name] > 0:
+            by_role[_LAYER.sub("*", m.name)].append(m.name)
+            by_shape[m.shape].append(m.name)
+    out = []
+    for m in modules:
+        if m.name not in by_role.get(_LAYER.sub("*", m.name), []):
+            continue
+        group = by_role[_LAYER.sub("*", m.name)]
+        if len(group) < OUTLIER_SIBLINGS:
+            group = by_shape[m.shape]
+        if len(group) < OUTLIER_SIBLINGS:
+            continue
+        others = sorted(sigma[n] for n in group if n != m.name)
+        mid = len(others) // 2
+        median = others[mid] if len(others) % 2 else 0.5 * (others[mid - 1] + others[mid])
+        if median > 0 and sigma[m.name] >= OUTLIER_RATIO * median:
+            out.append((m.name, sigma[m.name] / median))
+    return out
+
+
 def findings(adapter: Adapter, stats: list[dict[str, Any]]) -> list[Finding]:
     """Coded findings from the statistics (H201-H208)."""
     out: list[Finding] = []
@@ -190,6 +224,18 @@ def findings(adapter: Adapter, stats: list[dict[str, Any]]) -> list[Finding]:
                 total,
             )
         )
+    outliers = sorted(magnitude_outliers(adapter.modules, stats), key=lambda x: -x[1])
+    if outliers:
+        f = _aggregate(
+            "H205",
+            "warning",
+            [f"{n} ({ratio:.0f}x)" for n, ratio in outliers],
+            f"have σ₁ at least {OUTLIER_RATIO:g} times the median σ₁ of their sibling modules",
+            "one module's update dwarfs the rest: check its learning rate, scale (rank/alpha pattern) or a "
+            "corrupted tensor",
+            total,
+        )
+        out.append(replace(f, module=outliers[0][0]))
     lora_bytes = sum((m.U.numel() + m.V.numel()) * _itemsize(m.dtype) for m in adapter.modules)
     payload_bytes = sum(p.nbytes for p in adapter.payload)
     if adapter.payload:
@@ -222,6 +268,7 @@ def findings(adapter: Adapter, stats: list[dict[str, Any]]) -> list[Finding]:
 def summarize(adapter: Adapter, stats: list[dict[str, Any]]) -> dict[str, Any]:
     ranks = sorted({m.rank for m in adapter.modules})
     fro = [s["fro_norm"] for s in stats if "fro_norm" in s]
+    nonfinite = sum(not s["finite"] for s in stats)
     return {
         "format": adapter.meta.format,
         "base_model": adapter.meta.base_model,
@@ -236,6 +283,8 @@ def summarize(adapter: Adapter, stats: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_stable_rank": _mean([s["stable_rank"] for s in stats if "stable_rank" in s]),
         "mean_effective_rank": _mean([s["effective_rank"] for s in stats if "effective_rank" in s]),
         "payload_tensors": len(adapter.payload),
+        # modules with NaN/Inf (H201) have no statistics: the totals above are over the others, and say so here
+        "nonfinite_modules": nonfinite,
     }
 
 

@@ -60,13 +60,15 @@ def summary_table(source: str, summary: dict[str, Any]) -> Group:
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     ranks = summary.get("ranks") or []
+    bad = summary.get("nonfinite_modules") or 0
+    over = f" (all but {bad} NaN/Inf)" if bad else " (all)"  # a NaN module is left out of the totals: say so
     rows = [
         ("format", summary.get("format")),
         ("base model", summary.get("base_model")),
         ("modules", f"{summary.get('modules')} (rank {', '.join(map(str, ranks)) or '-'})"),
         ("parameters", f"{summary.get('parameters'):,}" if summary.get("parameters") is not None else None),
         ("tensor bytes", human_bytes(summary.get("bytes"))),
-        ("‖ΔW‖_F (all)", fmt(summary.get("delta_fro_norm"))),
+        ("‖ΔW‖_F" + over, fmt(summary.get("delta_fro_norm"))),
         ("max σ₁", fmt(summary.get("max_spectral_norm"))),
         ("stable / eff. rank", f"{fmt(summary.get('mean_stable_rank'))} / {fmt(summary.get('mean_effective_rank'))}"),
     ]

@@ -96,3 +96,59 @@ def test_mixed_dtypes_and_dora_stats():
     assert "H208" in _codes(rep)
     dora = rep.modules[0]["dora_magnitude"]
     assert 1.0 <= dora["min"] <= dora["mean"] <= dora["max"] <= 2.0
+
+
+# --- H205 magnitude outlier ---------------------------------------------------------------------------------------
+def _outlier_factors(boost: float = 30.0, layers: int = 6):
+    from lolctl.testing import random_factors
+
+    gen = torch.Generator().manual_seed(5)
+    factors = random_factors([(16, 12)] * layers + [(16, 12)] * layers, 3, generator=gen)
+    U, V = factors[2]
+    factors[2] = (boost * U, V)  # layer 2's query: 30x its siblings
+    return factors
+
+
+def _outlier_ratios(factors):
+    """Per module: σ₁ / median σ₁ of its siblings when H205 flags it, else 0 (a tensor, for lolctl.testing)."""
+    from lolctl.health import magnitude_outliers, module_stats
+
+    layers = len(factors) // 2
+    names = [f"encoder.layer.{i}.attention.self.{m}" for m in ("query", "value") for i in range(layers)]
+    mods = [_module(n, U, V) for n, (U, V) in zip(names, factors)]
+    hits = dict(magnitude_outliers(mods, module_stats(mods)))
+    return torch.tensor([hits.get(n, 0.0) for n in names], dtype=torch.float64)
+
+
+def test_magnitude_outlier_fires_is_gl_invariant_and_sensitive():
+    from lolctl.testing import assert_invariant, assert_sensitive
+
+    factors = _outlier_factors()
+    ratios = _outlier_ratios(factors)
+    assert ratios[2] > 10 and (ratios[[0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11]] == 0).all()
+    gen = torch.Generator().manual_seed(6)
+    assert_invariant(_outlier_ratios, factors, generator=gen)
+    assert_sensitive(_outlier_ratios, factors, generator=gen)
+    assert (_outlier_ratios(_outlier_factors(boost=3.0)) == 0).all()  # 3x is not an outlier
+
+
+def test_magnitude_outlier_finding_and_nan_module_in_the_summary():
+    factors = _outlier_factors()
+    names = [f"encoder.layer.{i}.attention.self.{m}" for m in ("query", "value") for i in range(6)]
+    mods = [_module(n, U.float(), V.float()) for n, (U, V) in zip(names, factors)]
+    rep = health(_adapter(mods))
+    h205 = _codes(rep)["H205"]
+    assert h205.severity == "warning" and h205.module == "encoder.layer.2.attention.self.query"
+    assert rep.summary["nonfinite_modules"] == 0
+    bad_U = mods[5].U.clone()
+    bad_U[0, 0] = float("nan")
+    mods[5] = _module(mods[5].name, bad_U, mods[5].V)
+    rep = health(_adapter(mods))
+    assert rep.summary["nonfinite_modules"] == 1 and "H201" in _codes(rep)
+    from rich.console import Console
+
+    from lolctl.render import summary_table
+
+    console = Console(record=True, width=100)
+    console.print(summary_table("x", rep.summary))
+    assert "‖ΔW‖_F (all but 1 NaN/Inf)" in console.export_text()
