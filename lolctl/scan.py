@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lolctl.dedup import DuplicateIndex
 from lolctl.errors import LolctlError
 from lolctl.output import dumps
 from lolctl.sources import Item
@@ -43,12 +44,14 @@ class ScanSummary:
     ood: int = 0
     predicted: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # weights files met but not adapters: path, reason
+    duplicates: int = 0  # records marked duplicate_of an earlier one (lolctl.dedup)
 
     def add(self, record: Record) -> None:
         self.records += 1
         if record.get("status") == "ok":
             self.ok += 1
             self.severities[record.get("max_severity") or "none"] += 1
+            self.duplicates += bool(record.get("duplicate_of"))
             pred = record.get("prediction")
             if pred:
                 self.predicted += 1
@@ -69,6 +72,7 @@ class ScanSummary:
             "predicted": self.predicted,
             "ood": self.ood,
             "skipped": self.skipped,
+            "duplicates": self.duplicates,
         }
 
 
@@ -150,8 +154,11 @@ def run_scan(
     resume: bool = False,
     jobs: int = 4,
     on_records: Callable[[list[Record]], None] | None = None,
+    duplicates: DuplicateIndex | None = None,
 ) -> tuple[ScanSummary, list[Record]]:
-    """Score ``items`` with ``process`` in ``jobs`` threads; returns the summary and this run's records."""
+    """Score ``items`` with ``process`` in ``jobs`` threads; returns the summary and this run's records.
+
+    With ``duplicates``, each record is checked against the earlier ones (resumed included) before it is written."""
     summary = ScanSummary(items=len(items))
     done: set[str] = set()
     if output is not None and output.exists():
@@ -161,6 +168,8 @@ def run_scan(
         for rec in load_records(output):
             done.add(rec["item"])
             summary.add(rec)
+            if duplicates is not None:
+                duplicates.add(rec)
     todo = [item for item in items if item.id not in done]
     summary.resumed = len(items) - len(todo)
     sink = JsonlAppender(output) if output is not None else None
@@ -168,6 +177,9 @@ def run_scan(
     finished = 0  # items of this run whose records are written
     try:
         for records in _parallel(todo, process, jobs):
+            if duplicates is not None:
+                for rec in records:
+                    duplicates.mark(rec)
             if sink is not None:
                 sink.write(records)
             finished += 1

@@ -77,6 +77,7 @@ class Scorer:
         predict: bool = True,
         modules: bool = True,
         read_slots: int = 1,
+        sketch: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
         self.device = device
@@ -86,6 +87,7 @@ class Scorer:
         self.triage = triage
         self.predict = predict
         self.modules = modules
+        self.sketch = sketch  # records carry lolctl.dedup's sketch (scan marks duplicates with it)
         self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
@@ -187,6 +189,10 @@ class Scorer:
             record["hub"] = hub_facts
         if self.modules:
             record["modules"] = report.modules
+        if self.sketch:
+            from lolctl.dedup import sketch
+
+            record["sketch"] = sketch(adapter.modules).to_dict()
         return record
 
     def score_item(self, item: Item) -> list[dict[str, Any]]:

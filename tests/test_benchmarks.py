@@ -113,3 +113,11 @@ def test_scan_many_reduced() -> None:
     assert "records: 4, none an error" in out
     for what in ("lolctl --help (cold start)", "lolctl scan of 4 adapters", "adapters per second after start-up"):
         assert len(table_rows(out, what)) == 1
+
+
+@pytest.mark.slow
+def test_dedup_cost_reduced() -> None:
+    out = run_script("benchmarks.dedup_cost", "--adapters", "3", "--llama-layers", "1", "--llama-adapters", "1",
+                     "--index", "100", "--rounds", "1")
+    assert "## Duplicate detection: cost per adapter" in out
+    assert len(table_rows(out, "MiniLM (12 modules 384x384, r=4)")) == 1

@@ -52,6 +52,8 @@ def scan(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto,
     no_predict: HealthOnlyOpt = False,
+    duplicates: Annotated[bool, typer.Option("--duplicates/--no-duplicates", help="Mark adapters whose update "
+                                             "equals an earlier one's (duplicate_of, docs/cli.md).")] = True,
     fmt: FormatOpt = Format.table,
     fail_on: FailOnOpt = SeverityLevel.error,
     trust_pickle: TrustPickleOpt = False,
@@ -67,6 +69,7 @@ def scan(
     from lolctl.cli import interrupted
     from lolctl.cli.options import parse_size
     from lolctl.cli.score import cli_hub, exit_code, log_notes, nothing_found
+    from lolctl.dedup import DuplicateIndex
     from lolctl.output import Output
     from lolctl.scan import ScanInterrupted, run_scan
     from lolctl.score import Scorer, check_device
@@ -88,7 +91,8 @@ def scan(
         items = [item for item in items if shard_of(item.id, count) == index]
         out.log(f"shard {index}/{count}: {len(items)} item(s)")
     scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
-                    hub=hub, triage=triage, predict=not no_predict, modules=False, read_slots=read_slots)
+                    hub=hub, triage=triage, predict=not no_predict, modules=False, read_slots=read_slots,
+                    sketch=duplicates)
     scorer.load_explicit_checkpoint()
 
     progress = _progress(out, len(items))
@@ -107,7 +111,7 @@ def scan(
         progress.start()
     try:
         summary, fresh = run_scan(items, scorer.score_item, output=output, resume=resume, jobs=jobs,
-                                  on_records=on_records)
+                                  on_records=on_records, duplicates=DuplicateIndex() if duplicates else None)
     except ScanInterrupted as stop:
         if progress is not None:
             progress.stop()
@@ -121,6 +125,8 @@ def scan(
     log_notes(out, scorer)
     if out.human:
         out.print(results_table(fresh))
+        for line in duplicate_lines(fresh):
+            out.print(line)
         out.print(summary_table(summary.to_dict(), output))
     else:
         if out.format == "json":
@@ -172,12 +178,24 @@ def results_table(records: list[dict[str, Any]]) -> Any:
         if rec["status"] == "ok":
             sev = rec.get("max_severity") or "none"
             ood = " (OOD)" if ((rec.get("prediction") or {}).get("ood") or {}).get("flag") else ""
-            table.add_row(source, Text("ok", "green"), Text(sev, SEVERITY_STYLE.get(sev, "")),
+            status = Text("dup", "cyan") if rec.get("duplicate_of") else Text("ok", "green")
+            table.add_row(source, status, Text(sev, SEVERITY_STYLE.get(sev, "")),
                           Text(headline(rec.get("prediction")) + ood))
         else:
             err = rec["error"]
             table.add_row(source, Text("error", "bold red"), f"{err['code']} {err['name']}", "-")
     return table
+
+
+def duplicate_lines(records: list[dict[str, Any]]) -> list[Any]:
+    """One line per record marked duplicate_of (lolctl.dedup), in source order."""
+    from rich.text import Text
+
+    from lolctl.errors import printable
+
+    return [Text(f"dup: {printable(r['source'])} has the update of {printable(r['duplicate_of'])} "
+                 f"(cosine {r['similarity']:.6f})") for r in sorted(records, key=lambda r: r["source"])
+            if r.get("duplicate_of")]
 
 
 def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
@@ -197,6 +215,7 @@ def summary_table(summary: dict[str, Any], output: Path | None) -> Any:
         ("worst finding", sev),
         ("error codes", codes),
         ("predicted", f"{summary['predicted']} ({summary['ood']} out of distribution)"),
+        ("duplicates", f"{summary.get('duplicates', 0)} (same update as an earlier adapter: duplicate_of)"),
     ]
     skipped = summary.get("skipped") or []
     if skipped:
