@@ -31,7 +31,8 @@ def test_score_without_arguments_scores_the_bundled_examples(tmp_path):
         assert pred["ood"]["flag"] is False, pred["ood"]
         quality = pred["tasks"]["quality"]
         lo, hi = quality["interval"]
-        assert math.isfinite(quality["value"]) and lo <= quality["value"] <= hi
+        assert math.isfinite(quality["value"]) and 0.0 <= lo <= quality["value"] <= hi <= 1.0  # an accuracy
+        assert pred["tasks"]["log_size"]["unit"] == "log2 pairs" and 5.0 <= pred["tasks"]["log_size"]["value"] <= 10.0
         probs = pred["tasks"]["membership"]["probs"]
         assert "noun.animal" in probs and all(0.0 <= p <= 1.0 for p in probs.values())
         noise = pred["tasks"]["noise"]["probs"]

@@ -72,3 +72,16 @@ def test_local_intervals_follow_difficulty_and_cover():
     report = coverage_report(y2[:, 0], iv)
     assert 0.86 <= report["coverage"] <= 0.95, report
     assert report["width_p90"] > 3 * report["width_p10"]
+
+
+def test_predictions_are_clipped_to_what_the_target_can_be():
+    from lolctl.nn.about import clip_prediction, task_bounds
+
+    config = {"training_data": {"recipe": {"recipe": {"name": "minilm-wordnet"}}}}
+    bounds = task_bounds(config)
+    assert clip_prediction(0.03, (-0.05, 0.10), bounds["quality"]) == (0.03, [0.0, 0.10])
+    assert clip_prediction(1.2, (0.9, 1.4), bounds["own_quality"]) == (1.0, [0.9, 1.0])
+    assert bounds["log_size"][2] == "log2 pairs"
+    assert clip_prediction(-3.0, (-4.0, 2.0), None) == (-3.0, [-4.0, 2.0])  # unknown target: left alone
+    own = task_bounds({"task_bounds": {"score": [0, 10, "points"]}, **config})  # the config's own bounds win
+    assert own == {"score": (0.0, 10.0, "points")}

@@ -198,6 +198,10 @@ def prediction_table(pred: dict[str, Any]) -> Any:
         if task.get("kind") == "regression":
             lo, hi = task.get("interval") or (None, None)
             text = f"{fmt(task.get('value'))}  [{fmt(lo)}, {fmt(hi)}]"
+            if task.get("unit") == "log2 pairs" and task.get("value") is not None:
+                text += f" log2 pairs (≈ {2 ** task['value']:,.0f})"
+            elif task.get("unit"):
+                text += f" {task['unit']}"
         else:
             probs = sorted((task.get("probs") or {}).items(), key=lambda kv: -kv[1])
             text = ", ".join(f"{label} {p:.2f}" for label, p in probs[:6]) + (" …" if len(probs) > 6 else "")

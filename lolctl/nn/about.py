@@ -38,6 +38,13 @@ _WORDNET = {
 }
 RECIPE_TASKS: dict[str, dict[str, str]] = {"minilm-wordnet": _WORDNET, "minilm-wordnet-v2": _WORDNET}
 
+# What a regression target can be: (lowest, highest, unit). Accuracies live in [0, 1]; log_size in [log2 32,
+# log2 1024] (the recipe draws 32 … 1,024 pairs). A prediction and its interval are clipped to these bounds.
+_WORDNET_BOUNDS = {"quality": (0.0, 1.0, None), "own_quality": (0.0, 1.0, None), "log_size": (5.0, 10.0, "log2 pairs")}
+RECIPE_BOUNDS: dict[str, dict[str, tuple[float, float, str | None]]] = {
+    "minilm-wordnet": _WORDNET_BOUNDS, "minilm-wordnet-v2": _WORDNET_BOUNDS,
+}
+
 
 def _norm(name: str) -> str:
     return name.strip().rstrip("/\\").replace("\\", "/").lower()
@@ -89,8 +96,7 @@ def task_descriptions(config: dict[str, Any]) -> dict[str, str]:
     if isinstance(own, dict) and own:
         return {str(k): str(v) for k, v in own.items()}
     recipe = ((config.get("training_data") or {}).get("recipe") or {})
-    name = (recipe.get("recipe") or {}).get("name")
-    texts = RECIPE_TASKS.get(name or "")
+    texts = RECIPE_TASKS.get(_recipe_name(config))
     if not texts:
         return {}
     facts = recipe.get("facts") or {}
@@ -99,6 +105,28 @@ def task_descriptions(config: dict[str, Any]) -> dict[str, str]:
               else "an unrecorded value"}
     tasks = {t.get("name") for t in config.get("tasks", [])}
     return {k: v.format(**values) for k, v in texts.items() if k in tasks}
+
+
+def _recipe_name(config: dict[str, Any]) -> str:
+    return (((config.get("training_data") or {}).get("recipe") or {}).get("recipe") or {}).get("name") or ""
+
+
+def task_bounds(config: dict[str, Any]) -> dict[str, tuple[float, float, str | None]]:
+    """{regression task: (lowest, highest, unit)} the target can take, from the config's own ``task_bounds``
+    ({task: [lo, hi, unit]}), else from its zoo recipe; {} if unknown (then nothing is clipped)."""
+    own = config.get("task_bounds")
+    if isinstance(own, dict) and own:
+        return {str(k): (float(v[0]), float(v[1]), v[2] if len(v) > 2 else None) for k, v in own.items()}
+    return dict(RECIPE_BOUNDS.get(_recipe_name(config), {}))
+
+
+def clip_prediction(value: float, interval: tuple[float, float], bounds: tuple[float, float, str | None] | None
+                    ) -> tuple[float, list[float]]:
+    """``value`` and its interval clipped to the target's bounds (an accuracy interval never reaches below 0)."""
+    if bounds is None:
+        return value, list(interval)
+    lo, hi = bounds[0], bounds[1]
+    return min(max(value, lo), hi), [min(max(x, lo), hi) for x in interval]
 
 
 def builtin_configs() -> list[tuple[Path, dict[str, Any]]]:

@@ -20,7 +20,7 @@ import torch
 
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter
-from lolctl.nn.about import builtin_configs, matches_base, task_descriptions
+from lolctl.nn.about import builtin_configs, clip_prediction, matches_base, task_bounds, task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.metrics import json_safe
@@ -125,6 +125,7 @@ class Checkpoint:
         self.spec: InputSpec = model.spec
         self.tasks: tuple[TaskSpec, ...] = model.tasks
         self.about: dict[str, str] = task_descriptions(config)  # what each task means, from the config
+        self.bounds = task_bounds(config)  # what each regression target can be (predictions are clipped to it)
         self._ood: Any = None  # OODReference, fitted on first use from the reference adapters
         self._calib: Any = None  # calibration.safetensors (validation features and residuals), read on first use
 
@@ -246,10 +247,13 @@ class Checkpoint:
             for t in self.tasks:
                 if t.kind == "regression":
                     for j, col in enumerate(t.columns):
-                        value = float(out[t.name][i, j])
-                        lo, hi = (float(x) for x in spans[t.name][i, j])
                         key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
-                        tasks[key] = {"kind": "regression", "value": value, "interval": [lo, hi]}
+                        bounds = self.bounds.get(key)
+                        value, interval = clip_prediction(float(out[t.name][i, j]),
+                                                          tuple(float(x) for x in spans[t.name][i, j]), bounds)
+                        tasks[key] = {"kind": "regression", "value": value, "interval": interval}
+                        if bounds and bounds[2]:
+                            tasks[key]["unit"] = bounds[2]
                 else:
                     probs = {lab: shown_probability(p, floor) for lab, p in zip(t.labels, out[t.name][i])}
                     tasks[t.name] = {"kind": t.kind, "probs": probs}
