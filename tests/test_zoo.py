@@ -163,6 +163,7 @@ def test_resume_with_other_settings_is_refused(reference: Path, tiny_bert: Path)
     with pytest.raises(LolctlError) as err:
         build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert), "seed": "7"}), reference)
     assert err.value.code == "L176"
+    assert "seed is 0 in the zoo, 7 now" in err.value.reason  # it names the setting that differs
 
 
 def test_bad_recipe_and_setting_are_usage_errors() -> None:
@@ -171,7 +172,23 @@ def test_bad_recipe_and_setting_are_usage_errors() -> None:
     assert err.value.code == "L180"
     with pytest.raises(LolctlError) as err:
         get_recipe("tiny", {"no_such_field": "1"})
-    assert err.value.code == "L180"
+    assert err.value.code == "L180" and "n_train" in err.value.remedy  # no near name: the settings are listed
+    with pytest.raises(LolctlError) as err:
+        get_recipe("tiny", {"n_trian": "1"})
+    assert err.value.remedy == "did you mean n_train?"
+
+
+def test_tiny_recipes_make_their_own_base_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --base needed: lolctl/tiny-bert is made on first use in the cache, the same weights on every machine."""
+    from lolctl.zoo.basemodel import resolve_base, weights_hash
+
+    assert get_recipe("tiny").settings.base_model == "lolctl/tiny-bert"
+    monkeypatch.setenv("LOLCTL_CACHE", str(tmp_path / "a"))
+    first = resolve_base("lolctl/tiny-bert")
+    assert first.parent == tmp_path / "a" / "base" and (first / "config.json").exists()
+    assert resolve_base("lolctl/tiny-bert") == first  # made once
+    monkeypatch.setenv("LOLCTL_CACHE", str(tmp_path / "b"))
+    assert weights_hash(resolve_base("lolctl/tiny-bert")) == weights_hash(first)
 
 
 def test_paper_recipes_plan_but_refuse_to_train(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ from lolctl.errors import LolctlError
 from lolctl.zoo.smollm2 import INSTALL, SMOLLM2, packaged_smollm2
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# Random tiny models the tiny recipes train on, made on first use in $LOLCTL_CACHE/base (seeded, so every machine
+# makes the same weights): no download, no --base needed for a demo or a test.
+TINY_BASES = {"lolctl/tiny-bert": "make_tiny_bert", "lolctl/tiny-llama": "make_tiny_llama"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -35,6 +38,8 @@ def resolve_base(model: str) -> Path:
         return packaged
     if model == SMOLLM2 and (packaged := packaged_smollm2()) is not None:
         return packaged
+    if model in TINY_BASES:
+        return tiny_base(model)
     try:
         from huggingface_hub import snapshot_download
 
@@ -57,3 +62,28 @@ def weights_hash(folder: Path) -> str:
                     digest.update(block)
             return "sha256:" + digest.hexdigest()
     raise LolctlError("L100", str(folder), "no model.safetensors or pytorch_model.bin", "pass a complete model folder")
+
+
+def tiny_base(model: str) -> Path:
+    """The folder of a built-in tiny random model (``lolctl/tiny-bert``, ``lolctl/tiny-llama``), made once."""
+    import os
+    import shutil
+    import tempfile
+
+    from lolctl.zoo import tiny_models
+    from lolctl.zoo.smollm2 import cache_root
+
+    folder = cache_root() / "base" / model.split("/", 1)[1]
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    try:
+        getattr(tiny_models, TINY_BASES[model])(tmp)
+        os.replace(tmp, folder)  # another process may have made it first: then ours is dropped
+    except OSError:
+        if not (folder / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -146,9 +146,21 @@ def check_resume(zoo: Path, recipe: Any) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text()).get("recipe")
-    if old != json.loads(json.dumps(recipe.describe())):
-        raise LolctlError("L176", str(path), "this zoo was started with other recipe settings",
+    new = json.loads(json.dumps(recipe.describe()))
+    if old != new:
+        diffs = _differences(old, new)
+        shown = "; ".join(f"{key} is {a} in the zoo, {b} now" for key, a, b in diffs[:3])
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise LolctlError("L176", str(path), f"this zoo was started with other recipe settings: {shown}{more}",
                           "build into a new folder, or rerun with the same --recipe/--set/--seed")
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, old value, new value) of every leaf that differs between two JSON documents."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k, "missing"), new.get(k, "missing"), f"{key}.{k}" if key else k)]
+    return [] if old == new else [(key or "recipe", json.dumps(old), json.dumps(new))]
 
 
 def check_base(zoo: Path, base_hash: str) -> None:

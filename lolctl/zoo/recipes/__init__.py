@@ -71,7 +71,19 @@ def get_recipe(name: str, overrides: dict[str, str] | None = None) -> Any:
             recipe.settings = apply_overrides(recipe.settings, overrides)
         except KeyError as err:
             raise LolctlError("L180", f"--set {err.args[0]}", f"recipe {name} has no setting {err.args[0]!r}",
-                              "use a field of the recipe's settings dataclass (docs/zoo.md lists where)") from err
+                              _setting_hint(err.args[0], recipe.settings)) from err
         except ValueError as err:
             raise LolctlError("L180", "--set", f"bad value: {err}", "give a value of the setting's type") from err
     return recipe
+
+
+def _setting_hint(key: str, settings: Any) -> str:
+    """'did you mean n_train?' for a near miss, else the list of settings."""
+    import dataclasses
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(settings)]
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"use one of: {', '.join(names)}"

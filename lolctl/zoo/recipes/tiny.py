@@ -4,21 +4,23 @@
 the whole pipeline runs without downloads:
 
     python -c "from lolctl.zoo.recipes.tiny import make_tiny_bert; make_tiny_bert('/tmp/tiny-bert')"
+    lolctl zoo build /tmp/tiny-zoo --recipe tiny      # on lolctl/tiny-bert, made on first use
     lolctl zoo build /tmp/tiny-zoo --recipe tiny --base /tmp/tiny-bert
 """
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
-from pathlib import Path
 
 from lolctl.zoo.recipes.minilm_wordnet import MinilmWordnet, WordnetSettings
+from lolctl.zoo.tiny_models import make_tiny_bert
+
+__all__ = ["TinyRecipe", "TinySettings", "make_tiny_bert", "tiny_recipe"]
 
 
 @dataclass(frozen=True)
 class TinySettings(WordnetSettings):
-    base_model: str = ""  # required: pass --base FOLDER
+    base_model: str = "lolctl/tiny-bert"  # random, made on first use (zoo.basemodel); --base to change
     n_val: int = 2
     n_test: int = 2
     n_train: int = 6
@@ -41,21 +43,3 @@ class TinyRecipe(MinilmWordnet):
 
 def tiny_recipe() -> TinyRecipe:
     return TinyRecipe(TinySettings())
-
-
-def make_tiny_bert(folder: str | Path, seed: int = 0) -> Path:
-    """A random BertModel (2 layers, hidden 32, 2 heads) + character WordPiece tokenizer, saved as an HF folder."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(str(folder), safe_serialization=True)
-    return folder
