@@ -162,6 +162,7 @@ class Scorer:
         """Read one local adapter and build its record; raises LolctlError on unreadable input."""
         from lolctl.health import health
         from lolctl.read import read_adapter
+        from lolctl.spectrum import spectrum
 
         with self._read_slots:
             kwargs: dict[str, Any] = {"trust_pickle": self.trust_pickle}
@@ -187,6 +188,7 @@ class Scorer:
         }
         if hub_facts:
             record["hub"] = hub_facts
+        record["spectrum"] = spectrum(report.modules)  # small: the HTML report draws it (lolctl/spectrum.py)
         if self.modules:
             record["modules"] = report.modules
         if self.sketch:

@@ -35,6 +35,14 @@ fi
     echo "setup: installation failed" >&2
     exit 1
 }
+# The HTML report's browser test (tests/test_report_browser.py) needs Debian's chromium; it skips without it.
+# Best effort, as root on Debian only; LOLCTL_NO_BROWSER=1 skips it.
+if [[ -z "${LOLCTL_NO_BROWSER:-}" ]] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null &&
+    [[ "$(id -u)" == 0 ]]; then
+    echo "setup: installing chromium (for the HTML report's browser test)" >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 ||
+        echo "setup: note: chromium could not be installed; the browser test will be skipped" >&2
+fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)" ||
     echo "setup: note: the installed torch is a CUDA build (it was there before); lolctl runs on it as well" >&2
 echo "setup: ok ($("$PY" -m lolctl --version))" >&2
