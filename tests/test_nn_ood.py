@@ -131,3 +131,35 @@ def test_trained_adapters_are_in_distribution(shipped) -> None:
     for task in pred["tasks"].values():
         for p in (task.get("probs") or {}).values():
             assert 0.01 <= p <= 0.99 and round(p, 2) == p
+
+
+def test_rank_out_of_distribution_follows_the_measured_rank_splits():
+    from lolctl.nn.ood import rank_reasons
+
+    def split(r2: float, auroc: float) -> dict:
+        return {"quality": {"kind": "regression", "r2": r2, "n": 64},
+                "membership": {"kind": "multilabel", "auroc": auroc, "accuracy": 0.9, "n": 64}}
+
+    metrics = {"test": split(0.72, 0.92), "test_r2": split(0.80, 0.90), "test_r1": split(0.42, 0.93),
+               "test_r8": split(0.70, 0.70)}
+    assert rank_reasons([2], [4], metrics) == []  # measured and held up: in distribution
+    (r1,) = rank_reasons([1], [4], metrics)
+    assert "quality R² was 0.42" in r1 and "0.72" in r1
+    (r8,) = rank_reasons([8], [4], metrics)
+    assert "membership auroc was 0.70" in r8
+    (r32,) = rank_reasons([32], [4], metrics)
+    assert "never measured" in r32
+
+
+def test_default_checkpoint_flags_ranks_by_its_card():
+    import json
+    from pathlib import Path
+
+    from lolctl.nn.ood import rank_reasons
+
+    config = Path(__file__).resolve().parents[1] / "models" / "minilm-wordnet-glnet" / "config.json"
+    if not config.exists():
+        pytest.skip("no built-in checkpoint")
+    metrics = json.loads(config.read_text())["metrics"]
+    assert rank_reasons([2], [4], metrics) == []
+    assert all(rank_reasons([r], [4], metrics) for r in (1, 32))

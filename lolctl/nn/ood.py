@@ -220,3 +220,39 @@ def reference_sample(batch: LoraBatch, k: int = OOD_REFERENCES) -> LoraBatch:
     groups = tuple(GroupFactors(g.indices, (g.U / root[:, list(g.indices), None, None]).float(),
                                 (g.V / root[:, list(g.indices), None, None]).float()) for g in chosen.groups)
     return LoraBatch(chosen.spec, groups, chosen.ranks)
+
+
+RANK_TOLERANCE = 0.10  # a held-out rank split may trail the test split by this much on every task and still count
+
+
+def _headline(task: dict[str, Any]) -> tuple[str, float] | None:
+    """The metric a task is judged by: R² for a regression, AUROC for a multilabel task, accuracy otherwise."""
+    for key in ("r2", "auroc", "accuracy") if task.get("kind") != "multiclass" else ("accuracy",):
+        if isinstance(task.get(key), (int, float)) and np.isfinite(task[key]):
+            return key, float(task[key])
+    return None
+
+
+def rank_reasons(unseen: list[int], seen: list[int], metrics: dict[str, Any]) -> list[str]:
+    """Why ranks the checkpoint never trained on are out of distribution, following what was measured: a rank whose
+    held-out split (``test_r<rank>``) came within ``RANK_TOLERANCE`` of the test split on every task is in
+    distribution; one that fell further is flagged with the task that fell most; one never measured is flagged."""
+    test = metrics.get("test") or {}
+    reasons = []
+    for rank in unseen:
+        split = metrics.get(f"test_r{rank}")
+        if not split:
+            reasons.append(f"rank {rank} not seen in training (seen: {sorted(seen)}) and never measured")
+            continue
+        worst = None
+        for name, task in split.items():
+            mine, ref = _headline(task), _headline(test.get(name) or {})
+            if mine and ref and mine[0] == ref[0] and ref[1] - mine[1] > RANK_TOLERANCE:
+                if worst is None or ref[1] - mine[1] > worst[3] - worst[2]:
+                    worst = (name, mine[0], mine[1], ref[1], int(task.get("n", 0)))
+        if worst:
+            name, metric, got, ref, n = worst
+            shown = "R²" if metric == "r2" else metric
+            reasons.append(f"rank {rank} not seen in training: on {n} held-out rank-{rank} adapters {name} "
+                           f"{shown} was {got:.2f} (test split at rank {', '.join(map(str, sorted(seen)))}: {ref:.2f})")
+    return reasons
