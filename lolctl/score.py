@@ -40,7 +40,8 @@ def no_checkpoint_note(base_model: str | None, fitting: list[tuple[str, str | No
     return (
         f"no checkpoint fits {base}: health report only. Get one with "
         "--checkpoint PATH_OR_HUB_ID, or train one on a zoo of adapters of this base model "
-        "(`lolctl zoo build` then `lolctl train`, see docs/cli.md)"
+        "(`lolctl zoo build` then `lolctl train`, see docs/cli.md); a checkpoint folder placed in "
+        "$LOLCTL_MODELS is then found by base model without -c"
     )
 
 

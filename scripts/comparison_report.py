@@ -97,7 +97,7 @@ def order(variant: str) -> tuple[int, str]:
 def fmt(cell: dict | None, bold: bool = False) -> str:
     if cell is None or not math.isfinite(cell["mean"]):
         return "n/a"
-    text = f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+    text = f"{cell['mean']:.3f}" if cell.get("std") is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
     return f"**{text}**" if bold else text
 
 
@@ -218,7 +218,7 @@ def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
                 if cell is not None and math.isfinite(cell["mean"]):
                     xs.append(r)
                     ys.append(cell["mean"])
-                    es.append(cell["std"])
+                    es.append(cell.get("std") or 0.0)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label(m),
                         linewidth=2.5 if arch(m) == "glnet" else 1.2)
         if col.endswith(".r2"):  # one baseline's R² far below zero would flatten every other line

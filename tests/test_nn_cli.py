@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,14 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["training_data"]["split_source"] == "seeded (0)" and config["base_model"] == BASE
     assert {t["name"] for t in config["tasks"]} == {"quality", "family", "membership"}
+    assert f"export LOLCTL_MODELS={tmp_path.resolve()}" in res.stderr  # how score finds it by base model
+    from lolctl.nn.checkpoint import find_checkpoint_for
+
+    os.environ["LOLCTL_MODELS"] = str(tmp_path)
+    try:
+        assert find_checkpoint_for(BASE) == str(tmp_path / "c")
+    finally:
+        del os.environ["LOLCTL_MODELS"]
     res = runner.invoke(_app(), ["eval", str(tmp_path / "c"), str(zoo / "labels.csv"), "--format", "json"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
@@ -330,7 +339,9 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     (row,) = json.loads(res.stdout)["models"]
     assert row["model"] == "mlp_svd" and row["seeds"] == 2 and set(row["quality.r2"]) == {"mean", "std"}
     res = runner.invoke(_app(), ["compare", str(tmp_path / "c"), str(tmp_path / "c1"), "--markdown"])
-    assert res.stdout.startswith("| model | seeds |") and "| mlp_svd | 2 |" in res.stdout
+    assert res.stdout.startswith("| model | seeds |") and "| mlp_svd | 2 |" in res.stdout and "±" in res.stdout
+    res = runner.invoke(_app(), ["compare", str(tmp_path / "c"), "--markdown"])  # one seed: no "± 0.000"
+    assert "| mlp_svd | 1 |" in res.stdout and "±" not in res.stdout
 
     res = runner.invoke(_app(), ["train", str(zoo), "--model", "resnet", "--out", str(tmp_path / "d")])
     assert res.exit_code != 0 and "L180" in str(res.exception)
@@ -399,3 +410,18 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     preds = ckpt.predict([as_adapter(m) for m in adapters])
     assert len(preds) == 3 and all(set(p["tasks"]) == {"quality", "membership"} for p in preds)
     assert (out / "ood.safetensors").is_file() and ckpt.ood_reference.n == 64  # no anchors: stored references
+
+
+def test_compare_warns_when_checkpoints_come_from_different_zoos():
+    from lolctl.nn.compare import mixed_zoos_warning, record, zoo_identity
+
+    def config(name: str, ids: list[str]) -> dict:
+        return {"architecture": "mlp_svd", "train_config": {"seed": 0},
+                "training_data": {"recipe": {"recipe": {"name": name}}, "test_ids": ids}}
+
+    a, b, c = config("minilm-wordnet", ["x", "y"]), config("minilm-wordnet", ["y", "x"]), config("smollm2", ["x"])
+    assert zoo_identity(a) == zoo_identity(b) != zoo_identity(config("minilm-wordnet", ["x", "z"]))
+    same = [record(a, {}, "a"), record(b, {}, "b")]
+    assert mixed_zoos_warning(same) is None
+    warning = mixed_zoos_warning([*same, record(c, {}, "c")])
+    assert warning and "smollm2" in warning and "minilm-wordnet" in warning and "do not compare" in warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -192,6 +193,9 @@ def train(
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")
+    folder = Path(summary["checkpoint"]).resolve()
+    out.log(f"score with it: lolctl score ADAPTER -c {folder}, or let score pick it by base model: "
+            f"export LOLCTL_MODELS={folder.parent}")
     if out.human:
         for split, metrics in summary["metrics"].items():
             out.print(metrics_table(metrics, title=f"{model} — {split}"))
@@ -276,11 +280,15 @@ def compare(
     """Compare trained checkpoints: the metrics `lolctl train` stored, grouped by model (architecture and
     non-default config), mean ± std over seeds. Nothing is re-run; use `lolctl eval` for another zoo.
     """
-    from lolctl.nn.compare import aggregate, cell, collect, markdown
+    from lolctl.nn.compare import aggregate, cell, collect, markdown, mixed_zoos_warning
     from lolctl.output import Output
 
     out = Output(fmt.value)
-    rows = aggregate(collect(checkpoints, split))
+    records = collect(checkpoints, split)
+    warning = mixed_zoos_warning(records)
+    if warning:
+        out.warn(warning)
+    rows = aggregate(records)
     if as_markdown:
         out.stdout.write(markdown(rows))
     elif out.human:

@@ -71,11 +71,34 @@ def record(config: dict[str, Any], metrics: dict[str, Any], folder: str | Path) 
         "model": variant(config),
         "seed": config.get("train_config", {}).get("seed"),
         "checkpoint": str(folder),
+        "zoo": zoo_identity(config),
     }
     for task, m in metrics.items():
         for key in KEY_METRICS.get(m.get("kind", ""), ()):
             row[f"{task}.{key}"] = m.get(key)
     return row
+
+
+def zoo_identity(config: dict[str, Any]) -> str:
+    """Which data a checkpoint's metrics were measured on: its zoo recipe (or source folder) and a digest of its test
+    adapters' ids. Checkpoints with different identities were tested on different adapters."""
+    import hashlib
+
+    data = config.get("training_data") or {}
+    name = ((data.get("recipe") or {}).get("recipe") or {}).get("name") or data.get("source") or "unknown zoo"
+    ids = data.get("test_ids") or []
+    return f"{name} (test set {hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()[:8]})" if ids else name
+
+
+def mixed_zoos_warning(records: list[dict[str, Any]]) -> str | None:
+    """Why the checkpoints were measured on different zoos (their metrics do not compare), else None."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec.get("zoo", "unknown zoo")] = counts.get(rec.get("zoo", "unknown zoo"), 0) + 1
+    if len(counts) < 2:
+        return None
+    listed = "; ".join(f"{zoo}: {n}" for zoo, n in counts.items())
+    return f"these checkpoints were measured on different zoos ({listed}): their metrics do not compare"
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,13 +114,16 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for col in columns:
             values = np.array([r[col] for r in recs if isinstance(r.get(col), (int, float))], dtype=np.float64)
             finite = values[np.isfinite(values)]
-            row[col] = {"mean": float(finite.mean()), "std": float(finite.std())} if finite.size else None
+            row[col] = ({"mean": float(finite.mean()), "std": float(finite.std()) if finite.size > 1 else None}
+                        if finite.size else None)  # one seed has no spread to show
         rows.append(row)
     return rows
 
 
-def cell(value: dict[str, float] | None) -> str:
-    return "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+def cell(value: dict[str, Any] | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value['mean']:.3f}" if value.get("std") is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
