@@ -253,6 +253,7 @@ def rank_reasons(unseen: list[int], seen: list[int], metrics: dict[str, Any]) ->
         if worst:
             name, metric, got, ref, n = worst
             shown = "R²" if metric == "r2" else metric
+            at = ", ".join(map(str, sorted(seen)))
             reasons.append(f"rank {rank} not seen in training: on {n} held-out rank-{rank} adapters {name} "
-                           f"{shown} was {got:.2f} (test split at rank {', '.join(map(str, sorted(seen)))}: {ref:.2f})")
+                           f"{shown} was {got:.2f} (test split at rank {at}: {ref:.2f})")
     return reasons
