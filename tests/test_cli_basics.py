@@ -25,7 +25,7 @@ def test_help_does_not_import_torch():
 
 
 def test_every_command_help_has_examples():
-    for cmd in ("inspect", "score", "scan", "gate", "train", "eval", "compare", "zoo build", "zoo info"):
+    for cmd in ("inspect", "score", "scan", "gate", "report", "train", "eval", "compare", "zoo build", "zoo info"):
         proc = _run(*cmd.split(), "--help")
         assert proc.returncode == 0 and "Examples" in proc.stdout, cmd
 

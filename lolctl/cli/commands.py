@@ -13,6 +13,7 @@ MODULES = [
     "lolctl.cli.scan",  # lolctl scan
     "lolctl.cli.gate",  # lolctl gate
     "lolctl.cli.diff",  # lolctl diff
+    "lolctl.cli.report",  # lolctl report FILE --html OUT
     "lolctl.cli.train",  # lolctl train / lolctl eval
     "lolctl.cli.zoo",  # lolctl zoo build / info
 ]

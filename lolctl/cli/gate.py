@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from lolctl.cli.options import CheckpointOpt, Device, DeviceOpt, Format, FormatOpt, SeverityLevel, TrustPickleOpt
+from lolctl.cli.options import (
+    CheckpointOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    HtmlOpt,
+    SeverityLevel,
+    TrustPickleOpt,
+)
 from lolctl.cli.score import MaxBytesOpt
 
 EPILOG = """
@@ -16,6 +25,7 @@ EPILOG = """
   lolctl gate ./adapter --require 'quality>=0.3'
   lolctl gate ./adapter --require 'quality.lower>=0.25' --require 'membership\\[noun.animal]<0.5'
   lolctl gate out/*/adapter --fail-on warning --junit gate.xml --sarif gate.sarif
+  lolctl gate out/*/adapter -r 'quality>=0.3' --html gate.html   [dim]# a report to open in a browser[/dim]
 
 Exit codes: 0 every check holds, 1 a check failed (each failing check is printed on stderr),
 2 input error (unreadable adapter, bad --require, unknown task or label), 3 nothing scannable.
@@ -36,6 +46,7 @@ def gate(
                                               "for the checkpoint.")] = False,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     sarif: Annotated[Path | None, typer.Option("--sarif", help="Write a SARIF 2.1.0 report here.")] = None,
+    html: HtmlOpt = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto,
     fmt: FormatOpt = Format.table,
@@ -72,15 +83,19 @@ def gate(
     if sarif is not None:
         write_sarif(sarif, records, checks)
     failed = [c for c in checks if not c.passed]
+    document = {"schema": "lolctl.gate/v1", "passed": not failed, "checks": [c.to_dict() for c in checks],
+                "records": records}
+    if html is not None:
+        from lolctl.report.html import save_document
+
+        save_document(html, document, origin="lolctl gate " + " ".join(sources))
     for c in failed:
         kind = "ERROR" if c.error else "FAIL"
         out.log(escape(f"{kind} {c.source}: {c.name} — {c.message}"))
     if out.human:
         out.print(checks_table(checks))
     else:
-        out.records([c.to_dict() for c in checks],
-                    {"schema": "lolctl.gate/v1", "passed": not failed, "checks": [c.to_dict() for c in checks],
-                     "records": records})
+        out.records(document["checks"], document)
     if any(c.error for c in checks):
         code = EXIT_INPUT
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -77,6 +78,11 @@ def parse_size(text: str | None, option: str = "--max-bytes") -> int | None:
     return int(value)
 
 
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option("--html", metavar="FILE", help="Also write a self-contained HTML report here (opens offline in a "
+                 "browser: summary, findings, predictions, spectra, duplicates)."),
+]
 CheckpointOpt = Annotated[
     str | None,
     typer.Option(

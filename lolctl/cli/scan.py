@@ -15,6 +15,7 @@ from lolctl.cli.options import (
     Format,
     FormatOpt,
     HealthOnlyOpt,
+    HtmlOpt,
     SeverityLevel,
     TrustPickleOpt,
 )
@@ -28,6 +29,7 @@ EPILOG = """
   lolctl scan 'someuser/*' -o hub.jsonl --triage       [dim]# a Hub user's PEFT/LoRA repos[/dim]
   lolctl scan 'someuser/sd-*' -o hub.jsonl --resume    [dim]# continue a killed scan[/dim]
   lolctl scan 'org/*' --shard 0/4 -o part0.jsonl       [dim]# one of 4 machines[/dim]
+  lolctl scan ./adapters -o scan.jsonl --html scan.html [dim]# and an HTML report (lolctl report: later)[/dim]
   HF_HUB_OFFLINE=1 lolctl scan 'someuser/*'            [dim]# only what the HF cache holds[/dim]
 
 In table mode the results and the summary go to stdout; in json/jsonl/csv modes stdout carries the records
@@ -59,6 +61,7 @@ def scan(
     trust_pickle: TrustPickleOpt = False,
     max_bytes: MaxBytesOpt = None,
     triage: TriageOpt = False,
+    html: HtmlOpt = None,
 ) -> None:
     """Scan many adapters: one record per adapter (health + predictions, or an error record) and a summary.
 
@@ -135,6 +138,14 @@ def scan(
             out.csv(fresh)
         out.err.print(summary_table(summary.to_dict(), output))
     all_records = fresh if not resume or output is None else _all(output)
+    if html is not None:  # every record of the scan, resumed ones included, as the summary counts them
+        from rich.markup import escape
+
+        from lolctl.report.html import save_document
+
+        save_document(html, {"schema": "lolctl.scan/v1", "summary": summary.to_dict(), "records": all_records},
+                      origin="lolctl scan " + " ".join(sources))
+        out.log(f"report: {escape(str(html))}")
     raise typer.Exit(exit_code(all_records, fail_on.value, out))
 
 

@@ -52,6 +52,23 @@ def render(records: list[Record], *, summary: dict[str, Any] | None = None, chec
             f"<body><main>{''.join(parts)}</main></body></html>\n")
 
 
+TITLES = {"lolctl.scan/v1": "lolctl scan report", "lolctl.gate/v1": "lolctl gate report"}
+
+
+def render_document(document: dict[str, Any], origin: str = "") -> str:
+    """The page for a JSON document (``lolctl.scan/v1``, ``lolctl.gate/v1``, ``lolctl.score-report/v1``): its
+    records, with the scan's summary and the gate's checks when it has them."""
+    checks = document.get("checks")
+    return render(document.get("records") or [], summary=document.get("summary"),
+                  checks=checks if isinstance(checks, list) else None,
+                  title=TITLES.get(str(document.get("schema")), "lolctl audit report"), origin=origin)
+
+
+def save_document(path: Path, document: dict[str, Any], origin: str = "") -> None:
+    """``scan --html FILE``, ``gate --html FILE``, ``report --html FILE``: the document's page, written atomically."""
+    write(path, render_document(document, origin))
+
+
 def write(path: Path, text: str) -> None:
     """Write the page atomically: a reader never sees half a report, a failed write leaves the old one."""
     path = Path(path)

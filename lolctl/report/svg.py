@@ -161,7 +161,8 @@ def interval_chart(points: Sequence[Point], thresholds: Sequence[tuple[str, floa
                     f'{p.value:.3g}{interval}{" (out of distribution)" if p.ood else ""}</title>{whisker}'
                     f'<circle cx="{x:.1f}" cy="{y(p.value):.1f}" r="{radius}"/></g></a>')
     body.append(f'<text x="{(L + W - R) / 2}" y="{H - 10}" class="tk" text-anchor="middle">{len(pts)} adapter(s), '
-                "sorted by predicted value (hover a mark for its name, click to open it)</text>")
+                "sorted by predicted value · orange: out of distribution · lines: intervals · hover a mark for its "
+                "name, click it to open its section</text>")
     return _svg(W, H, body, "predictions with intervals")
 
 
