@@ -67,3 +67,20 @@ def test_broken_placeholders_beside_a_real_file_are_reported_as_broken(tmp_path)
     assert all("L120" in f.message and "real.safetensors" in f.message for f in broken)
     assert ("H216", "info") not in found
     json.dumps([f.to_dict() for f in adapter.findings])
+
+
+def test_files_beside_a_peft_adapter_are_reported_not_dropped(tmp_path):
+    """A PEFT folder read through its config: a placeholder .safetensors or .bin beside adapter_model.safetensors is
+    broken (H221); another weights file is an unread alternate (H216); trainer state is not weights (no finding)."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2,
+                                                              "target_modules": ["q"]}))
+    tensors = {"base_model.model.q.lora_A.weight": torch.ones(2, 8),
+               "base_model.model.q.lora_B.weight": torch.ones(8, 2)}
+    save_file(tensors, tmp_path / "adapter_model.safetensors")
+    save_file(tensors, tmp_path / "copy.safetensors")
+    (tmp_path / "extra.safetensors").write_bytes(b"\r\n")
+    (tmp_path / "pytorch_model.bin").write_bytes(TEXT44)
+    (tmp_path / "training_args.bin").write_bytes(pickle.dumps({"lr": 1e-4}))
+    findings = {(f.code, f.message.split()[0]) for f in read_adapter(tmp_path).findings}
+    assert {("H221", "extra.safetensors"), ("H221", "pytorch_model.bin"), ("H216", "copy.safetensors")} <= findings
+    assert not any(name == "training_args.bin" for _, name in findings)

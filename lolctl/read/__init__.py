@@ -24,7 +24,7 @@ from lolctl.read.mlx import is_mlx_config, looks_mlx, read_mlx
 from lolctl.read.peft import read_peft
 from lolctl.read.pickle_io import PICKLE_SUFFIXES
 from lolctl.read.refuse import refuse_by_keys, refuse_peft_type
-from lolctl.read.safetensors_io import read_header
+from lolctl.read.safetensors_io import read_header, sniff_pickle_text
 from lolctl.read.store import TensorStore, open_store
 
 __all__ = ["read_adapter", "find_adapters", "discover", "READER_FINDINGS"]
@@ -34,6 +34,9 @@ PEFT_WEIGHTS = ("adapter_model.safetensors", "adapters.safetensors", "adapter_mo
 KNOWN_NAMES = {*PEFT_WEIGHTS, "pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin"}
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 DEFAULT_MAX_BYTES = 8 * 2**30
+# Files a trainer saves beside an adapter (transformers Trainer checkpoints): not weights of the adapter, not reported.
+TRAINER_STATE = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+TRAINER_STATE_PREFIXES = ("rng_state",)
 # key scheme (lolctl.read.detect.classify) -> reader of a file that needs no adapter_config.json
 SINGLE_FILE_READERS = {"kohya": read_kohya, "diffusers": read_diffusers, "diffusers-old": read_diffusers}
 
@@ -212,6 +215,9 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
                               "copy the weights next to the config")
         adapter = _read_with_config(_check_inside(root, present[0]), config_path, trust_pickle, dtype, max_bytes)
         adapter.findings += [finding("H216", f"{p.name} was not read; {present[0].name} was") for p in present[1:]]
+        others = [p for p in _weights_in(folder) if p.name not in PEFT_WEIGHTS and p.name not in TRAINER_STATE
+                  and not p.name.startswith(TRAINER_STATE_PREFIXES)]
+        _report_unread(adapter, others, present[0], max_bytes)
         return adapter
     files = [_check_inside(root, p) for p in _weights_in(folder)]
     if not files:
@@ -232,20 +238,30 @@ def _read_folder(folder: Path, root: Path, trust_pickle: bool, dtype: torch.dtyp
         skipped += [p for p in files if p not in looking]
         files = looking
     adapter = _read_file(files[0], root, trust_pickle, dtype, max_bytes)
-    for p in skipped:
-        broken = _broken(p, max_bytes) if p.suffix == ".safetensors" else None
-        if broken is not None:  # a placeholder or truncated file is damage to report, not an alternate
-            adapter.findings.append(finding("H221", f"{p.name} beside {files[0].name} is broken and was not read: "
-                                            f"{broken.code} {broken.reason}", remedy=broken.remedy))
-        else:
-            adapter.findings.append(finding("H216", f"{p.name} was not read; {files[0].name} was"))
+    _report_unread(adapter, skipped, files[0], max_bytes)
     return adapter
 
 
+def _report_unread(adapter: Adapter, unread: list[Path], read: Path, max_bytes: int) -> None:
+    """A finding for every weights file beside the one read: H221 for a broken one (a placeholder or truncated file
+    is damage to report, not an alternate), else H216 (an alternate that was not read)."""
+    for p in unread:
+        broken = _broken(p, max_bytes)
+        if broken is not None:
+            adapter.findings.append(finding("H221", f"{p.name} beside {read.name} is broken and was not read: "
+                                            f"{broken.code} {broken.reason}", remedy=broken.remedy))
+        else:
+            adapter.findings.append(finding("H216", f"{p.name} was not read; {read.name} was"))
+
+
 def _broken(path: Path, max_bytes: int) -> LolctlError | None:
-    """The error that reading ``path``'s safetensors header gives, or None when the header is sound."""
+    """The error that reading ``path``'s safetensors header gives (for a pickle: that it is empty or text, found
+    without unpickling it), or None when the file looks sound."""
     try:
-        read_header(path, max_bytes)
+        if path.suffix == ".safetensors":
+            read_header(path, max_bytes)
+        else:
+            sniff_pickle_text(path)
     except LolctlError as err:
         return err
     return None
