@@ -312,6 +312,7 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["training_data"]["split_source"] == "seeded (0)" and config["base_model"] == BASE
+    assert config["name"] == "c"  # the --out folder's name (not a task's)
     assert {t["name"] for t in config["tasks"]} == {"quality", "family", "membership"}
     assert f"export LOLCTL_MODELS={tmp_path.resolve()}" in res.stderr  # how score finds it by base model
     from lolctl.nn.checkpoint import find_checkpoint_for

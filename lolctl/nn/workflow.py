@@ -117,8 +117,8 @@ def train_zoo(
     h = embeddings(model, on_dev)
     local, stored = fit_local_intervals(tasks, h[calib], {k: v[calib] for k, v in pred.items()},
                                         {k: v[calib] for k, v in y.items()})
-    for name, entry in local.items():
-        spans[name].update(entry)
+    for task_name, entry in local.items():
+        spans[task_name].update(entry)
     _interval_metrics(tasks, metrics, local_intervals(tasks, h, pred, spans, _as_tensors(stored)), y, split)
     scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
     bases = info.get("base_models", [])
