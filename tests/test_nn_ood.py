@@ -163,3 +163,25 @@ def test_default_checkpoint_flags_ranks_by_its_card():
     metrics = json.loads(config.read_text())["metrics"]
     assert rank_reasons([2], [4], metrics) == []
     assert all(rank_reasons([r], [4], metrics) for r in (1, 32))
+
+
+def test_numerical_rank_sees_through_zero_padding_and_is_gl_invariant():
+    from types import SimpleNamespace
+
+    from lolctl.factors import ModuleFactors
+    from lolctl.nn.ood import numerical_rank
+
+    gen = torch.Generator().manual_seed(0)
+    U, V = torch.randn(32, 4, generator=gen, dtype=torch.float64), torch.randn(24, 4, generator=gen, dtype=torch.float64)
+
+    def adapter(u, v):
+        return SimpleNamespace(modules=[ModuleFactors("m", u, v, 1.0, "test")])
+
+    pad = torch.zeros(32, 4, dtype=torch.float64), torch.zeros(24, 4, dtype=torch.float64)
+    padded = adapter(torch.cat([U, pad[0]], 1), torch.cat([V, pad[1]], 1))
+    assert numerical_rank(adapter(U, V)) == numerical_rank(padded) == 4
+    g = torch.randn(8, 8, generator=gen, dtype=torch.float64) + 4 * torch.eye(8, dtype=torch.float64)
+    assert numerical_rank(adapter(padded.modules[0].U @ g, padded.modules[0].V @ torch.linalg.inv(g).T)) == 4
+    noisy = adapter(torch.cat([U, 1e-2 * torch.randn(32, 4, generator=gen, dtype=torch.float64)], 1),
+                    torch.cat([V, torch.randn(24, 4, generator=gen, dtype=torch.float64)], 1))
+    assert numerical_rank(noisy) == 8  # real extra directions count

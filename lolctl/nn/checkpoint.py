@@ -24,7 +24,7 @@ from lolctl.nn.about import builtin_configs, clip_prediction, matches_base, task
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.metrics import json_safe
-from lolctl.nn.ood import inert_prediction, is_inert, rank_reasons
+from lolctl.nn.ood import inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
 from lolctl.nn.train import embeddings, predict, scale_stats
@@ -196,8 +196,8 @@ class Checkpoint:
         ood = self.config.get("ood", {})
         seen = set(ood.get("ranks", []))
         unseen = sorted(set(adapter.ranks) - seen)
-        if seen and unseen:  # measured rank splits decide (lolctl.nn.ood.rank_reasons)
-            reasons += rank_reasons(unseen, sorted(seen), self.config.get("metrics") or {})
+        if seen and unseen and numerical_rank(adapter) > max(seen):  # zero-padded to a larger rank: not a new rank
+            reasons += rank_reasons(unseen, sorted(seen), self.config.get("metrics") or {})  # measured splits decide
         batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
         if is_inert(batch)[0]:
             return [*reasons, INERT_REASON]

@@ -257,3 +257,16 @@ def rank_reasons(unseen: list[int], seen: list[int], metrics: dict[str, Any]) ->
             reasons.append(f"rank {rank} not seen in training: on {n} held-out rank-{rank} adapters {name} "
                            f"{shown} was {got:.2f} (test split at rank {at}: {ref:.2f})")
     return reasons
+
+
+def numerical_rank(adapter: Any, rtol: float = 1e-6) -> int:
+    """The largest numerical rank of ΔW over the adapter's modules: singular values above ``rtol`` × σ₁ (float64,
+    from r × r products). A rank-8 adapter whose extra columns are zero has numerical rank 4, like its original."""
+    from lolctl.canonical import singular_values
+
+    best = 0
+    for m in adapter.modules:
+        S = singular_values(m.U.to(torch.float64), m.V.to(torch.float64))
+        if S.numel() and float(S[0]) > 0:
+            best = max(best, int((S > rtol * S[0]).sum()))
+    return best
