@@ -172,7 +172,8 @@ def test_numerical_rank_sees_through_zero_padding_and_is_gl_invariant():
     from lolctl.nn.ood import numerical_rank
 
     gen = torch.Generator().manual_seed(0)
-    U, V = torch.randn(32, 4, generator=gen, dtype=torch.float64), torch.randn(24, 4, generator=gen, dtype=torch.float64)
+    U = torch.randn(32, 4, generator=gen, dtype=torch.float64)
+    V = torch.randn(24, 4, generator=gen, dtype=torch.float64)
 
     def adapter(u, v):
         return SimpleNamespace(modules=[ModuleFactors("m", u, v, 1.0, "test")])
