@@ -80,6 +80,7 @@ _TABLE: list[tuple[str, str, int, str]] = [
     ("L180", "usage", EXIT_INPUT, "a command-line option has a bad value"),
     ("L181", "bad-requirement", EXIT_INPUT, "a --require expression could not be parsed"),
     ("L182", "device-unavailable", EXIT_INPUT, "the requested device is not available"),
+    ("L183", "worker-lost", EXIT_INPUT, "the (Ray) worker scoring an item failed on every try"),
     # internal
     ("L199", "internal", EXIT_INPUT, "a bug in lolctl"),
 ]

@@ -6,8 +6,10 @@ Durability contract of the output file (``--output``):
 - ``--resume`` drops a torn last line (truncating the file to its last newline), reads the item ids already
   recorded and skips them, so a killed scan resumed to the end holds exactly one record per adapter.
 
-Threads: ``jobs`` workers (Hub I/O overlaps); reading and scoring is bounded separately by the Scorer's read slots.
-Only the calling thread writes the file and calls ``on_records``.
+Engines: an :class:`Engine` turns the items to do into their records, one list per item, in any order. The local
+engine (the default) runs chunks of items on ``jobs`` threads of this process (Hub I/O overlaps; reading is bounded
+separately by the Scorer's read slots); ``lolctl.ray_engine`` sends chunks to Ray workers. Whatever the engine, only
+the calling thread writes the file and calls ``on_records``, so the contract above holds for every engine.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lolctl.dedup import DuplicateIndex
 from lolctl.errors import LolctlError
@@ -28,6 +30,45 @@ from lolctl.output import dumps
 from lolctl.sources import Item
 
 Record = dict[str, Any]
+ChunkProcess = Callable[[list[Item]], list[list[Record]]]  # items -> one list of records per item, same order
+
+
+class Engine(Protocol):
+    """How a scan's items are scored: :meth:`run` yields each item's records (a list) as the item finishes."""
+
+    name: str
+
+    def run(self, items: list[Item]) -> Iterable[list[Record]]: ...
+
+
+def per_item(process: Callable[[Item], list[Record]]) -> ChunkProcess:
+    """A chunk process from a one-item one."""
+    return lambda items: [process(item) for item in items]
+
+
+def chunk_size(count: int, workers: int, largest: int = 32) -> int:
+    """Items per chunk: big enough to batch, small enough that every worker gets about two chunks."""
+    return max(1, min(largest, -(-count // (2 * max(1, workers)))))
+
+
+def chunked(items: list[Item], size: int) -> list[list[Item]]:
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+class LocalEngine:
+    """Chunks of items on ``jobs`` threads of this process."""
+
+    name = "local"
+
+    def __init__(self, process: ChunkProcess, jobs: int = 4, chunk: int | None = None) -> None:
+        self.process = process
+        self.jobs = max(1, jobs)
+        self.chunk = chunk
+
+    def run(self, items: list[Item]) -> Iterable[list[Record]]:
+        size = self.chunk or chunk_size(len(items), self.jobs)
+        for records in _parallel(chunked(items, size), self.process, self.jobs):
+            yield from records
 
 
 @dataclass
@@ -148,15 +189,17 @@ class JsonlAppender:
 
 def run_scan(
     items: list[Item],
-    process: Callable[[Item], list[Record]],
+    process: Callable[[Item], list[Record]] | None = None,
     *,
+    engine: Engine | None = None,
     output: Path | None = None,
     resume: bool = False,
     jobs: int = 4,
     on_records: Callable[[list[Record]], None] | None = None,
     duplicates: DuplicateIndex | None = None,
 ) -> tuple[ScanSummary, list[Record]]:
-    """Score ``items`` with ``process`` in ``jobs`` threads; returns the summary and this run's records.
+    """Score ``items`` with ``engine`` (default: ``process`` item by item in ``jobs`` threads); returns the summary
+    and this run's records.
 
     With ``duplicates``, each record is checked against the earlier ones (resumed included) before it is written."""
     summary = ScanSummary(items=len(items))
@@ -172,11 +215,14 @@ def run_scan(
                 duplicates.add(rec)
     todo = [item for item in items if item.id not in done]
     summary.resumed = len(items) - len(todo)
+    if engine is None:
+        assert process is not None, "run_scan needs a process or an engine"
+        engine = LocalEngine(per_item(process), jobs, chunk=1)
     sink = JsonlAppender(output) if output is not None else None
     fresh: list[Record] = []
     finished = 0  # items of this run whose records are written
     try:
-        for records in _parallel(todo, process, jobs):
+        for records in engine.run(todo) if todo else ():
             if duplicates is not None:
                 for rec in records:
                     duplicates.mark(rec)
@@ -196,19 +242,19 @@ def run_scan(
     return summary, fresh
 
 
-def _parallel(items: Iterable[Item], process: Callable[[Item], list[Record]], jobs: int):
-    """Yield each item's records as it finishes; at most ``2 * jobs`` items are in flight."""
+def _parallel(chunks: Iterable[list[Item]], process: ChunkProcess, jobs: int):
+    """Yield each chunk's records as it finishes; at most ``2 * jobs`` chunks are in flight."""
     pending: set[Future] = set()
-    queue = iter(items)
+    queue = iter(chunks)
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lolctl-scan")
     clean = False
     try:
         while True:
             while len(pending) < 2 * max(1, jobs):
-                item = next(queue, None)
-                if item is None:
+                chunk = next(queue, None)
+                if chunk is None:
                     break
-                pending.add(pool.submit(process, item))
+                pending.add(pool.submit(process, chunk))
             if not pending:
                 clean = True
                 return

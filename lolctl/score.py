@@ -1,14 +1,16 @@
 """One record per adapter: the health report plus predictions from a fitting checkpoint (schema: docs/schema.md).
 
 A :class:`Scorer` is shared by the threads of a scan: checkpoints are loaded once and cached, reading is bounded by a
-small number of slots (memory), and model calls are serialized. Errors a user can cause never escape
-:meth:`Scorer.score_item`: they become error records, so a scan goes on.
+small number of slots (memory), and model calls are serialized. :meth:`Scorer.score_items` scores a chunk of items
+and predicts the adapters that share a checkpoint in one batched model call. Errors a user can cause never escape
+:meth:`Scorer.score_items` / :meth:`Scorer.score_item`: they become error records, so a scan goes on.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +91,9 @@ class Scorer:
         self.predict = predict
         self.modules = modules
         self.sketch = sketch  # records carry lolctl.dedup's sketch (scan marks duplicates with it)
+        self.settings = {"checkpoint": checkpoint, "device": device, "trust_pickle": trust_pickle,
+                         "max_bytes": max_bytes, "triage": triage, "predict": predict, "modules": modules,
+                         "read_slots": read_slots, "sketch": sketch}  # all but the Hub client: a copy elsewhere
         self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
@@ -127,7 +132,8 @@ class Scorer:
                 self._builtins = builtin_configs()
         return fitting_builtins(adapter, self._builtins)
 
-    def _note(self, text: str, source: str | None = None) -> str:
+    def add_note(self, text: str, source: str | None = None) -> str:
+        """Record a note for the log (once per distinct text) and the source it applies to."""
         with self._model_lock:
             if text not in self.notes:
                 self.notes.append(text)
@@ -135,32 +141,62 @@ class Scorer:
                 self.note_sources.setdefault(text, []).append(source)
         return text
 
-    def _prediction(self, adapter: Adapter) -> tuple[dict[str, Any] | None, list[str]]:
+    def _checkpoint_for(self, adapter: Adapter) -> tuple[Any, list[str]]:
+        """(the loaded checkpoint that scores ``adapter``, []) or (None, notes saying why there is none)."""
         if not self.predict:
             return None, []
         try:
             from lolctl.nn.checkpoint import find_checkpoint_for
         except ImportError:
-            return None, [self._note(NO_MODELS_NOTE)]
+            return None, [self.add_note(NO_MODELS_NOTE)]
         ref = self.checkpoint or self._find(adapter.meta.base_model or "", find_checkpoint_for)
         if ref is None:
-            return None, [self._note(no_checkpoint_note(adapter.meta.base_model, self._fitting(adapter)))]
-        ckpt = self._load(ref)
-        try:
-            with self._model_lock:
-                pred = dict(ckpt.predict([adapter])[0])  # its "ood" holds ckpt.check(adapter)'s reasons
-        except LolctlError as err:  # the adapter does not fit the model (L171, L173): health only, say why
-            name = getattr(ckpt, "name", ref)
-            fix = f" (fix: {err.remedy})" if err.remedy else ""
-            return None, [printable(f"checkpoint {name} does not fit this adapter [{err.code} {err.name}]: "
-                                    f"{err.reason}{fix}")]
-        pred.setdefault("checkpoint", getattr(ckpt, "name", ref))
-        pred.setdefault("base_model", getattr(ckpt, "base_model", None))
-        return pred, []
+            return None, [self.add_note(no_checkpoint_note(adapter.meta.base_model, self._fitting(adapter)))]
+        return self._load(ref), []
+
+    def _predict(self, ckpt: Any, adapters: list[Adapter]) -> list[tuple[dict[str, Any] | None, list[str]]]:
+        """(prediction, notes) per adapter: each is checked against the checkpoint (one that does not fit gets health
+        only and a note saying why), then the model runs once on all that fit."""
+        fit: list[int] = []
+        reasons: list[list[str]] = []
+        results: list[tuple[dict[str, Any] | None, list[str]]] = [(None, [])] * len(adapters)
+        with self._model_lock:
+            for i, adapter in enumerate(adapters):
+                try:
+                    reasons.append(ckpt.check(adapter))  # its "ood" reasons
+                    fit.append(i)
+                except LolctlError as err:
+                    results[i] = (None, [_misfit_note(ckpt, err)])
+            try:
+                preds = ckpt.predict([adapters[i] for i in fit], reasons) if fit else []
+            except LolctlError:  # too large as a batch (L173): one at a time, each failure its own note
+                preds = []
+                for i, why in zip(fit, reasons):
+                    try:
+                        preds.append(ckpt.predict([adapters[i]], [why])[0])
+                    except LolctlError as err:
+                        preds.append(None)
+                        results[i] = (None, [_misfit_note(ckpt, err)])
+        for i, pred in zip(fit, preds):
+            if pred is not None:
+                pred = dict(pred)
+                pred.setdefault("checkpoint", getattr(ckpt, "name", None))
+                pred.setdefault("base_model", getattr(ckpt, "base_model", None))
+                results[i] = (pred, [])
+        return results
 
     # ------------------------------------------------------------------ records
     def score_path(self, path: Path, source: str, item_id: str, hub_facts: dict | None = None) -> dict[str, Any]:
         """Read one local adapter and build its record; raises LolctlError on unreadable input."""
+        pending: list[_Pending] = []
+        record = self._read_record(path, source, item_id, hub_facts, pending)
+        self._finish(pending)
+        return record
+
+    def _read_record(self, path: Path, source: str, item_id: str, hub_facts: dict | None,
+                     pending: list[_Pending]) -> dict[str, Any]:
+        """The record of one local adapter, its prediction left to :meth:`_finish` (the adapter joins ``pending``
+        when a checkpoint scores it); raises LolctlError on unreadable input."""
         from lolctl.health import health
         from lolctl.read import read_adapter
         from lolctl.spectrum import spectrum
@@ -171,9 +207,6 @@ class Scorer:
                 kwargs["max_bytes"] = self.max_bytes
             adapter = read_adapter(path, **kwargs)
             report = health(adapter)
-            prediction, notes = self._prediction(adapter)
-        for note in notes:  # the same text goes to the record and, once per distinct note, to the log
-            self._note(note, source)
         findings = [f.to_dict() for f in report.findings]
         record: dict[str, Any] = {
             "schema": SCHEMA,
@@ -184,8 +217,8 @@ class Scorer:
             "summary": report.summary,
             "findings": findings,
             "max_severity": max_severity(findings),
-            "prediction": prediction,
-            "notes": notes,
+            "prediction": None,
+            "notes": [],
         }
         if hub_facts:
             record["hub"] = hub_facts
@@ -196,14 +229,63 @@ class Scorer:
             from lolctl.dedup import sketch
 
             record["sketch"] = sketch(adapter.modules).to_dict()
+        ckpt, notes = self._checkpoint_for(adapter)
+        if ckpt is not None:
+            pending.append(_Pending(record, adapter, ckpt))
+        self._set_prediction(record, None, notes)
         return record
+
+    def _finish(self, pending: list[_Pending]) -> None:
+        """Predict the pending records, one model call per checkpoint (adapters of one checkpoint batched)."""
+        by_ckpt: dict[int, list[_Pending]] = {}
+        for p in pending:
+            by_ckpt.setdefault(id(p.checkpoint), []).append(p)
+        for group in by_ckpt.values():
+            for p, (pred, notes) in zip(group, self._predict(group[0].checkpoint, [p.adapter for p in group])):
+                self._set_prediction(p.record, pred, notes)
+        pending.clear()
+
+    def _set_prediction(self, record: dict[str, Any], prediction: dict[str, Any] | None, notes: list[str]) -> None:
+        record["prediction"] = prediction
+        record["notes"] = notes
+        for note in notes:  # the same text goes to the record and, once per distinct note, to the log
+            self.add_note(note, record["source"])
+
+    def score_items(self, items: list[Item]) -> list[list[dict[str, Any]]]:
+        """Records of each item (as :meth:`score_item`), the predictions of adapters that share a checkpoint made in
+        batches of at most ``BATCH`` adapters."""
+        pending: list[_Pending] = []
+        out = []
+        for item in items:
+            out.append(self._item_records(item, pending))
+            if len(pending) >= BATCH:
+                self._finish_safely(pending)
+        self._finish_safely(pending)
+        return out
+
+    def _finish_safely(self, pending: list[_Pending]) -> None:
+        """:meth:`_finish`; a bug there turns the pending records into L199 error records (the scan goes on)."""
+        try:
+            self._finish(pending)
+        except Exception as err:
+            if os.environ.get("LOLCTL_DEBUG"):
+                raise
+            for p in pending:
+                source, item_id = p.record["source"], p.record["item"]
+                p.record.clear()
+                p.record.update(error_record(source, item_id, _bug(source, err)))
+            pending.clear()
 
     def score_item(self, item: Item) -> list[dict[str, Any]]:
         """Records for one item (a Hub repo may hold several adapters); user errors become error records."""
+        return self.score_items([item])[0]
+
+    def _item_records(self, item: Item, pending: list[_Pending]) -> list[dict[str, Any]]:
+        """Records for one item, predictions left in ``pending``; user errors become error records."""
         try:
             if item.hub is None:
                 assert item.path is not None
-                return [self.score_path(item.path, item.display, item.id)]
+                return [self._read_record(item.path, item.display, item.id, None, pending)]
             hub = self.hub
             if hub is None:
                 from lolctl.hub import Hub
@@ -215,7 +297,7 @@ class Scorer:
             for path in paths:
                 source = item.display if len(paths) == 1 else f"{item.display}:{path.name}"
                 try:
-                    records.append(self.score_path(path, source, item.id, facts))
+                    records.append(self._read_record(path, source, item.id, facts, pending))
                 except LolctlError as err:
                     records.append({**error_record(source, item.id, err), "hub": facts})
             return records
@@ -224,6 +306,28 @@ class Scorer:
         except Exception as err:  # a bug must not end a long scan: record it (LOLCTL_DEBUG=1 re-raises)
             if os.environ.get("LOLCTL_DEBUG"):
                 raise
-            bug = LolctlError("L199", item.display, f"{type(err).__name__}: {err}",
-                              "this is a bug in lolctl; rerun with LOLCTL_DEBUG=1 for the traceback and report it")
-            return [error_record(item.display, item.id, bug)]
+            return [error_record(item.display, item.id, _bug(item.display, err))]
+
+
+BATCH = 64  # adapters predicted in one model call at most (they are held in memory until then)
+
+
+@dataclass
+class _Pending:
+    """A record waiting for its prediction, with its adapter and the checkpoint that scores it."""
+
+    record: dict[str, Any]
+    adapter: Adapter
+    checkpoint: Any
+
+
+def _bug(where: str, err: Exception) -> LolctlError:
+    return LolctlError("L199", where, f"{type(err).__name__}: {err}",
+                       "this is a bug in lolctl; rerun with LOLCTL_DEBUG=1 for the traceback and report it")
+
+
+def _misfit_note(ckpt: Any, err: LolctlError) -> str:
+    """Why a checkpoint gives no prediction for an adapter that does not fit it (L171, L173)."""
+    fix = f" (fix: {err.remedy})" if err.remedy else ""
+    return printable(f"checkpoint {getattr(ckpt, 'name', '?')} does not fit this adapter [{err.code} {err.name}]: "
+                     f"{err.reason}{fix}")

@@ -125,3 +125,26 @@ def assert_sensitive(
     change = float((base - moved).abs().max()) / max(1.0, float(base.abs().max()))
     if change <= min_change:
         raise AssertionError(f"insensitive: output changed by only {change:.3e} under a wrong action")
+
+
+class KillOnce:
+    """A scan worker (see :class:`lolctl.ray_engine.RayEngine`) that kills its own process when a chunk holds
+    ``item_id``, on the first ``times`` such chunks (counted by files in ``marks``, a folder every worker sees);
+    after that it runs ``inner``. Tests use it to lose a Ray worker mid-scan."""
+
+    def __init__(self, inner: Callable[[list[Any]], Any], item_id: str, marks: str, times: int = 1) -> None:
+        self.inner = inner
+        self.item_id = item_id
+        self.marks = marks
+        self.times = times
+
+    def __call__(self, items: list[Any]) -> Any:
+        import os
+        from pathlib import Path
+
+        if any(item.id == self.item_id for item in items):
+            marks = Path(self.marks)
+            if len(list(marks.iterdir())) < self.times:
+                (marks / f"killed-{os.getpid()}").touch()
+                os._exit(1)
+        return self.inner(items)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine: a CPU build of torch first (a plain `torch` requirement would pull a
-# multi-GB CUDA build), then lolctl itself with its test extras. Safe to run again.
+# multi-GB CUDA build), then lolctl itself with its test, zoo and ray extras (Ray: --engine ray and its tests, about
+# 80 MB). Safe to run again.
 #
 # Where torch comes from: if pip can already see a CPU wheel of torch==$TORCH_VERSION without any index (a local
 # wheel folder configured for pip, as on the project's machines), that one; otherwise PyTorch's CPU index
@@ -30,7 +31,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
             --extra-index-url https://pypi.org/simple 2>&1 | quiet
     fi
 fi
-"$PY" -m pip install -q -e ".[test,zoo]" 2>&1 | quiet
+"$PY" -m pip install -q -e ".[test,zoo,ray]" 2>&1 | quiet
 "$PY" -c "import lolctl, torch, peft, typer, rich, huggingface_hub, safetensors" || {
     echo "setup: installation failed" >&2
     exit 1

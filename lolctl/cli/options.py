@@ -23,6 +23,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class SeverityLevel(str, Enum):
     info = "info"
     warning = "warning"
@@ -52,6 +57,14 @@ MaxBytesOpt = Annotated[
     str | None,
     typer.Option("--max-bytes", metavar="SIZE", help="Refuse adapters whose tensors exceed this size: a number of "
                  "bytes or a size with a unit (10MB, 1.5GiB; kB/MB/GB/TB: powers of 1000, KiB/MiB/GiB/TiB: 1024)."),
+]
+EngineOpt = Annotated[
+    EngineName, typer.Option("--engine", help="Where the work runs: threads/processes of this machine (local), or a "
+                             "Ray cluster (ray; needs lolctl[ray], docs/scale.md).")
+]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", metavar="ADDR", envvar="RAY_ADDRESS", help="With --engine ray: the "
+                             "cluster to join (host:port, ray://host:10001); none starts a local Ray for the run.")
 ]
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
           "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

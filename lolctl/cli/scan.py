@@ -11,11 +11,14 @@ from lolctl.cli.options import (
     CheckpointOpt,
     Device,
     DeviceOpt,
+    EngineName,
+    EngineOpt,
     FailOnOpt,
     Format,
     FormatOpt,
     HealthOnlyOpt,
     HtmlOpt,
+    RayAddressOpt,
     SeverityLevel,
     TrustPickleOpt,
 )
@@ -30,6 +33,7 @@ EPILOG = """
   lolctl scan 'someuser/sd-*' -o hub.jsonl --resume    [dim]# continue a killed scan[/dim]
   lolctl scan 'org/*' --shard 0/4 -o part0.jsonl       [dim]# one of 4 machines[/dim]
   lolctl scan ./adapters -o scan.jsonl --html scan.html [dim]# and an HTML report (lolctl report: later)[/dim]
+  lolctl scan 'org/*' -o org.jsonl --engine ray         [dim]# on a Ray cluster (RAY_ADDRESS; docs/scale.md)[/dim]
   HF_HUB_OFFLINE=1 lolctl scan 'someuser/*'            [dim]# only what the HF cache holds[/dim]
 
 In table mode the results and the summary go to stdout; in json/jsonl/csv modes stdout carries the records
@@ -62,6 +66,8 @@ def scan(
     max_bytes: MaxBytesOpt = None,
     triage: TriageOpt = False,
     html: HtmlOpt = None,
+    engine: EngineOpt = EngineName.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Scan many adapters: one record per adapter (health + predictions, or an error record) and a summary.
 
@@ -97,11 +103,16 @@ def scan(
                     hub=hub, triage=triage, predict=not no_predict, modules=False, read_slots=read_slots,
                     sketch=duplicates)
     scorer.load_explicit_checkpoint()
+    runner = _engine(engine, scorer, jobs, ray_address)
 
     progress = _progress(out, len(items))
     task = progress.add_task("scanning", total=len(items)) if progress else None
 
     def on_records(records: list[dict[str, Any]]) -> None:
+        if runner.name != "local":  # the notes were taken in the workers: the records carry them
+            for rec in records:
+                for note in rec.get("notes") or []:
+                    scorer.add_note(note, rec["source"])
         for rec in records:
             if rec["status"] == "error":
                 out.log(_error_line(rec))
@@ -113,7 +124,7 @@ def scan(
     if progress is not None:
         progress.start()
     try:
-        summary, fresh = run_scan(items, scorer.score_item, output=output, resume=resume, jobs=jobs,
+        summary, fresh = run_scan(items, engine=runner, output=output, resume=resume,
                                   on_records=on_records, duplicates=DuplicateIndex() if duplicates else None)
     except ScanInterrupted as stop:
         if progress is not None:
@@ -147,6 +158,18 @@ def scan(
                       origin="lolctl scan " + " ".join(sources))
         out.log(f"report: {escape(str(html))}")
     raise typer.Exit(exit_code(all_records, fail_on.value, out))
+
+
+def _engine(engine: EngineName, scorer: Any, jobs: int, ray_address: str | None) -> Any:
+    """The scan engine: ``jobs`` threads here, or Ray workers each with a copy of ``scorer``'s settings."""
+    if engine is EngineName.ray:
+        from lolctl.ray_engine import RayEngine, ScorerWorker, import_ray
+
+        import_ray()  # not installed: one usage error before any work
+        return RayEngine(ScorerWorker(scorer.settings), address=ray_address)
+    from lolctl.scan import LocalEngine
+
+    return LocalEngine(scorer.score_items, jobs)
 
 
 def _all(output: Path) -> list[dict[str, Any]]:

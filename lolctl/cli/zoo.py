@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lolctl.cli.options import FormatOpt
+from lolctl.cli.options import EngineName, EngineOpt, FormatOpt, RayAddressOpt
 from lolctl.errors import LolctlError
 
 zoo_app = typer.Typer(help="Build LoRA zoos (datasets of LoRAs with known properties) and summarise them.",
@@ -32,6 +32,7 @@ BUILD_EPILOG = """
   lolctl zoo build /tmp/small --set n_train=100 --limit 50
   lolctl zoo build /tmp/t --recipe tiny --base /tmp/tiny-bert
   lolctl zoo build zoo/minilm-wordnet --split test_r8   [dim]# one split only[/dim]
+  lolctl zoo build /shared/zoo --engine ray     [dim]# one Ray task per LoRA (docs/scale.md)[/dim]
 """
 
 INFO_EPILOG = """
@@ -56,6 +57,8 @@ def build_cmd(
                                                    help="Override a recipe setting (repeat).")] = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="Build only this split of the plan (repeat), "
                                                     "e.g. test_r8.")] = None,
+    engine: EngineOpt = EngineName.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Build (or resume) a zoo. Each LoRA is a PEFT adapter folder; labels.csv and manifest.json describe them."""
     import sys
@@ -69,8 +72,12 @@ def build_cmd(
         overrides["base_model"] = base
     if seed is not None:
         overrides["seed"] = str(seed)
+    if engine is EngineName.ray:
+        from lolctl.ray_engine import import_ray
+
+        import_ray()  # not installed: one usage error before any work
     result = build(get_recipe(recipe, overrides), out, workers=workers, limit=limit, splits=split or None,
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                   log=lambda m: print(m, file=sys.stderr, flush=True), engine=engine.value, ray_address=ray_address)
     sys.stdout.write(dumps(result) + "\n")
 
 

@@ -225,8 +225,10 @@ class Checkpoint:
         out = predict(self.model, batch.to(self.device, torch.float32), self.config.get("target_normalisation", {}))
         return calibrate(self.tasks, out, self.config.get("calibration", {}))
 
-    def predict(self, adapters: list[Adapter]) -> list[dict[str, Any]]:
-        reasons = [self.check(a) for a in adapters]
+    def predict(self, adapters: list[Adapter], reasons: list[list[str]] | None = None) -> list[dict[str, Any]]:
+        """One prediction per adapter, the model run once on the whole batch; ``reasons`` are the adapters'
+        :meth:`check` results when the caller already has them."""
+        reasons = [self.check(a) for a in adapters] if reasons is None else reasons
         if not adapters:
             return []
         batch = LoraBatch.from_adapters(adapters, self.spec)

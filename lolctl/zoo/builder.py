@@ -218,10 +218,11 @@ def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator
 
 def build(
     recipe: Any, zoo: Path, workers: int = 1, limit: int | None = None, log: Callable[[str], None] = lambda _: None,
-    labels_every: int = 25, splits: list[str] | None = None,
+    labels_every: int = 25, splits: list[str] | None = None, engine: str = "local", ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the zoo. ``limit`` builds only the first ``limit`` LoRAs of the plan (in build order);
-    ``splits`` only the LoRAs of those splits (L176 for a split the recipe does not plan)."""
+    ``splits`` only the LoRAs of those splits (L176 for a split the recipe does not plan). ``engine="ray"`` trains
+    one LoRA per Ray task (lolctl.ray_engine.zoo_tasks; the zoo folder must be on storage every node sees)."""
     zoo = Path(zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     check_resume(zoo, recipe)
@@ -251,11 +252,17 @@ def build(
     write_manifest(zoo, recipe, facts, "building", base_hash, read_metas(zoo))
     done = done_ids(zoo)
     todo = [job for job in plan if job.id not in done]
-    log(f"{len(plan) - len(todo)} already built, {len(todo)} to build with {workers} worker(s)")
+    if engine == "ray":
+        from lolctl.ray_engine import zoo_tasks
+
+        runner = zoo_tasks(recipe, str(zoo.resolve()), todo, address=ray_address)
+        log(f"{len(plan) - len(todo)} already built, {len(todo)} to build on Ray")
+    else:
+        runner = _run_in_process(recipe, zoo, todo) if workers <= 1 else _run_pool(recipe, zoo, todo, workers)
+        log(f"{len(plan) - len(todo)} already built, {len(todo)} to build with {workers} worker(s)")
     tasks = recipe.tasks()
     start = time.perf_counter()
     cpu = busy = 0.0
-    runner = _run_in_process(recipe, zoo, todo) if workers <= 1 else _run_pool(recipe, zoo, todo, workers)
     for n, (lora_id, seconds, cpu_seconds) in enumerate(runner, 1):
         busy += seconds
         cpu += cpu_seconds

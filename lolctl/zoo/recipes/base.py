@@ -3,6 +3,8 @@
 A recipe is a frozen settings dataclass plus five methods. The builder owns folders, workers, resume, manifest and
 labels; the recipe owns what one LoRA is and how it is scored. Everything a recipe returns for job ``index`` must be
 a pure function of (settings, index) and the files ``prepare`` wrote, so a resumed build reproduces the same LoRAs.
+A recipe may also set ``resources``: the Ray resources one LoRA's task needs with ``--engine ray`` (e.g.
+``{"num_gpus": 1}``; default one CPU).
 """
 
 from __future__ import annotations
