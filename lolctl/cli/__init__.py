@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import typer
 
+from lolctl.cli.options import Group
 from lolctl.errors import EXIT_INPUT, LolctlError
 
 app = typer.Typer(
@@ -24,7 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: typer imports its completion code anyway
+    cls=Group,
     rich_markup_mode="rich",
 )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 
 class Format(str, Enum):
@@ -113,17 +113,29 @@ class Command(TyperCommand):
     column the override is simply unused."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        for param in self.get_params(ctx):
-            if getattr(param, "is_flag", False):
-                param.metavar = ""
-            elif getattr(param, "param_type_name", "") == "argument":
-                if param.metavar is None and param.name:
-                    name = param.name.upper()
-                    param.metavar = name[:-1] if name.endswith("S") and param.nargs != 1 else name
-                param.display_type_rich = _no_type  # type: ignore[method-assign, union-attr]
-            elif getattr(param, "multiple", False) and param.metavar is None and param.name:
-                param.metavar = param.name.upper()  # a repeatable option: its value, not list[str]
+        _tidy_params(self.get_params(ctx))
         super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    """The same for ``lolctl --help`` itself (``--version``, ``--install-completion``, ``--show-completion``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _tidy_params(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+def _tidy_params(params: list[Any]) -> None:
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif getattr(param, "param_type_name", "") == "argument":
+            if param.metavar is None and param.name:
+                name = param.name.upper()
+                param.metavar = name[:-1] if name.endswith("S") and param.nargs != 1 else name
+            param.display_type_rich = _no_type  # type: ignore[method-assign, union-attr]
+        elif getattr(param, "multiple", False) and param.metavar is None and param.name:
+            param.metavar = param.name.upper()  # a repeatable option: its value, not list[str]
 
 
 def _no_type(ctx: Any = None) -> None:
