@@ -36,7 +36,7 @@ run() {
 python3 - "$ZOO" <<'PY'
 import json, sys
 from pathlib import Path
-from lolctl.zoo.builder import labels_text, read_metas
+from lolctl.zoo.format import labels_text, read_metas
 zoo = Path(sys.argv[1])
 manifest = json.loads((zoo / "manifest.json").read_text())
 metas = [m for m in read_metas(zoo) if m["split"] in ("train", "val", "test")]
@@ -48,7 +48,7 @@ print(f"{len(metas)} adapters -> {zoo / 'labels-main.csv'}", file=sys.stderr)
 PY
 LABELS="$ZOO/labels-main.csv"
 # Read the adapters once (fills the zoo's factor cache) before the parallel runs.
-python3 -c "from lolctl.nn.data import load_factors, load_zoo; load_factors(load_zoo('$LABELS'))"
+python3 -c "from lolctl.nn.data import load_factors; from lolctl.zoo.format import load_zoo; load_factors(load_zoo('$LABELS'))"
 for seed in $SEEDS; do
     for model in $MODELS; do
         while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done

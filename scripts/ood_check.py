@@ -30,7 +30,8 @@ from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint
-from lolctl.nn.data import load_factors, load_zoo
+from lolctl.nn.data import load_factors
+from lolctl.zoo.format import load_zoo
 from lolctl.nn.metrics import auroc
 
 

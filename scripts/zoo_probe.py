@@ -67,7 +67,8 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lolctl.nn.data import load_factors, load_zoo
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
     from lolctl.zoo.recipes.minilm_wordnet import MinilmWordnet
 
     ap = argparse.ArgumentParser()

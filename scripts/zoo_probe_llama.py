@@ -85,7 +85,7 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lolctl.zoo.builder import labels_text, read_metas
+    from lolctl.zoo.format import labels_text, read_metas
     from lolctl.zoo.recipes import get_recipe
 
     ap = argparse.ArgumentParser()

@@ -290,7 +290,8 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
     zoo = write_zoo(tmp_path / "zoo", 30, seed=1, with_split=False)
     (zoo / "manifest.json").unlink()
     add_family_column(zoo / "labels.csv")
-    from lolctl.nn.data import assign_splits, load_factors, load_zoo
+    from lolctl.nn.data import assign_splits, load_factors
+    from lolctl.zoo.format import load_zoo
 
     z = load_zoo(zoo / "labels.csv")
     kinds = {t.name: t.kind for t in z.tasks}
@@ -349,7 +350,8 @@ def test_bare_csv_seeded_split_cache_and_multiclass(tmp_path, reader):
 
 
 def test_resplit_ignores_the_split_column(tmp_path):
-    from lolctl.nn.data import assign_splits, load_zoo
+    from lolctl.nn.data import assign_splits
+    from lolctl.zoo.format import load_zoo
 
     z = load_zoo(write_zoo(tmp_path / "zoo", 20, seed=2))
     assert "test_extra" in set(assign_splits(z, 0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lolctl.nn.data import load_zoo
+from lolctl.zoo.format import load_zoo
 
 HEADER = "id,path,split,rank,quality,membership[a],membership[b],noise,hp.lr,hp.noise\n"
 ROWS = [

@@ -118,7 +118,8 @@ def test_random_init_adapter_is_flagged_with_a_reason(shipped) -> None:
 def test_trained_adapters_are_in_distribution(shipped) -> None:
     """The example adapter and the committed test split (first 64): not flagged; probabilities shown ≤ 2 decimals,
     never closer to 0 or 1 than 0.01."""
-    from lolctl.nn.data import load_factors, load_zoo
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
 
     ckpt, example = shipped
     pred = ckpt.predict([example])[0]

@@ -248,7 +248,8 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
     refuses unknown splits and a non-empty output folder."""
     from dataclasses import replace
 
-    from lolctl.nn.data import load_factors, load_zoo
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
     from lolctl.zoo.pack import pack
     from tests.clitools import invoke
 

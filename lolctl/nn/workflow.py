@@ -19,7 +19,7 @@ from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
-from lolctl.nn.data import assign_splits, load_factors, load_zoo, targets
+from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
@@ -42,6 +42,7 @@ from lolctl.nn.uncertainty import (
     fit_temperatures,
     local_intervals,
 )
+from lolctl.zoo.format import Zoo, load_zoo
 
 ReadProgress = Callable[[int, int], None]
 EpochProgress = Callable[[int, int, float, float], None]
@@ -285,7 +286,7 @@ def eval_zoo(
     return json_safe(result)
 
 
-def _eval_rows(zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
+def _eval_rows(zoo: Zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
     n = len(zoo.rows)
     if split == "all":
         return np.arange(n), "all rows"

@@ -6,41 +6,21 @@ complete or absent; a rerun skips the complete ones and rebuilds ``labels.csv`` 
 files. Deterministic: LoRA ``index`` depends only on the recipe settings and ``index`` (one torch thread per LoRA),
 so a resumed build yields the same bytes as an uninterrupted one.
 
-Layout::
-
-    ZOO/manifest.json         tasks, recipe settings, versions, base model id + hash, adapter hashes (of the
-                              LoRAs finished so far; rewritten with labels.csv every 25 LoRAs and at the end)
-    ZOO/labels.csv            id, path, split, rank, targets..., hp.* (one row per finished LoRA)
-    ZOO/adapters/lora-00012/  adapter_config.json, adapter_model.safetensors, meta.json
-    ZOO/cache/                frozen work from the recipe's prepare step
+The layout on disk is :mod:`lolctl.zoo.format`'s; ``manifest.json`` and ``labels.csv`` are rewritten every 25 LoRAs
+and at the end.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lolctl.errors import LolctlError
-from lolctl.zoo.recipes.base import Job, Trained
-
-MANIFEST = "manifest.json"
-LABELS = "labels.csv"
-ADAPTERS = "adapters"
-SPLITS = ("train", "val", "test")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+from lolctl.zoo import format as fmt
+from lolctl.zoo.recipes.base import Job
 
 
 def versions() -> dict[str, str]:
@@ -55,97 +35,19 @@ def versions() -> dict[str, str]:
             "peft": peft.__version__, "safetensors": safetensors.__version__}
 
 
-def adapter_files(trained: Trained, base_model: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(adapter_config dict, state dict) exactly as PEFT saves a LoRA: lora_A = Vᵀ (r × m), lora_B = U / s (n × r)."""
-    scale = trained.alpha / trained.rank
-    state = {}
-    modules = []
-    for path, (U, V) in trained.factors.items():
-        state[f"{path}.lora_A.weight"] = V.T.contiguous().float()
-        state[f"{path}.lora_B.weight"] = (U / scale).contiguous().float()
-        modules.append(path.rsplit(".", 1)[-1])
-    config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model, "revision": None,
-        "r": trained.rank, "lora_alpha": trained.alpha, "lora_dropout": 0.0, "bias": "none",
-        "target_modules": sorted(set(modules)), "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-        "init_lora_weights": True, "inference_mode": True, "modules_to_save": None, "layers_to_transform": None,
-        "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **trained.peft,
-    }
-    return config, state
-
-
-def write_lora(zoo: Path, job: Job, trained: Trained, base_model: str) -> dict[str, Any]:
-    """Write one LoRA folder atomically (tmp folder + rename) and return its meta record."""
-    from safetensors.torch import save
-
-    config, state = adapter_files(trained, base_model)
-    blob = save(state, metadata={"format": "pt"})
-    meta = {"id": job.id, "index": job.index, "path": f"{ADAPTERS}/{job.id}", "split": job.split, "rank": job.rank,
-            "targets": trained.targets, "hp": trained.hp, "sha256": hashlib.sha256(blob).hexdigest()}
-    final = zoo / ADAPTERS / job.id
-    tmp = zoo / ADAPTERS / f".tmp-{job.id}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "adapter_model.safetensors").write_bytes(blob)
-    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, allow_nan=True) + "\n")
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished the same LoRA first; the content is identical by construction
-        shutil.rmtree(tmp, ignore_errors=True)
-    return meta
-
-
-def done_ids(zoo: Path) -> set[str]:
-    root = zoo / ADAPTERS
-    return {p.name for p in root.iterdir() if (p / "meta.json").exists()} if root.exists() else set()
-
-
-def read_metas(zoo: Path) -> list[dict[str, Any]]:
-    metas = [json.loads((p / "meta.json").read_text()) for p in sorted((zoo / ADAPTERS).glob("lora-*"))
-             if (p / "meta.json").exists()]
-    return sorted(metas, key=lambda m: m["index"])
-
-
-def labels_text(metas: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> str:
-    """labels.csv: id, path, split, rank, every task column, then hp.* columns (union over rows, sorted)."""
-    target_cols = [c for t in tasks for c in t["columns"]]
-    hp_cols = sorted({k for m in metas for k in m["hp"]})
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "path", "split", "rank", *target_cols, *[f"hp.{k}" for k in hp_cols]])
-    for m in metas:
-        writer.writerow([m["id"], m["path"], m["split"], m["rank"], *[m["targets"].get(c, "") for c in target_cols],
-                         *[m["hp"].get(k, "") for k in hp_cols]])
-    return buf.getvalue()
-
-
 def write_manifest(
     zoo: Path, recipe: Any, facts: dict[str, Any], status: str, base_hash: str, metas: list[dict[str, Any]]
 ) -> None:
-    settings = recipe.describe()
-    manifest = {
-        "format": "lolctl-zoo/1", "status": status, "recipe": settings, "tasks": recipe.tasks(),
-        "base_model": {"id": recipe.settings.base_model, "hash": base_hash},
-        "versions": versions(), "facts": facts,
-        "splits": _count_splits(recipe.plan()),
-        "adapters": {m["id"]: "sha256:" + m["sha256"] for m in metas},
-    }
-    _write_atomic(zoo / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def _count_splits(jobs: list[Job]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.split] = counts.get(job.split, 0) + 1
-    return counts
+    fmt.write_manifest(zoo, status=status, recipe=recipe.describe(), tasks=recipe.tasks(),
+                       base_model={"id": recipe.settings.base_model, "hash": base_hash}, versions=versions(),
+                       facts=facts, splits=fmt.split_counts(job.split for job in recipe.plan()), metas=metas)
 
 
 def check_resume(zoo: Path, recipe: Any) -> None:
-    path = zoo / MANIFEST
+    path = zoo / fmt.MANIFEST
     if not path.exists():
         return
-    old = json.loads(path.read_text()).get("recipe")
+    old = fmt.read_manifest(path).get("recipe")
     new = json.loads(json.dumps(recipe.describe()))
     if old != new:
         diffs = _differences(old, new)
@@ -165,8 +67,8 @@ def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, str, str]
 
 def check_base(zoo: Path, base_hash: str) -> None:
     """Every LoRA of a zoo shares one base model: a resume on other base weights (same id) is refused."""
-    path = zoo / MANIFEST
-    old = json.loads(path.read_text()).get("base_model", {}).get("hash") if path.exists() else None
+    path = zoo / fmt.MANIFEST
+    old = fmt.read_manifest(path).get("base_model", {}).get("hash") if path.exists() else None
     if old and old != base_hash:
         raise LolctlError("L176", str(path), f"this zoo was built on base weights {old[:19]}…, these are "
                           f"{base_hash[:19]}…", "resume with the same base model files, or build into a new folder")
@@ -190,7 +92,7 @@ def _run_job(job: Job) -> tuple[str, float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     recipe = _WORKER["recipe"]
     trained = recipe.train(_WORKER["context"], job)
-    write_lora(_WORKER["zoo"], job, trained, recipe.settings.base_model)
+    fmt.write_lora(_WORKER["zoo"], job, trained, recipe.settings.base_model)
     return job.id, time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -226,8 +128,7 @@ def build(
     zoo = Path(zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     check_resume(zoo, recipe)
-    for stale in (zoo / ADAPTERS).glob(".tmp-*") if (zoo / ADAPTERS).exists() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    fmt.remove_partial(zoo)
     plan = recipe.plan()
     if splits:
         unknown = sorted(set(splits) - {job.split for job in plan})
@@ -244,13 +145,13 @@ def build(
         log("preparing frozen work (once per zoo)...")
         facts = recipe.prepare(zoo)
         facts_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(facts_path, json.dumps(facts, indent=2) + "\n")
+        fmt.write_atomic(facts_path, json.dumps(facts, indent=2) + "\n")
     from lolctl.zoo.basemodel import resolve_base, weights_hash
 
     base_hash = weights_hash(resolve_base(recipe.settings.base_model))
     check_base(zoo, base_hash)
-    write_manifest(zoo, recipe, facts, "building", base_hash, read_metas(zoo))
-    done = done_ids(zoo)
+    write_manifest(zoo, recipe, facts, "building", base_hash, fmt.read_metas(zoo))
+    done = fmt.done_ids(zoo)
     todo = [job for job in plan if job.id not in done]
     if engine == "ray":
         from lolctl.ray_engine import zoo_tasks
@@ -267,15 +168,15 @@ def build(
         busy += seconds
         cpu += cpu_seconds
         if n % labels_every == 0 or n == len(todo):
-            metas = read_metas(zoo)
-            _write_atomic(zoo / LABELS, labels_text(metas, tasks))
+            metas = fmt.read_metas(zoo)
+            fmt.write_labels(zoo, metas, tasks)
             write_manifest(zoo, recipe, facts, "building", base_hash, metas)
         wall = time.perf_counter() - start
         eta = wall / n * (len(todo) - n)
         log(f"[{n}/{len(todo)}] {lora_id} {seconds:.1f}s (cpu {cpu_seconds:.1f}s; mean {busy / n:.2f}s, "
             f"cpu {cpu / n:.2f}s per LoRA; wall {wall:.0f}s, eta {eta:.0f}s)")
-    metas = read_metas(zoo)
-    _write_atomic(zoo / LABELS, labels_text(metas, tasks))
+    metas = fmt.read_metas(zoo)
+    fmt.write_labels(zoo, metas, tasks)
     complete = {m["id"] for m in metas} >= {job.id for job in recipe.plan()}
     write_manifest(zoo, recipe, facts, "complete" if complete else "partial", base_hash, metas)
     return {"built": len(todo), "total": len(metas), "status": "complete" if complete else "partial",

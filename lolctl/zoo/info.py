@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from lolctl.errors import LolctlError
+from lolctl.zoo.format import MANIFEST, built_rows, read_manifest
 
 
 def load_zoo(zoo: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """(manifest, label rows of the LoRAs built so far) of a built or packed zoo."""
     zoo = Path(zoo)
-    if not (zoo / "manifest.json").exists():
+    if not (zoo / MANIFEST).exists():
         raise LolctlError("L176", str(zoo), "no manifest.json", "point at a folder made by `lolctl zoo build`")
-    manifest = json.loads((zoo / "manifest.json").read_text())
-    rows: list[dict[str, str]] = []
-    if (zoo / "adapters").is_dir():  # the per-LoRA meta.json files are the truth; labels.csv may lag a running build
-        from lolctl.zoo.builder import labels_text, read_metas
-
-        rows = list(csv.DictReader(io.StringIO(labels_text(read_metas(zoo), manifest["tasks"]))))
-    elif (zoo / "labels.csv").exists():
-        with open(zoo / "labels.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    return manifest, rows
+    manifest = read_manifest(zoo / MANIFEST)
+    return manifest, built_rows(zoo, manifest)
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
