@@ -142,25 +142,16 @@ def _lost(item: Item, err: Exception) -> LolctlError:
 
 
 # -- zoo -------------------------------------------------------------------------------------------------------
-def _zoo_job(recipe: Any, zoo: str, job: Any) -> tuple[str, float, float]:
-    """One LoRA in a Ray worker: the recipe's frozen context is loaded once per worker process and zoo."""
-    from lolctl.zoo import builder
-
-    if builder._WORKER.get("key") != (zoo, recipe.name):
-        builder._init_worker(recipe, zoo)
-        builder._WORKER["key"] = (zoo, recipe.name)
-    return builder._run_job(job)
-
-
-def zoo_tasks(recipe: Any, zoo: str, jobs: list[Any], address: str | None = None,
-              max_retries: int = MAX_RETRIES) -> Iterator[tuple[str, float, float]]:
-    """Train ``jobs`` as one Ray task each (the recipe's declared resources, 1 CPU by default); yields (LoRA id, wall
-    seconds, CPU seconds) as each finishes. A task that fails on every try ends the build (rerun to resume)."""
+def zoo_tasks(recipe: Any, zoo: str, jobs: list[Any], run: Callable[[Any, str, Any], tuple[str, float, float]],
+              address: str | None = None, max_retries: int = MAX_RETRIES) -> Iterator[tuple[str, float, float]]:
+    """Train ``jobs`` as one Ray task each, ``run(recipe, zoo, job)`` in a worker (the builder's
+    :func:`~lolctl.zoo.builder.ray_job`), with the recipe's declared resources (1 CPU by default); yields (LoRA id,
+    wall seconds, CPU seconds) as each finishes. A task that fails on every try ends the build (rerun to resume)."""
     ray = import_ray()
     started = connect(address)
     try:
         resources = {"num_cpus": 1, **(getattr(recipe, "resources", None) or {})}
-        task = ray.remote(_zoo_job).options(max_retries=max_retries, **resources)
+        task = ray.remote(run).options(max_retries=max_retries, **resources)
         shared = ray.put(recipe)
         in_flight = 2 * cluster_cpus()
         for job, result in _as_completed(ray, lambda j: task.remote(shared, zoo, j), list(jobs), in_flight):

@@ -16,6 +16,7 @@ the recipe of the zoo they were trained on (``training_data.recipe.recipe.name``
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,10 +130,20 @@ def clip_prediction(value: float, interval: tuple[float, float], bounds: tuple[f
     return min(max(value, lo), hi), [min(max(x, lo), hi) for x in interval]
 
 
+def builtin_dirs() -> list[Path]:
+    """Folders searched for built-in checkpoints: ``$LOLCTL_MODELS``, then the ones shipped with lolctl.
+
+    An installed wheel carries the repo's ``models/`` as the package folder ``lolctl/checkpoints/``; a source checkout
+    (or an editable install) reads ``models/`` beside ``lolctl/`` directly.
+    """
+    package = Path(__file__).resolve().parent.parent  # the lolctl package folder
+    dirs = [Path(p) for p in os.environ.get("LOLCTL_MODELS", "").split(os.pathsep) if p]
+    shipped = [package / "checkpoints", package.parent / "models"]
+    return [*dirs, *(d for d in shipped if d.is_dir())]
+
+
 def builtin_configs() -> list[tuple[Path, dict[str, Any]]]:
     """(folder, config) of every readable built-in checkpoint, in lookup order."""
-    from lolctl.nn.checkpoint import builtin_dirs
-
     out = []
     for d in builtin_dirs():
         if not d.is_dir():

@@ -20,14 +20,21 @@ import torch
 
 from lolctl.errors import LolctlError
 from lolctl.factors import Adapter
-from lolctl.nn.about import builtin_configs, clip_prediction, matches_base, task_bounds, task_descriptions
+from lolctl.nn.about import (
+    builtin_configs,
+    builtin_dirs,
+    clip_prediction,
+    matches_base,
+    task_bounds,
+    task_descriptions,
+)
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.train import embeddings, predict, scale_stats
+from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.uncertainty import calibrate, local_intervals
 
 FILES = ("config.json", "model.safetensors", "README.md")
@@ -45,20 +52,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"):
         raise LolctlError("L180", f"--device {device}", "unknown device", "use auto, cpu or cuda")
     return torch.device(device)
-
-
-def builtin_dirs() -> list[Path]:
-    """Folders searched for built-in checkpoints: ``$LOLCTL_MODELS``, then the ones shipped with lolctl.
-
-    An installed wheel carries the repo's ``models/`` as the package folder ``lolctl/checkpoints/``; a source checkout
-    (or an editable install) reads ``models/`` beside ``lolctl/`` directly.
-    """
-    import lolctl
-
-    package = Path(lolctl.__file__).resolve().parent
-    dirs = [Path(p) for p in os.environ.get("LOLCTL_MODELS", "").split(os.pathsep) if p]
-    shipped = [package / "checkpoints", package.parent / "models"]
-    return [*dirs, *(d for d in shipped if d.is_dir())]
 
 
 def builtin_names() -> list[str]:

@@ -34,19 +34,14 @@ class Composite(LoraModel):
     config_class = CompositeConfig
     config: CompositeConfig
 
-    def __init__(self, config: CompositeConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
-        from lolctl.nn.registry import build_model
-
+    def __init__(self, config: CompositeConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...],
+                 members: list[LoraModel]) -> None:
+        """``members``: the models :func:`member_plan` describes, built by :func:`lolctl.nn.registry.build_model`."""
         super().__init__(config, spec, tasks)
-        if not config.members:
-            raise LolctlError("L180", "composite config", "no members", "train with --model auto")
-        by_name = {t.name: t for t in tasks}
-        self.members = nn.ModuleList()
+        self.members = nn.ModuleList(members)
         self.route: dict[str, int] = {}
-        for i, m in enumerate(config.members):
-            mine = tuple(by_name[n] for n in m["tasks"] if n in by_name)
-            self.members.append(build_model(m["architecture"], dict(m.get("model_config", {})), spec, mine))
-            for t in mine:
+        for i, member in enumerate(members):
+            for t in member.tasks:
                 self.route.setdefault(t.name, i)
         missing = [t.name for t in tasks if t.name not in self.route]
         if missing:
@@ -70,6 +65,16 @@ class Composite(LoraModel):
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
         outs = [m(batch) for m in self.members]
         return {t.name: outs[self.route[t.name]][t.name] for t in self.tasks}
+
+
+def member_plan(config: CompositeConfig, tasks: tuple[TaskSpec, ...]) -> list[tuple[str, dict[str, Any],
+                                                                                   tuple[TaskSpec, ...]]]:
+    """(architecture, model config values, its tasks) of every member of a composite config."""
+    if not config.members:
+        raise LolctlError("L180", "composite config", "no members", "train with --model auto")
+    by_name = {t.name: t for t in tasks}
+    return [(m["architecture"], dict(m.get("model_config", {})), tuple(by_name[n] for n in m["tasks"] if n in by_name))
+            for m in config.members]
 
 
 def parse_candidates(text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -8,7 +8,7 @@ from typing import Any
 from lolctl.errors import LolctlError
 from lolctl.nn.base import LoraModel, ModelConfig
 from lolctl.nn.baselines import MLP, MLPSVD, MLPDense, MLPOAlign, Transformer
-from lolctl.nn.composite import Composite
+from lolctl.nn.composite import Composite, CompositeConfig, member_plan
 from lolctl.nn.glnet import GLNet
 from lolctl.nn.spec import InputSpec, TaskSpec
 
@@ -52,4 +52,7 @@ def build_model(
     cls = model_class(name)
     if not isinstance(config, ModelConfig):
         config = make_config(name, config)
+    if isinstance(config, CompositeConfig):  # its members first (registry models themselves)
+        members = [build_model(arch, values, spec, mine) for arch, values, mine in member_plan(config, tasks)]
+        return Composite(config, spec, tasks, members)
     return cls(config, spec, tasks)

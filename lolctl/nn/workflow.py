@@ -20,21 +20,12 @@ from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, targets
+from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.spec import TaskSpec
-from lolctl.nn.train import (
-    TrainConfig,
-    TrainResult,
-    embeddings,
-    evaluate,
-    fit,
-    intervals,
-    normalisation,
-    predict,
-    scale_stats,
-)
+from lolctl.nn.train import TrainConfig, TrainResult, evaluate, fit, intervals, normalisation
 from lolctl.nn.uncertainty import (
     calibrate,
     coverage_report,

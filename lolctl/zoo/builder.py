@@ -96,6 +96,14 @@ def _run_job(job: Job) -> tuple[str, float, float]:
     return job.id, time.perf_counter() - start, time.process_time() - cpu
 
 
+def ray_job(recipe: Any, zoo: str, job: Job) -> tuple[str, float, float]:
+    """One LoRA in a Ray worker: the recipe's frozen context is loaded once per worker process and zoo."""
+    if _WORKER.get("key") != (zoo, recipe.name):
+        _init_worker(recipe, zoo)
+        _WORKER["key"] = (zoo, recipe.name)
+    return _run_job(job)
+
+
 def _run_in_process(recipe: Any, zoo: Path, jobs: list[Job]) -> Iterator[tuple[str, float, float]]:
     import torch
 
@@ -156,7 +164,7 @@ def build(
     if engine == "ray":
         from lolctl.ray_engine import zoo_tasks
 
-        runner = zoo_tasks(recipe, str(zoo.resolve()), todo, address=ray_address)
+        runner = zoo_tasks(recipe, str(zoo.resolve()), todo, ray_job, address=ray_address)
         log(f"{len(plan) - len(todo)} already built, {len(todo)} to build on Ray")
     else:
         runner = _run_in_process(recipe, zoo, todo) if workers <= 1 else _run_pool(recipe, zoo, todo, workers)
