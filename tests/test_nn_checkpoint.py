@@ -63,7 +63,7 @@ def test_roundtrip_predict_contract(tmp_path):
     card = (folder / "README.md").read_text()
     assert "glnet" in card and BASE in card and "| quality | r2 | 0.700 |" in card
     ckpt = load_checkpoint(str(folder), device="cpu")
-    assert ckpt.name == "tiny" and ckpt.base_model == BASE and ckpt.config["architecture"] == "glnet"
+    assert ckpt.name == "tiny" and ckpt.base_model == BASE and ckpt.config.architecture == "glnet"
     preds = ckpt.predict([adapter(seed=1), adapter(seed=2)])
     assert len(preds) == 2 and preds[0]["checkpoint"] == "tiny"
     q = preds[0]["tasks"]["quality"]
@@ -155,15 +155,34 @@ def test_devices():
 
 def test_model_card_lists_test_and_extra_split_metrics():
     from lolctl.nn.card import model_card
+    from lolctl.nn.checkpoint_config import CheckpointConfig
 
     reg = {"kind": "regression", "r2": 0.8125, "kendall_tau": 0.5, "mae": 0.1, "n": 256}
     cls = {"kind": "multiclass", "accuracy": 0.9375, "auroc": 0.97, "ece": 0.02, "n": 256}
     config = {
         "name": "demo", "architecture": "glnet", "tasks": [{"name": "q", "kind": "regression"}],
+        "input_spec": {"modules": [{"name": "layer.0.q", "n": 8, "m": 6}]},
         "metrics": {"train": {"q": reg}, "test": {"q": reg, "c": cls},
                     "test_r8": {"q": {**reg, "r2": 0.5, "n": 64}, "c": {**cls, "accuracy": 0.25, "n": 64}}},
     }
-    card = model_card(config)
+    card = model_card(CheckpointConfig.from_dict(config))
     assert "| q | r2 | 0.812 |" in card and "| c | accuracy | 0.938 |" in card
     assert "| test_r8 | 64 | 0.500 | 0.250 |" in card
     assert "| train |" not in card
+
+
+def test_checkpoint_config_round_trips_the_shipped_config():
+    """The typed config reads the shipped checkpoint's config.json and writes back the same document; a missing
+    required field is a KeyError naming it (load_checkpoint turns it into L170)."""
+    import json
+    from pathlib import Path
+
+    from lolctl.nn.checkpoint_config import CheckpointConfig
+
+    raw = json.loads((Path(__file__).parent.parent / "models" / "minilm-wordnet-glnet" / "config.json").read_text())
+    config = CheckpointConfig.from_dict(raw)
+    assert config.architecture == "glnet" and len(config.input_spec) == 12 and config.tasks[0].name == "quality"
+    assert config.extra["invariance"] == "GL(r) per module" and 0.01 <= config.probability_floor < 0.02
+    assert config.to_dict() == raw
+    with pytest.raises(KeyError, match="tasks"):
+        CheckpointConfig.from_dict({k: v for k, v in raw.items() if k != "tasks"})

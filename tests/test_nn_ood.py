@@ -91,7 +91,7 @@ def test_inert_adapter_is_the_base_model(shipped) -> None:
     ckpt, example = shipped
     inert = _remake(example, lambda m: (m.U * 0, m.V))
     pred = ckpt.predict([inert])[0]
-    base = ckpt.config["training_data"]["recipe"]["facts"]["base_quality"]
+    base = ckpt.config.training_data["recipe"]["facts"]["base_quality"]
     assert pred["tasks"]["quality"]["value"] == pytest.approx(base, abs=1e-12)
     assert pred["tasks"]["quality"]["interval"] == [pytest.approx(base)] * 2
     assert max(pred["tasks"]["membership"]["probs"].values()) < 0.5

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lolctl.nn.about import task_descriptions
+from lolctl.nn.checkpoint_config import CheckpointConfig
+
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -24,38 +27,36 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def model_card(config: dict[str, Any]) -> str:
-    spec = config.get("input_spec", {}).get("modules", [])
-    shapes = sorted({(m["n"], m["m"]) for m in spec})
-    data = config.get("training_data", {})
+def model_card(config: CheckpointConfig) -> str:
+    spec = config.input_spec.modules
+    shapes = sorted({m.shape for m in spec})
+    data = config.training_data
     lines = [
         "---",
         "library_name: lolctl",
         "tags: [lolctl, lora, weight-space-learning]",
         "---",
         "",
-        f"# {config.get('name', 'lolctl checkpoint')}",
+        f"# {config.name or 'lolctl checkpoint'}",
         "",
-        f"A `{config.get('architecture')}` model from lolctl {config.get('lolctl_version', '')}: it scores LoRA "
+        f"A `{config.architecture}` model from lolctl {config.extra.get('lolctl_version', '')}: it scores LoRA "
         "adapters from their weights alone (Learning on LoRAs, arXiv 2410.04207).",
         "",
-        f"- **Base model of the adapters:** {config.get('base_model') or 'unknown'}",
+        f"- **Base model of the adapters:** {config.base_model or 'unknown'}",
         f"- **Input:** {len(spec)} LoRA modules, shapes {', '.join(f'{n}x{m}' for n, m in shapes)}; "
-        f"ranks seen in training: {config.get('ood', {}).get('ranks', [])}",
-        f"- **Symmetry:** {config.get('invariance', '')}",
+        f"ranks seen in training: {config.ood.get('ranks', [])}",
+        f"- **Symmetry:** {config.extra.get('invariance', '')}",
         f"- **Training data:** {data.get('adapters', '?')} adapters from `{data.get('labels_file', '?')}` "
         f"(splits: {data.get('splits', {})})",
         "",
         "## Tasks",
         "",
     ]
-    from lolctl.nn.about import task_descriptions
-
-    about = task_descriptions(config)
-    for t in config.get("tasks", []):
-        labels = f" — labels: {', '.join(t['labels'])}" if t.get("labels") else ""
-        meaning = f": {about[t['name']]}" if t["name"] in about else ""
-        lines.append(f"- `{t['name']}` ({t['kind']}){meaning}{labels}")
+    about = task_descriptions(config.to_dict())
+    for t in config.tasks:
+        labels = f" — labels: {', '.join(t.labels)}" if t.labels else ""
+        meaning = f": {about[t.name]}" if t.name in about else ""
+        lines.append(f"- `{t.name}` ({t.kind}){meaning}{labels}")
     zoo = data.get("recipe") or {}
     recipe = zoo.get("recipe") if isinstance(zoo.get("recipe"), dict) else None
     if recipe:
@@ -74,9 +75,9 @@ def model_card(config: dict[str, Any]) -> str:
             "```",
         ]
     lines += ["", "## Metrics (test split)", "", "| task | metric | value |", "|---|---|---|"]
-    for task, key, value in metric_rows(config.get("metrics", {}).get("test", {})):
+    for task, key, value in metric_rows(config.metrics.get("test", {})):
         lines.append(f"| {task} | {key} | {value} |")
-    extra = {k: v for k, v in config.get("metrics", {}).items() if k not in ("train", "val", "test")}
+    extra = {k: v for k, v in config.metrics.items() if k not in ("train", "val", "test")}
     if extra:
         tasks = list(next(iter(extra.values())))
         lines += [

@@ -30,6 +30,7 @@ from lolctl.nn.about import (
 )
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
+from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
 from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
@@ -39,7 +40,6 @@ from lolctl.nn.uncertainty import calibrate, local_intervals
 
 FILES = ("config.json", "model.safetensors", "README.md")
 OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
-FORMAT = "lolctl-checkpoint"
 SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -108,24 +108,26 @@ def resolve(ref: str) -> Path:
 class Checkpoint:
     """A loaded model with its config: checks adapters against its input spec and predicts."""
 
-    def __init__(self, path: Path, config: dict[str, Any], model: LoraModel, device: torch.device) -> None:
+    def __init__(self, path: Path, config: CheckpointConfig, model: LoraModel, device: torch.device) -> None:
         self.path = path
         self.config = config
         self.model = model
         self.device = device
-        self.name: str = config.get("name") or path.name
-        self.base_model: str | None = config.get("base_model")
+        self.name: str = config.name or path.name
+        self.base_model: str | None = config.base_model
         self.spec: InputSpec = model.spec
         self.tasks: tuple[TaskSpec, ...] = model.tasks
-        self.about: dict[str, str] = task_descriptions(config)  # what each task means, from the config
-        self.bounds = task_bounds(config)  # what each regression target can be (predictions are clipped to it)
+        raw = config.to_dict()  # lolctl.nn.about also reads the built-in checkpoints' configs as found on disk
+        self._raw = raw
+        self.about: dict[str, str] = task_descriptions(raw)  # what each task means, from the config
+        self.bounds = task_bounds(raw)  # what each regression target can be (predictions are clipped to it)
         self._ood: Any = None  # OODReference, fitted on first use from the reference adapters
         self._calib: Any = None  # calibration.safetensors (validation features and residuals), read on first use
 
     def interval_batch(self, batch: LoraBatch, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{regression task: (N, c, 2)} 90 % intervals: local conformal (width from similar validation adapters)
         when the checkpoint stores its validation data, else ŷ + the stored global residual quantiles."""
-        spans = self.config.get("intervals", {})
+        spans = self.config.intervals
         local: dict[str, np.ndarray] = {}
         if any((v or {}).get("method") == "knn-conformal" for v in spans.values()):
             if self._calib is None:
@@ -184,13 +186,13 @@ class Checkpoint:
             )
         reasons = []
         base = adapter.meta.base_model
-        if self.base_model and base and not matches_base(base, self.config):
+        if self.base_model and base and not matches_base(base, self._raw):
             reasons.append(f"base model {base} differs from the training base model {self.base_model}")
-        ood = self.config.get("ood", {})
+        ood = self.config.ood
         seen = set(ood.get("ranks", []))
         unseen = sorted(set(adapter.ranks) - seen)
         if seen and unseen and numerical_rank(adapter) > max(seen):  # zero-padded to a larger rank: not a new rank
-            reasons += rank_reasons(unseen, sorted(seen), self.config.get("metrics") or {})  # measured splits decide
+            reasons += rank_reasons(unseen, sorted(seen), self.config.metrics)  # measured splits decide
         batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
         if is_inert(batch)[0]:
             return [*reasons, INERT_REASON]
@@ -215,8 +217,8 @@ class Checkpoint:
 
     def predict_batch(self, batch: LoraBatch) -> dict[str, np.ndarray]:
         """Predictions in the targets' units (probabilities calibrated with the stored temperatures, if any)."""
-        out = predict(self.model, batch.to(self.device, torch.float32), self.config.get("target_normalisation", {}))
-        return calibrate(self.tasks, out, self.config.get("calibration", {}))
+        out = predict(self.model, batch.to(self.device, torch.float32), self.config.target_normalisation)
+        return calibrate(self.tasks, out, self.config.calibration)
 
     def predict(self, adapters: list[Adapter], reasons: list[list[str]] | None = None) -> list[dict[str, Any]]:
         """One prediction per adapter, the model run once on the whole batch; ``reasons`` are the adapters'
@@ -229,13 +231,13 @@ class Checkpoint:
         inert = is_inert(batch)
         scores = self.ood_scores(batch)
         spans = self.interval_batch(batch, out)
-        floor = probability_floor(self.config)
+        floor = self.config.probability_floor
         results = []
         for i, why in enumerate(reasons):
             ood = {"flag": bool(why), "reasons": why,
                    "score": round(float(scores[i]), 2) if np.isfinite(scores[i]) else None}
             if inert[i]:
-                results.append({"checkpoint": self.name, "tasks": inert_prediction(self.config, self.tasks),
+                results.append({"checkpoint": self.name, "tasks": inert_prediction(self._raw, self.tasks),
                                 "ood": {**ood, "kind": "inert"}, "about": self.about})
                 continue
             tasks: dict[str, Any] = {}
@@ -261,14 +263,6 @@ INERT_REASON = (
 )
 
 
-def probability_floor(config: dict[str, Any]) -> float:
-    """The smallest probability (and 1 − the largest) worth showing: 1 / the number of adapters calibration was
-    measured on (the validation split), at least 0.01 — a 160-adapter check cannot support 0.9999991."""
-    sizes = [int(v.get("n", 0)) for part in ("calibration", "intervals") for v in (config.get(part) or {}).values()]
-    n = max(sizes, default=0)
-    return max(0.01, 1.0 / n) if n > 0 else 0.01
-
-
 def shown_probability(p: float, floor: float) -> float:
     """``p`` clipped to [floor, 1 − floor] and rounded to two decimals."""
     return round(min(max(float(p), floor), 1.0 - floor), 2)
@@ -289,9 +283,8 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise LolctlError("L170", str(path / "config.json"), f"not a {FORMAT} config", "re-download or retrain")
     try:
-        spec = InputSpec.from_dict(config["input_spec"])
-        tasks = tuple(TaskSpec.from_dict(t) for t in config["tasks"])
-        model = build_model(config["architecture"], config.get("model_config", {}), spec, tasks)
+        typed = CheckpointConfig.from_dict(config)
+        model = build_model(typed.architecture, typed.model_config, typed.input_spec, typed.tasks)
     except (KeyError, TypeError) as err:
         raise LolctlError("L170", str(path / "config.json"), f"missing or bad field {err}", "retrain") from err
     weights = path / "model.safetensors"
@@ -304,7 +297,7 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
         msg = str(err).splitlines()[0]
         raise LolctlError("L170", str(weights), f"weights do not fit the config ({msg})", "retrain") from err
     model.to(dev).eval()
-    return Checkpoint(path, config, model, dev)
+    return Checkpoint(path, typed, model, dev)
 
 
 def find_checkpoint_for(base_model: str | None) -> str | None:
@@ -335,5 +328,5 @@ def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> P
     (folder / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT}))
     full = json_safe({"format": FORMAT, "format_version": 1, **config})
     (folder / "config.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (folder / "README.md").write_text(model_card(full), encoding="utf-8")
+    (folder / "README.md").write_text(model_card(CheckpointConfig.from_dict(full)), encoding="utf-8")
     return folder

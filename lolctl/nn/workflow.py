@@ -18,6 +18,7 @@ from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from lolctl.nn.checkpoint_config import CheckpointConfig
 from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.infer import embeddings, predict, scale_stats
@@ -266,7 +267,7 @@ def eval_zoo(
     _interval_metrics(tasks, {split: found}, {k: v for k, v in iv.items() if k in y}, y, np.full(len(rows), split))
     result = {
         "checkpoint": ckpt.name,
-        "architecture": ckpt.config.get("architecture"),
+        "architecture": ckpt.config.architecture,
         "zoo": str(source),
         "split": split,
         "rows": how,
@@ -277,7 +278,7 @@ def eval_zoo(
     return json_safe(result)
 
 
-def _eval_rows(zoo: Zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray, str]:
+def _eval_rows(zoo: Zoo, config: CheckpointConfig, split: str) -> tuple[np.ndarray, str]:
     n = len(zoo.rows)
     if split == "all":
         return np.arange(n), "all rows"
@@ -285,7 +286,7 @@ def _eval_rows(zoo: Zoo, config: dict[str, Any], split: str) -> tuple[np.ndarray
     known = set(SPLITS) | {s for s in given if s}
     if split not in known:
         raise LolctlError("L180", f"--split {split}", "unknown split", f"use all or one of {', '.join(sorted(known))}")
-    data = config.get("training_data", {})
+    data = config.training_data
     seeded = str(data.get("split_source", "")).startswith("seeded")
     if split == "test" and (seeded or not any(given)):  # the checkpoint drew its own test set: use the same rows
         ids = set(data.get("test_ids", []))
