@@ -57,7 +57,7 @@ def _scan_ab(folder: Path, rounds: int) -> dict[str, float]:
             _, records = run_scan(items, scorer.score_item, jobs=4,
                                   duplicates=DuplicateIndex() if mode == "with" else None)
             runs[mode].append((time.process_time() - t0) / len(items))
-            assert not any(r.get("duplicate_of") for r in records)  # distinct adapters: none is marked
+            assert not any(getattr(r, "duplicate_of", None) for r in records)  # distinct adapters: none is marked
     return {mode: statistics.median(t[1:]) for mode, t in runs.items()}  # the first round warms up
 
 
@@ -66,6 +66,7 @@ def _index_cost(count: int) -> float:
     import numpy as np
 
     from lolctl.dedup import DIM, DuplicateIndex, Sketch
+    from lolctl.report.records import ScoreRecord
 
     index = DuplicateIndex(confirm=lambda a, b: (None, None))
     rng = np.random.default_rng(0)
@@ -75,14 +76,15 @@ def _index_cost(count: int) -> float:
         return v / np.linalg.norm(v)
 
     for i in range(count):
-        index.add({"status": "ok", "source": f"s{i}", "path": f"p{i}", "sketch": Sketch("sig", 1.0, unit()).to_dict()})
+        index.add(ScoreRecord(f"s{i}", f"s{i}", f"p{i}", {}, [], None, None,
+                              sketch=Sketch("sig", 1.0, unit()).to_dict()))
     times = []
     for _ in range(50):
-        rec = {"status": "ok", "source": "new", "path": "new", "sketch": Sketch("sig", 1.0, unit()).to_dict()}
+        rec = ScoreRecord("new", "new", "new", {}, [], None, None, sketch=Sketch("sig", 1.0, unit()).to_dict())
         t0 = time.perf_counter()
         index.mark(rec)
         times.append(time.perf_counter() - t0)
-        assert "duplicate_of" not in rec
+        assert rec.duplicate_of is None
     return statistics.median(times)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lolctl.errors import LolctlError
+from lolctl.report.records import Record, ScoreRecord
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +42,6 @@ CANDIDATE_COSINE = 0.999  # sketch cosine that makes a candidate (sketches of co
 DUPLICATE_COSINE = 0.9999  # exact cosine of the updates that makes a duplicate (a float16 copy: ~1 − 1e-7)
 NORM_RTOL = 0.01  # and ‖ΔW‖ within 1 %: a scaled copy is not the same update
 
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -184,24 +184,22 @@ class DuplicateIndex:
 
     def add(self, record: Record) -> None:
         """Remember an original (a record with a sketch that is not itself a duplicate)."""
-        sk = record.get("sketch")
-        if record.get("status") == "ok" and sk and not record.get("duplicate_of") and record.get("path"):
-            self._add(record, Sketch.from_dict(sk))
+        if isinstance(record, ScoreRecord) and record.sketch and not record.duplicate_of and record.path:
+            self._add(record, Sketch.from_dict(record.sketch))
 
-    def _add(self, record: Record, s: Sketch) -> None:
+    def _add(self, record: ScoreRecord, s: Sketch) -> None:
         if s.norm <= 0:
             return  # an inert adapter: "no update" is reported by its findings, not as a duplicate
         group = self._groups.get(s.signature)
         if group is None:
             group = self._groups[s.signature] = _Group()
-        group.append(record["source"], record["path"], s)
+        group.append(record.source, record.path, s)
 
     def mark(self, record: Record) -> None:
         """Set ``duplicate_of`` / ``similarity`` on a record that repeats an earlier update; else remember it."""
-        sk = record.get("sketch")
-        if record.get("status") != "ok" or not sk or not record.get("path"):
+        if not isinstance(record, ScoreRecord) or not record.sketch or not record.path:
             return
-        s = Sketch.from_dict(sk)
+        s = Sketch.from_dict(record.sketch)
         group = self._groups.get(s.signature)
         if group is not None:
             sims = _matvec(group.rows[: len(group.records)], s.values)
@@ -209,12 +207,12 @@ class DuplicateIndex:
                 if abs(s.norm / group.norms[i] - 1) > 5 * NORM_RTOL:
                     continue
                 try:
-                    cosine, ratio = self.confirm(group.records[i]["path"], record["path"])
+                    cosine, ratio = self.confirm(group.records[i]["path"], record.path)
                 except (LolctlError, OSError):  # the earlier file moved or broke since: not confirmed
                     continue
                 if cosine is not None and ratio is not None and cosine >= DUPLICATE_COSINE \
                         and abs(ratio - 1) <= NORM_RTOL:
-                    record["duplicate_of"] = group.records[i]["source"]
-                    record["similarity"] = cosine
+                    record.duplicate_of = group.records[i]["source"]
+                    record.similarity = cosine
                     return
         self._add(record, s)

@@ -25,6 +25,7 @@ from typing import Any
 
 from lolctl.errors import LolctlError
 from lolctl.factors import severity_rank
+from lolctl.report.records import Check, ErrorRecord, Record, ScoreRecord
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
 _REQ = re.compile(
@@ -44,20 +45,6 @@ class Requirement:
 
     def holds(self, actual: float) -> bool:
         return bool(OPS[self.op](actual, self.threshold))
-
-
-@dataclass(frozen=True)
-class Check:
-    source: str
-    name: str  # the requirement text, or "findings<SEVERITY", or "readable"
-    passed: bool
-    message: str
-    actual: float | None = None
-    error: bool = False  # an input error (unreadable adapter), not a failed check
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "check": self.name, "passed": self.passed, "actual": self.actual,
-                "message": self.message, "error": self.error}
 
 
 def parse_requirement(text: str) -> Requirement:
@@ -103,21 +90,21 @@ def _actual(req: Requirement, prediction: dict[str, Any], source: str) -> float 
     return float(probs[req.label])
 
 
-def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_severity: str = "error",
+def evaluate(record: Record, requirements: list[Requirement], fail_on_severity: str = "error",
              fail_on_ood: bool = False) -> list[Check]:
     """Every check for one score record (an error record gives one failed 'readable' check marked as error)."""
-    source = record.get("source", "?")
-    if record.get("status") != "ok":
-        err = record.get("error") or {}
+    source = record.source
+    if isinstance(record, ErrorRecord):
+        err = record.error
         message = f"error[{err.get('code')} {err.get('name')}] {err.get('where')}: {err.get('reason')}"
         return [Check(source, "readable", False, message, error=True)]
     checks: list[Check] = []
     if fail_on_severity != "never":
         ceiling = severity_rank(fail_on_severity)
-        bad = [f for f in record.get("findings", []) if severity_rank(f["severity"]) >= ceiling]
+        bad = [f for f in record.findings if severity_rank(f["severity"]) >= ceiling]
         message = "; ".join(f"{f['code']} {f['severity']}: {f['message']}" for f in bad) or "no such findings"
         checks.append(Check(source, f"findings<{fail_on_severity}", not bad, message, float(len(bad))))
-    prediction = record.get("prediction")
+    prediction = record.prediction
     ood = (prediction or {}).get("ood") or {}
     why = no_prediction_reason(record)
     if fail_on_ood:  # no prediction is not "in distribution": nothing vouches for the adapter
@@ -141,9 +128,9 @@ def evaluate(record: dict[str, Any], requirements: list[Requirement], fail_on_se
     return checks
 
 
-def no_prediction_reason(record: dict[str, Any]) -> str:
+def no_prediction_reason(record: ScoreRecord) -> str:
     """Why an ok record has no prediction (its notes), never empty."""
-    return "; ".join(record.get("notes") or []) or "no checkpoint was run on this adapter"
+    return "; ".join(record.notes) or "no checkpoint was run on this adapter"
 
 
 # ---------------------------------------------------------------------- reports
@@ -172,7 +159,7 @@ def write_junit(path: Path, checks: list[Check]) -> None:
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 
 
-def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[str, Any]:
+def sarif_document(records: list[Record], checks: list[Check]) -> dict[str, Any]:
     """SARIF 2.1.0: one result per finding (its code as rule) and per failed gate check (rule 'gate')."""
     from lolctl import __version__
 
@@ -182,17 +169,17 @@ def sarif_document(records: list[dict[str, Any]], checks: list[Check]) -> dict[s
     }
     results: list[dict[str, Any]] = []
 
-    paths = {rec.get("source", "?"): rec.get("path") for rec in records}
+    paths = {rec.source: rec.path for rec in records if isinstance(rec, ScoreRecord)}
 
     def location(source: str) -> list[dict[str, Any]]:
         return [{"physicalLocation": {"artifactLocation": artifact(paths.get(source) or source)}}]
 
     for rec in records:
-        for f in rec.get("findings") or []:
+        for f in rec.findings if isinstance(rec, ScoreRecord) else []:
             rules.setdefault(f["code"], {"id": f["code"], "shortDescription": {"text": f["code"]}})
             text = f["message"] + (f" (fix: {f['remedy']})" if f.get("remedy") else "")
             results.append({"ruleId": f["code"], "level": _SARIF_LEVEL.get(f["severity"], "note"),
-                            "message": {"text": text}, "locations": location(rec.get("source", "?"))})
+                            "message": {"text": text}, "locations": location(rec.source)})
     for c in checks:
         if c.passed or c.name.startswith("findings<"):
             continue  # findings are reported one by one above
@@ -234,8 +221,8 @@ def artifact(source: str) -> dict[str, Any]:
         return {"uri": here.as_uri()}
 
 
-def write_sarif(path: Path, records: list[dict[str, Any]], checks: list[Check]) -> None:
-    from lolctl.output import dumps
+def write_sarif(path: Path, records: list[Record], checks: list[Check]) -> None:
+    from lolctl.report.encode import dumps
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dumps(sarif_document(records, checks), indent=2) + "\n", encoding="utf-8")

@@ -23,7 +23,7 @@ from typing import Any
 
 from lolctl.errors import LolctlError
 from lolctl.scan import Record, chunk_size, chunked
-from lolctl.score import error_record
+from lolctl.report.records import ErrorRecord
 from lolctl.sources import Item
 
 MAX_RETRIES = 3  # Ray reruns a task whose worker process died this many times
@@ -107,7 +107,7 @@ class RayEngine:
                 elif len(chunk) > 1:  # find the item that fails: one task each
                     todo.extend([item] for item in chunk)
                 else:
-                    yield [error_record(chunk[0].display, chunk[0].id, _lost(chunk[0], result))]
+                    yield [ErrorRecord.of(chunk[0].display, chunk[0].id, _lost(chunk[0], result))]
         finally:
             if started:
                 ray.shutdown()

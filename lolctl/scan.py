@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from lolctl.dedup import DuplicateIndex
 from lolctl.errors import LolctlError
-from lolctl.output import dumps
+from lolctl.report.encode import dumps
+from lolctl.report.records import ErrorRecord, Record, parse_record
 from lolctl.sources import Item
 
-Record = dict[str, Any]
 ChunkProcess = Callable[[list[Item]], list[list[Record]]]  # items -> one list of records per item, same order
 
 
@@ -89,17 +89,16 @@ class ScanSummary:
 
     def add(self, record: Record) -> None:
         self.records += 1
-        if record.get("status") == "ok":
-            self.ok += 1
-            self.severities[record.get("max_severity") or "none"] += 1
-            self.duplicates += bool(record.get("duplicate_of"))
-            pred = record.get("prediction")
-            if pred:
-                self.predicted += 1
-                self.ood += bool((pred.get("ood") or {}).get("flag"))
-        else:
+        if isinstance(record, ErrorRecord):
             self.errors += 1
-            self.error_codes[(record.get("error") or {}).get("code", "?")] += 1
+            self.error_codes[record.code] += 1
+            return
+        self.ok += 1
+        self.severities[record.max_severity or "none"] += 1
+        self.duplicates += bool(record.duplicate_of)
+        if record.prediction:
+            self.predicted += 1
+            self.ood += record.ood
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,8 +116,9 @@ class ScanSummary:
         }
 
 
-def load_records(path: Path, repair: bool = True) -> list[Record]:
-    """Records of a JSONL scan file; a torn last line (killed writer) is dropped and, with ``repair``, cut off."""
+def load_records(path: Path, repair: bool = True) -> list[dict[str, Any]]:
+    """Records of a JSONL scan file, as JSON objects (:func:`lolctl.report.records.parse_record` types them); a torn
+    last line (killed writer) is dropped and, with ``repair``, cut off."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -171,7 +171,7 @@ class JsonlAppender:
         self._synced = time.monotonic()
 
     def write(self, records: list[Record]) -> None:
-        data = "".join(dumps(r) + "\n" for r in records).encode()
+        data = "".join(dumps(r.to_dict()) + "\n" for r in records).encode()
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)
@@ -208,8 +208,8 @@ def run_scan(
         if not resume:
             raise LolctlError("L180", str(output), "the output file already exists",
                               "pass --resume to continue that scan, or choose another --output")
-        for rec in load_records(output):
-            done.add(rec["item"])
+        for rec in map(parse_record, load_records(output)):
+            done.add(rec.item)
             summary.add(rec)
             if duplicates is not None:
                 duplicates.add(rec)

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from lolctl.errors import LolctlError, printable
 from lolctl.factors import SEVERITIES, severity_rank
+from lolctl.report.records import ErrorRecord, Record, ScoreRecord
 
 if TYPE_CHECKING:
     from lolctl.factors import Adapter
     from lolctl.hub import Hub
     from lolctl.sources import Item
 
-SCHEMA = "lolctl.score/v1"
 NO_MODELS_NOTE = (
     "predictions need lolctl.nn, which is not part of this installation; the record holds the health report only"
 )
@@ -63,8 +63,30 @@ def max_severity(findings: list[dict[str, Any]]) -> str | None:
     return SEVERITIES[max(ranks)] if ranks else None
 
 
-def error_record(source: str, item_id: str, err: LolctlError) -> dict[str, Any]:
-    return {"schema": SCHEMA, "source": source, "item": item_id, "status": "error", "error": err.to_dict()}
+def adapter_meta(adapter: Adapter) -> dict[str, Any]:
+    """What the reader found besides the factors (inspect's ``meta``): format, files, config fields, payload."""
+    meta = adapter.meta
+    return {
+        "format": meta.format,
+        "files": meta.files,
+        "base_model": meta.base_model,
+        "base_revision": meta.base_revision,
+        "peft_type": meta.peft_type,
+        "target_modules": meta.target_modules,
+        "config_rank": meta.config_rank,
+        "config_alpha": meta.config_alpha,
+        "use_rslora": meta.use_rslora,
+        "use_dora": meta.use_dora,
+        "fan_in_fan_out": meta.fan_in_fan_out,
+        "rank_pattern": meta.rank_pattern,
+        "alpha_pattern": meta.alpha_pattern,
+        "dtypes": meta.dtypes,
+        "bytes": meta.nbytes,
+        "file_metadata": meta.file_metadata,
+        "payload": [
+            {"key": p.key, "shape": list(p.shape), "dtype": p.dtype, "bytes": p.nbytes} for p in adapter.payload
+        ],
+    }
 
 
 class Scorer:
@@ -79,6 +101,7 @@ class Scorer:
         triage: bool = False,
         predict: bool = True,
         modules: bool = True,
+        meta: bool = False,
         read_slots: int = 1,
         sketch: bool = False,
     ) -> None:
@@ -89,11 +112,12 @@ class Scorer:
         self.hub = hub
         self.triage = triage
         self.predict = predict
-        self.modules = modules
+        self.modules = modules  # records carry per-module statistics
+        self.meta = meta  # records carry the reader's facts (inspect)
         self.sketch = sketch  # records carry lolctl.dedup's sketch (scan marks duplicates with it)
         self.settings = {"checkpoint": checkpoint, "device": device, "trust_pickle": trust_pickle,
                          "max_bytes": max_bytes, "triage": triage, "predict": predict, "modules": modules,
-                         "read_slots": read_slots, "sketch": sketch}  # all but the Hub client: a copy elsewhere
+                         "meta": meta, "read_slots": read_slots, "sketch": sketch}  # all but the Hub client: a copy elsewhere
         self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
@@ -186,7 +210,7 @@ class Scorer:
         return results
 
     # ------------------------------------------------------------------ records
-    def score_path(self, path: Path, source: str, item_id: str, hub_facts: dict | None = None) -> dict[str, Any]:
+    def score_path(self, path: Path, source: str, item_id: str, hub_facts: dict | None = None) -> ScoreRecord:
         """Read one local adapter and build its record; raises LolctlError on unreadable input."""
         pending: list[_Pending] = []
         record = self._read_record(path, source, item_id, hub_facts, pending)
@@ -194,7 +218,7 @@ class Scorer:
         return record
 
     def _read_record(self, path: Path, source: str, item_id: str, hub_facts: dict | None,
-                     pending: list[_Pending]) -> dict[str, Any]:
+                     pending: list[_Pending]) -> ScoreRecord:
         """The record of one local adapter, its prediction left to :meth:`_finish` (the adapter joins ``pending``
         when a checkpoint scores it); raises LolctlError on unreadable input."""
         from lolctl.health import health
@@ -208,27 +232,17 @@ class Scorer:
             adapter = read_adapter(path, **kwargs)
             report = health(adapter)
         findings = [f.to_dict() for f in report.findings]
-        record: dict[str, Any] = {
-            "schema": SCHEMA,
-            "source": source,
-            "item": item_id,
-            "status": "ok",
-            "path": str(path),
-            "summary": report.summary,
-            "findings": findings,
-            "max_severity": max_severity(findings),
-            "prediction": None,
-            "notes": [],
-        }
-        if hub_facts:
-            record["hub"] = hub_facts
-        record["spectrum"] = spectrum(report.modules)  # small: the HTML report draws it (lolctl/spectrum.py)
-        if self.modules:
-            record["modules"] = report.modules
+        sketch = None
         if self.sketch:
-            from lolctl.dedup import sketch
+            from lolctl.dedup import sketch as make_sketch
 
-            record["sketch"] = sketch(adapter.modules).to_dict()
+            sketch = make_sketch(adapter.modules).to_dict()
+        record = ScoreRecord(
+            source=source, item=item_id, path=str(path), summary=report.summary, findings=findings,
+            max_severity=max_severity(findings), prediction=None, notes=[], hub=hub_facts or None,
+            spectrum=spectrum(report.modules), modules=report.modules if self.modules else None, sketch=sketch,
+            meta=adapter_meta(adapter) if self.meta else None,
+        )
         ckpt, notes = self._checkpoint_for(adapter)
         if ckpt is not None:
             pending.append(_Pending(record, adapter, ckpt))
@@ -245,42 +259,44 @@ class Scorer:
                 self._set_prediction(p.record, pred, notes)
         pending.clear()
 
-    def _set_prediction(self, record: dict[str, Any], prediction: dict[str, Any] | None, notes: list[str]) -> None:
-        record["prediction"] = prediction
-        record["notes"] = notes
+    def _set_prediction(self, record: ScoreRecord, prediction: dict[str, Any] | None, notes: list[str]) -> None:
+        record.prediction = prediction
+        record.notes = notes
         for note in notes:  # the same text goes to the record and, once per distinct note, to the log
-            self.add_note(note, record["source"])
+            self.add_note(note, record.source)
 
-    def score_items(self, items: list[Item]) -> list[list[dict[str, Any]]]:
+    def score_items(self, items: list[Item]) -> list[list[Record]]:
         """Records of each item (as :meth:`score_item`), the predictions of adapters that share a checkpoint made in
         batches of at most ``BATCH`` adapters."""
         pending: list[_Pending] = []
+        failed: dict[int, ErrorRecord] = {}  # id(record) -> the error record that replaces it
         out = []
         for item in items:
             out.append(self._item_records(item, pending))
             if len(pending) >= BATCH:
-                self._finish_safely(pending)
-        self._finish_safely(pending)
+                self._finish_safely(pending, failed)
+        self._finish_safely(pending, failed)
+        if failed:
+            out = [[failed.get(id(r), r) for r in records] for records in out]
         return out
 
-    def _finish_safely(self, pending: list[_Pending]) -> None:
-        """:meth:`_finish`; a bug there turns the pending records into L199 error records (the scan goes on)."""
+    def _finish_safely(self, pending: list[_Pending], failed: dict[int, ErrorRecord]) -> None:
+        """:meth:`_finish`; a bug there turns the pending records into L199 error records in ``failed`` (the scan
+        goes on)."""
         try:
             self._finish(pending)
         except Exception as err:
             if os.environ.get("LOLCTL_DEBUG"):
                 raise
             for p in pending:
-                source, item_id = p.record["source"], p.record["item"]
-                p.record.clear()
-                p.record.update(error_record(source, item_id, _bug(source, err)))
+                failed[id(p.record)] = ErrorRecord.of(p.record.source, p.record.item, _bug(p.record.source, err))
             pending.clear()
 
-    def score_item(self, item: Item) -> list[dict[str, Any]]:
+    def score_item(self, item: Item) -> list[Record]:
         """Records for one item (a Hub repo may hold several adapters); user errors become error records."""
         return self.score_items([item])[0]
 
-    def _item_records(self, item: Item, pending: list[_Pending]) -> list[dict[str, Any]]:
+    def _item_records(self, item: Item, pending: list[_Pending]) -> list[Record]:
         """Records for one item, predictions left in ``pending``; user errors become error records."""
         try:
             if item.hub is None:
@@ -293,20 +309,20 @@ class Scorer:
                 hub = self.hub = Hub()
             paths, facts = hub.fetch(item.hub, trust_pickle=self.trust_pickle, triage=self.triage,
                                      max_bytes=self.max_bytes)
-            records = []
+            records: list[Record] = []
             for path in paths:
                 source = item.display if len(paths) == 1 else f"{item.display}:{path.name}"
                 try:
                     records.append(self._read_record(path, source, item.id, facts, pending))
                 except LolctlError as err:
-                    records.append({**error_record(source, item.id, err), "hub": facts})
+                    records.append(ErrorRecord.of(source, item.id, err, facts))
             return records
         except LolctlError as err:
-            return [error_record(item.display, item.id, err)]
+            return [ErrorRecord.of(item.display, item.id, err)]
         except Exception as err:  # a bug must not end a long scan: record it (LOLCTL_DEBUG=1 re-raises)
             if os.environ.get("LOLCTL_DEBUG"):
                 raise
-            return [error_record(item.display, item.id, _bug(item.display, err))]
+            return [ErrorRecord.of(item.display, item.id, _bug(item.display, err))]
 
 
 BATCH = 64  # adapters predicted in one model call at most (they are held in memory until then)
@@ -316,7 +332,7 @@ BATCH = 64  # adapters predicted in one model call at most (they are held in mem
 class _Pending:
     """A record waiting for its prediction, with its adapter and the checkpoint that scores it."""
 
-    record: dict[str, Any]
+    record: ScoreRecord
     adapter: Adapter
     checkpoint: Any
 

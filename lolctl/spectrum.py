@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from lolctl.render import module_group
+from lolctl.report.health import module_group
 
 MAX_INDEX = 64  # singular-value indices kept (ranks above this are cut: the tail is drawn from the first 64)
 DIGITS = 4

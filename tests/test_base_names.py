@@ -13,9 +13,7 @@ from clitools import cli_app, invoke
 from hubserver import peft_files, tiny_checkpoint, write_files
 from typer.testing import CliRunner
 
-pytest.importorskip("lolctl.nn.checkpoint")
-
-from lolctl.nn.about import matches_base, task_descriptions  # noqa: E402
+from lolctl.nn.about import matches_base, task_descriptions
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

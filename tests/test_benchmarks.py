@@ -32,6 +32,7 @@ def table_rows(text: str, first_cell: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_large_adapter_reduced() -> None:
     out = run_script(
         "benchmarks.large_adapter", "--layers", "2", "--hidden", "64", "--intermediate", "96", "--rank", "4",
@@ -64,6 +65,7 @@ def test_large_adapter_phases_in_child_processes(tmp_path: Path) -> None:
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_glnet_forward_reduced() -> None:
     out = run_script(
         "benchmarks.glnet_forward", "--sizes", "tiny:2:16,small:3:24", "--batch", "6", "--repeat", "1", "--check", "6"

@@ -14,6 +14,7 @@ def _run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "lolctl", *args], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_help_does_not_import_torch():
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "lolctl", "--help"], capture_output=True, text=True
@@ -24,12 +25,14 @@ def test_help_does_not_import_torch():
     assert "torch" not in imported and "transformers" not in imported
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_every_command_help_has_examples():
     for cmd in ("inspect", "score", "scan", "gate", "report", "train", "eval", "compare", "zoo build", "zoo info"):
         proc = _run(*cmd.split(), "--help")
         assert proc.returncode == 0 and "Examples" in proc.stdout, cmd
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_error_is_one_line_with_code_and_exit_code(tmp_path):
     missing = tmp_path / "nope"
     proc = _run("inspect", str(missing))
@@ -39,6 +42,7 @@ def test_error_is_one_line_with_code_and_exit_code(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_glob_matching_nothing_is_nothing_scannable(tmp_path):
     proc = _run("inspect", str(tmp_path / "*.safetensors"))
     assert proc.returncode == EXIT_NOTHING, proc.stderr

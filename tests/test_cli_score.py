@@ -34,7 +34,6 @@ def adapters(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def ckpt(tmp_path, adapters) -> Path:
-    pytest.importorskip("lolctl.nn.checkpoint")
     return tiny_checkpoint(tmp_path / "ckpt", adapters["good"])
 
 
@@ -106,6 +105,7 @@ def test_errors_and_exit_codes(adapters, tmp_path):
     assert code == 2 and res.exception.code in ("L172", "L170")
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_score_subprocess_csv(adapters, ckpt):
     proc = subprocess.run([sys.executable, "-m", "lolctl", "score", str(adapters["good"]), str(adapters["rank3"]),
                            "-c", str(ckpt), "-f", "csv", "--device", "cpu"],

@@ -12,6 +12,7 @@ from lora_copies import cast, refactored
 
 from lolctl.dedup import CANDIDATE_COSINE, DIM, DuplicateIndex, Sketch, sketch, sketch_vector
 from lolctl.factors import ModuleFactors
+from lolctl.report.records import ScoreRecord
 from lolctl.testing import assert_invariant, assert_sensitive, random_factors
 
 SHAPES = [(12, 9), (12, 9), (7, 15), (10, 10)]
@@ -57,8 +58,8 @@ def test_sketch_round_trips_through_json_and_ignores_module_order():
     assert zero.norm == 0 and not zero.values.any()
 
 
-def _record(source: str, factors, path: str | None = None) -> dict:
-    return {"status": "ok", "source": source, "path": path or source, "sketch": sketch(_modules(factors)).to_dict()}
+def _record(source: str, factors, path: str | None = None) -> ScoreRecord:
+    return ScoreRecord(source, source, path or source, {}, [], None, None, sketch=sketch(_modules(factors)).to_dict())
 
 
 def test_index_marks_copies_and_only_confirmed_ones():
@@ -78,9 +79,9 @@ def test_index_marks_copies_and_only_confirmed_ones():
     records = [_record("A", a), _record("B", b), _record("C", copy), _record("S", scaled), _record("D", copy)]
     for rec in records:
         index.mark(rec)
-    marked = {r["source"]: r.get("duplicate_of") for r in records}
+    marked = {r.source: r.duplicate_of for r in records}
     assert marked == {"A": None, "B": None, "C": "A", "S": None, "D": None}  # S: norm differs; D: not confirmed
-    assert records[2]["similarity"] == 1.0
+    assert records[2].similarity == 1.0
     # only sketch candidates go to the exact check (never B); S and D stay originals, so D is checked against both
     assert calls == [("A", "C"), ("A", "S"), ("A", "D"), ("S", "D")]
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # scores the bundled examples in a subprocess (quick set: pytest -m 'not slow')
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "lolctl" / "data" / "examples"
 CHECKPOINT = REPO / "models" / "minilm-wordnet-glnet"

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from lolctl.errors import LolctlError
 from lolctl.gate import evaluate, parse_requirement, sarif_document, write_junit
+from lolctl.report.records import ErrorRecord, ScoreRecord
 
 
 def _record(source="a", findings=(), prediction=None, notes=()):
-    return {"source": source, "status": "ok", "findings": list(findings), "prediction": prediction,
-            "notes": list(notes)}
+    return ScoreRecord(source, source, source, {}, list(findings), None, prediction, list(notes))
 
 
 PRED = {"checkpoint": "ck", "tasks": {
@@ -72,8 +72,7 @@ def test_evaluate_without_prediction_fails_with_the_reason():
 
 
 def test_evaluate_error_record_is_an_input_error():
-    rec = {"source": "b", "status": "error", "error": {"code": "L120", "name": "file-truncated", "where": "f",
-                                                       "reason": "short"}}
+    rec = ErrorRecord.of("b", "b", LolctlError("L120", "f", "short"))
     (check,) = evaluate(rec, [parse_requirement("quality>=0.1")])
     assert check.error and not check.passed and "L120" in check.message
 
@@ -95,8 +94,7 @@ def test_junit_and_sarif_documents(tmp_path):
     reqs = [parse_requirement("quality>=0.8")]
     findings = [{"code": "H202", "severity": "error", "message": "inert", "remedy": "train it"}]
     records = [_record("good", prediction=PRED), _record("bad", findings=findings, prediction=PRED),
-               {"source": "broken", "status": "error", "error": {"code": "L120", "name": "n", "where": "w",
-                                                                 "reason": "r"}}]
+               ErrorRecord.of("broken", "broken", LolctlError("L120", "w", "r"))]
     checks = [c for r in records for c in evaluate(r, reqs)]
     write_junit(tmp_path / "j.xml", checks)
     root = ET.parse(tmp_path / "j.xml").getroot()
@@ -147,7 +145,7 @@ def test_sarif_locations_are_relative_inside_the_working_directory(tmp_path, mon
     rec = _record(str(tmp_path / "out" / "run1"), findings=[{"code": "H202", "severity": "error", "message": "m"}])
     doc = sarif_document([rec], [])
     assert doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "out/run1"
-    other = sarif_document([_record("someuser/repo", findings=rec["findings"])], [])
+    other = sarif_document([_record("someuser/repo", findings=rec.findings)], [])
     assert other["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
         "someuser/repo")
 
@@ -155,7 +153,6 @@ def test_sarif_locations_are_relative_inside_the_working_directory(tmp_path, mon
 # ---------------------------------------------------------------------- CLI
 @pytest.fixture
 def setup(tmp_path):
-    pytest.importorskip("lolctl.nn.checkpoint")
     good = write_files(tmp_path / "good", peft_files(1))
     inert = write_files(tmp_path / "inert", peft_files(2, zero_b=True))
     ckpt = tiny_checkpoint(tmp_path / "ckpt", good)
@@ -208,6 +205,7 @@ def test_gate_input_errors_exit_2(setup, tmp_path):
     assert ET.parse(tmp_path / "e.xml").getroot().find("testsuite").get("errors") == "1"
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_gate_subprocess(setup):
     junit = setup["tmp"] / "sub.xml"
     proc = subprocess.run([sys.executable, "-m", "lolctl", "gate", str(setup["good"]), "-c", str(setup["ckpt"]),

@@ -15,6 +15,8 @@ import pytest
 from hubserver import peft_files, write_files
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # runs the GitHub action's commands in subprocesses (quick set: pytest -m 'not slow')
+
 REPO = Path(__file__).resolve().parents[1]
 yaml = pytest.importorskip("yaml")
 

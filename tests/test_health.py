@@ -147,7 +147,7 @@ def test_magnitude_outlier_finding_and_nan_module_in_the_summary():
     assert rep.summary["nonfinite_modules"] == 1 and "H201" in _codes(rep)
     from rich.console import Console
 
-    from lolctl.render import summary_table
+    from lolctl.report.health import summary_table
 
     console = Console(record=True, width=100)
     console.print(summary_table("x", rep.summary))

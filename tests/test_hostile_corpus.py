@@ -12,6 +12,8 @@ from hostile import harness as h
 from hostile.make_corpus import build_corpus
 from hostile.registry import CASES, MARKER_MODULE, Case
 
+pytestmark = pytest.mark.slow  # the generated corpus through sealed CLI subprocesses (quick set: pytest -m 'not slow')
+
 NAMES = [c.name for c, _ in CASES]
 # case -> reason, for a case known to misbehave (none today; the history is in docs/robustness.md)
 KNOWN_BROKEN: dict[str, str] = {}

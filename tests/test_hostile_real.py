@@ -10,6 +10,8 @@ import pytest
 from hostile import harness as h
 from hostile.make_corpus import build_corpus
 
+pytestmark = pytest.mark.slow  # real adapters through sealed CLI subprocesses (quick set: pytest -m 'not slow')
+
 REAL = (Path(__file__).resolve().parents[2] / "shared" / "real-adapters").resolve()  # ../shared may be a link
 # real folder -> (the corpus case it must behave like, extra args)
 TWINS = {

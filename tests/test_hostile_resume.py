@@ -18,6 +18,8 @@ from hostile.make_corpus import build_corpus
 
 from lolctl.read import find_adapters
 
+pytestmark = pytest.mark.slow  # kills and resumes scan subprocesses (quick set: pytest -m 'not slow')
+
 BROKEN = ["st_two_bytes", "st_truncated_data", "cfg_not_json", "lora_only_A", "pkl_only", "lora_nan"]
 
 
@@ -28,7 +30,6 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
 
 
-@pytest.mark.slow
 def test_scan_killed_and_resumed_keeps_one_record_per_adapter(tmp_path):
     root = tmp_path / "adapters"
     build_corpus(root, tmp_path / "outside", only=["ok_peft", *BROKEN])

@@ -18,6 +18,8 @@ from safetensors.torch import save
 from lolctl.errors import LolctlError
 from lolctl.hub import Hub, HubRef, select_files
 
+pytestmark = pytest.mark.slow  # a fake Hub and CLI subprocesses (quick set: pytest -m 'not slow')
+
 
 def _dead_endpoint() -> str:
     with socket.socket() as s:  # a port nobody listens on

@@ -144,9 +144,14 @@ def test_broken_checkpoints_are_refused(tmp_path):
         load_checkpoint(str(folder))
 
 
-def test_devices():
+def test_devices(monkeypatch):
     assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with monkeypatch.context() as m:  # auto follows what torch reports, both ways
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_device("auto").type == "cuda"
+        m.setattr(torch.cuda, "is_available", lambda: False)
+        assert resolve_device("auto").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(LolctlError) as err:
             resolve_device("cuda")

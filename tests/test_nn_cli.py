@@ -32,7 +32,7 @@ SHAPES = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # trains and evaluates models end to end
 
 
 def _unit(n: int, gen: torch.Generator) -> torch.Tensor:

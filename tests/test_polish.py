@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from lolctl.output import Output
+from lolctl.report.output import write_csv
+from lolctl.report.reports import Document
 
 COMMANDS = ("inspect", "score", "scan", "gate", "train", "eval", "compare", "zoo build", "zoo info", "zoo pack")
 
@@ -26,6 +27,7 @@ def _help(cmd: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # a Python subprocess
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_has_no_python_type_names_and_one_set_of_examples(cmd):
     text = _help(cmd)
@@ -33,6 +35,7 @@ def test_help_has_no_python_type_names_and_one_set_of_examples(cmd):
     assert text.count("Examples") == 1, text
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_fail_on_is_the_gate_option_and_the_old_spelling_still_works(tmp_path):
     from tests.clitools import invoke
 
@@ -60,7 +63,7 @@ def _write_inert_adapter(folder):
 
 def test_csv_booleans_are_lowercase():
     buf = io.StringIO()
-    Output("csv", stdout=buf).csv([{"a": True, "b": {"c": False}, "n": 1}])
+    write_csv(Document({"a": True, "b": {"c": False}, "n": 1}), buf)
     row = next(csv.DictReader(io.StringIO(buf.getvalue())))
     assert row == {"a": "true", "b.c": "false", "n": "1"}
 
@@ -123,6 +126,7 @@ def test_max_bytes_on_the_command_line(tmp_path):
     assert code == 2 and json.loads(res.stdout)["records"][0]["error"]["code"] == "L125"
 
 
+@pytest.mark.slow  # a Python subprocess
 @pytest.mark.parametrize("command", ["score", "scan", "gate"])
 def test_cuda_without_cuda_is_one_usage_error_up_front(tmp_path, command):
     import torch
@@ -140,6 +144,7 @@ def test_cuda_without_cuda_is_one_usage_error_up_front(tmp_path, command):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_errors_name_the_path_as_typed_not_the_link_target(tmp_path, monkeypatch):
     real = tmp_path / "store" / "adapter-7f3a"
     real.mkdir(parents=True)

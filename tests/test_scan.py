@@ -13,6 +13,7 @@ from hubserver import peft_files, write_files
 from typer.testing import CliRunner
 
 from lolctl.errors import LolctlError
+from lolctl.report.records import ErrorRecord, Record, ScoreRecord
 from lolctl.scan import load_records, run_scan
 from lolctl.sources import Item, parse_shard, resolve, shard_of
 
@@ -36,10 +37,10 @@ def _items(n: int) -> list[Item]:
     return [Item(f"id-{i}", f"src-{i}", path=Path(f"/nowhere/{i}")) for i in range(n)]
 
 
-def _fake_process(item: Item) -> list[dict]:
+def _fake_process(item: Item) -> list[Record]:
     if item.id.endswith("3"):
-        return [{"item": item.id, "source": item.source, "status": "error", "error": {"code": "L120"}}]
-    return [{"item": item.id, "source": item.source, "status": "ok", "max_severity": None, "prediction": None}]
+        return [ErrorRecord.of(item.source, item.id, LolctlError("L120", item.source, "truncated"))]
+    return [ScoreRecord(item.source, item.id, str(item.path), {}, [], None, None)]
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_resume_skips_recorded_items_and_repairs_a_torn_last_line(tmp_path):
         fh.write(b'{"item": "id-3", "status": "o')
     seen: list[str] = []
 
-    def process(item: Item) -> list[dict]:
+    def process(item: Item) -> list[Record]:
         seen.append(item.id)
         return _fake_process(item)
 
@@ -189,6 +190,7 @@ def test_scan_shards_cover_the_folder_once(zoo, tmp_path):
 
 
 # ---------------------------------------------------------------------- CLI, subprocess
+@pytest.mark.slow  # a Python subprocess
 def test_scan_folder_subprocess(zoo, tmp_path):
     out = tmp_path / "scan.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

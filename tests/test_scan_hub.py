@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from lolctl.scan import load_records
 
+pytestmark = pytest.mark.slow  # a fake Hub server and scans in subprocesses (quick set: pytest -m 'not slow')
+
 
 def _app():
     from lolctl.cli import _register, app

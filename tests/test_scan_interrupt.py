@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+pytestmark = pytest.mark.slow  # interrupts scan subprocesses (quick set: pytest -m 'not slow')
+
 
 def _zoo(folder, count: int, distinct: int = 24) -> None:
     """``count`` adapters; past the first ``distinct`` each folder hard-links an earlier one's files (cheap to make,
@@ -41,7 +43,6 @@ def _lines(path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_scan_reports_and_exits_130_and_resumes(tmp_path):
     total = 400
     _zoo(tmp_path / "zoo", total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,8 @@ from lolctl.errors import LolctlError
 from lolctl.zoo.builder import build
 from lolctl.zoo.recipes import get_recipe
 from lolctl.zoo.recipes.tiny import make_tiny_bert
+
+pytestmark = pytest.mark.slow  # builds zoos (finetunes a tiny BERT), CLI subprocesses
 
 SMALL = {"n_train": "3", "other_ranks": "2"}  # 2 val + 2 test + 3 train + 1 r2 = 8 LoRAs
 
@@ -222,10 +225,16 @@ def test_info_on_an_empty_zoo(tiny_bert: Path, tmp_path: Path) -> None:
     summary = summarise(tmp_path / "z")
     assert summary["loras"] == 0 and summary["splits"]["val"] == {"built": 0, "planned": 2}
     assert next(t for t in summary["targets"] if t["column"] == "quality")["min"] is None
-    from lolctl.output import dumps
+    from lolctl.report.encode import dumps
 
     assert "null" in dumps(summary)  # valid JSON (no NaN)
-    assert render_table(summary) is not None
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(render_table(summary))
+    table = console.export_text()
+    assert "no LoRAs yet" in table  # targets without values say so, instead of a crash on None
+    assert re.search(r"val\s*│\s*0\s*│\s*2\b", table), table  # the split row: 0 built of 2 planned
 
 
 def test_build_only_some_splits(tiny_bert: Path, reference: Path, tmp_path: Path) -> None:

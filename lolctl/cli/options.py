@@ -140,3 +140,7 @@ def _tidy_params(params: list[Any]) -> None:
 
 def _no_type(ctx: Any = None) -> None:
     return None
+TriageOpt = Annotated[
+    bool,
+    typer.Option("--triage/--no-triage", help="Hub: read safetensors headers (ranged reads) before downloading."),
+]

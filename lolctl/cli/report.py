@@ -28,16 +28,16 @@ def report(
                                        show_default=False)],
 ) -> None:
     """Write the HTML audit report of records already on disk."""
-    from rich.markup import escape
-
     from lolctl.errors import printable
-    from lolctl.output import Output
+    from lolctl.report import Output
     from lolctl.report.documents import load
-    from lolctl.report.html import save_document
+    from lolctl.report.reports import Document
 
-    document = load(files)
-    save_document(html, document, origin=" ".join(str(f) for f in files))
-    Output().log(escape(printable(f"report: {len(document['records'])} record(s) in {html}")))
+    document = Document(load(files))
+    document.origin = " ".join(str(f) for f in files)
+    out = Output()
+    out.save(document, html, "html")
+    out.line(printable(f"report: {len(document.doc['records'])} record(s) in {html}"))
 
 
 def register(app: typer.Typer) -> None:

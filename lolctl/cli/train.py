@@ -156,7 +156,8 @@ def train(
     from lolctl.errors import LolctlError
     from lolctl.nn.train import TrainConfig
     from lolctl.nn.workflow import train_zoo
-    from lolctl.output import Output
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
 
     out = Output(fmt.value)
     check_out_dir(out_dir, overwrite)  # before any work: never replace files silently
@@ -196,11 +197,8 @@ def train(
     folder = Path(summary["checkpoint"]).resolve()
     out.log(f"score with it: lolctl score ADAPTER -c {folder}, or let score pick it by base model: "
             f"export LOLCTL_MODELS={folder.parent}")
-    if out.human:
-        for split, metrics in summary["metrics"].items():
-            out.print(metrics_table(metrics, title=f"{model} — {split}"))
-    else:
-        out.records([summary], {"schema": "lolctl.train/v1", **summary})
+    tables = [metrics_table(metrics, title=f"{model} — {split}") for split, metrics in summary["metrics"].items()]
+    out.emit(Document({"schema": "lolctl.train/v1", **summary}, tables, records=[summary]))
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -241,7 +239,8 @@ def evaluate(
     calibration error for classification (mean and, with --per-label, per label).
     """
     from lolctl.nn.workflow import eval_zoo
-    from lolctl.output import Output
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
 
     out = Output(fmt.value)
     _threads(threads)
@@ -250,14 +249,11 @@ def evaluate(
     out.log(f"{result['n']} adapters ({result['rows']})")
     for name in result["skipped_tasks"]:
         out.warn(f"task {name} skipped: its columns are not in the labels")
-    if out.human:
-        out.print(metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}"))
-        if per_label:
-            for task, m in result["metrics"].items():
-                if "per_label" in m:
-                    out.print(metrics_table(m["per_label"], title=f"{task} per label", first="label"))
-    else:
-        out.records([result], {"schema": "lolctl.eval/v1", **result})
+    tables = [metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}")]
+    if per_label:
+        tables += [metrics_table(m["per_label"], title=f"{task} per label", first="label")
+                   for task, m in result["metrics"].items() if "per_label" in m]
+    out.emit(Document({"schema": "lolctl.eval/v1", **result}, tables, records=[result]))
 
 
 COMPARE_EPILOG = """
@@ -280,8 +276,9 @@ def compare(
     """Compare trained checkpoints: the metrics `lolctl train` stored, grouped by model (architecture and
     non-default config), mean ± std over seeds. Nothing is re-run; use `lolctl eval` for another zoo.
     """
-    from lolctl.nn.compare import aggregate, cell, collect, markdown, mixed_zoos_warning
-    from lolctl.output import Output
+    from lolctl.nn.compare import aggregate, collect, markdown, mixed_zoos_warning
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
 
     out = Output(fmt.value)
     records = collect(checkpoints, split)
@@ -291,22 +288,30 @@ def compare(
     rows = aggregate(records)
     if as_markdown:
         out.stdout.write(markdown(rows))
-    elif out.human:
-        from rich.table import Table
+        return
+    out.emit(Document({"schema": "lolctl.compare/v1", "split": split, "models": rows}, compare_tables(rows, split),
+                      records=rows))
 
-        columns = list(dict.fromkeys(k for row in rows for k in row if "." in k))
-        for task in dict.fromkeys(c.split(".")[0] for c in columns):  # one table per task fits 80 columns
-            mine = [c for c in columns if c.split(".")[0] == task]
-            table = Table(title=f"{task} — {split}, mean ± std over seeds", title_justify="left")
-            table.add_column("model")
-            table.add_column("seeds", justify="right")
-            for col in mine:
-                table.add_column(col.split(".", 1)[1], justify="right")
-            for row in rows:
-                table.add_row(row["model"], str(row["seeds"]), *(cell(row.get(c)) for c in mine))
-            out.print(table)
-    else:
-        out.records(rows, {"schema": "lolctl.compare/v1", "split": split, "models": rows})
+
+def compare_tables(rows: list[dict[str, Any]], split: str) -> list[Any]:
+    """One table per task (fits 80 columns): mean ± std over seeds per model."""
+    from rich.table import Table
+
+    from lolctl.nn.compare import cell
+
+    columns = list(dict.fromkeys(k for row in rows for k in row if "." in k))
+    tables = []
+    for task in dict.fromkeys(c.split(".")[0] for c in columns):
+        mine = [c for c in columns if c.split(".")[0] == task]
+        table = Table(title=f"{task} — {split}, mean ± std over seeds", title_justify="left")
+        table.add_column("model")
+        table.add_column("seeds", justify="right")
+        for col in mine:
+            table.add_column(col.split(".", 1)[1], justify="right")
+        for row in rows:
+            table.add_row(row["model"], str(row["seeds"]), *(cell(row.get(c)) for c in mine))
+        tables.append(table)
+    return tables
 
 
 COLUMNS = (

@@ -63,7 +63,7 @@ def build_cmd(
     """Build (or resume) a zoo. Each LoRA is a PEFT adapter folder; labels.csv and manifest.json describe them."""
     import sys
 
-    from lolctl.output import dumps
+    from lolctl.report.encode import dumps
     from lolctl.zoo.builder import build
     from lolctl.zoo.recipes import get_recipe
 
@@ -87,19 +87,12 @@ def info_cmd(
     fmt: FormatOpt = "table",  # type: ignore[assignment]
 ) -> None:
     """Summarise a zoo: counts per split and rank, target ranges, recipe and versions."""
-    from lolctl.output import Output
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
     from lolctl.zoo.info import render_table, summarise
 
     summary = summarise(zoo)
-    output = Output(getattr(fmt, "value", fmt))
-    if output.human:
-        output.print(render_table(summary))
-    elif output.format == "json":
-        output.json(summary)
-    elif output.format == "jsonl":
-        output.jsonl([summary])
-    else:
-        output.csv(summary["targets"])
+    Output(getattr(fmt, "value", fmt)).emit(Document(summary, [render_table(summary)], csv_records=summary["targets"]))
 
 
 PACK_EPILOG = """
@@ -123,21 +116,15 @@ def pack_cmd(
     The packed folder works wherever a zoo does (`lolctl eval`, `lolctl train`), so a test set can be shipped in
     git and evaluated without the adapter folders.
     """
-    from lolctl.output import Output
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
     from lolctl.zoo.pack import pack
 
     result = pack(zoo, out, split, overwrite=overwrite)
-    output = Output(getattr(fmt, "value", fmt))
-    if output.human:
-        counts = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
-        output.print(f"packed {result['adapters']} adapters ({counts}) into {result['out']} "
-                     f"({result['bytes'] / 2**20:.1f} MiB)")
-    elif output.format == "csv":
-        output.csv([{k: v for k, v in result.items() if k not in ("splits", "ranks")}])
-    elif output.format == "jsonl":
-        output.jsonl([result])
-    else:
-        output.json(result)
+    counts = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
+    line = f"packed {result['adapters']} adapters ({counts}) into {result['out']} ({result['bytes'] / 2**20:.1f} MiB)"
+    flat = {k: v for k, v in result.items() if k not in ("splits", "ranks")}
+    Output(getattr(fmt, "value", fmt)).emit(Document(result, [line], csv_records=[flat]))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,13 @@ adapters, an overview table, then one folded section per adapter (facts, finding
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lolctl.report.adapter import cosine_text, section
+from lolctl.report.output import write_atomic
 from lolctl.report.style import CSS
 from lolctl.report.svg import Point, esc, fmt, interval_chart, label_chart, num, severity_bar
 
@@ -64,32 +64,24 @@ def render_document(document: dict[str, Any], origin: str = "") -> str:
                   title=TITLES.get(str(document.get("schema")), "lolctl audit report"), origin=origin)
 
 
-def save_document(path: Path, document: dict[str, Any], origin: str = "") -> None:
-    """``scan --html FILE``, ``gate --html FILE``, ``report --html FILE``: the document's page, written atomically."""
-    write(path, render_document(document, origin))
+def write_report(report: Any, stream: TextIO) -> None:
+    """The ``html`` writer of :mod:`lolctl.report.output` (``Output.save(report, FILE, "html")``): the page of the
+    report's JSON document, naming the report's origin."""
+    stream.write(render_document(report.document(), origin=getattr(report, "origin", "")))
 
 
 def write(path: Path, text: str) -> None:
-    """Write the page atomically: a reader never sees half a report, a failed write leaves the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a page atomically (lolctl.report.output.write_atomic)."""
+    write_atomic(Path(path), text)
 
 
 def _summary(records: list[Record]) -> dict[str, Any]:
+    from lolctl.report.records import parse_record
     from lolctl.scan import ScanSummary
 
     summary = ScanSummary(items=len({r.get("item") for r in records}))
     for rec in records:
-        summary.add(rec)
+        summary.add(parse_record(rec))
     out = summary.to_dict()
     out["skipped"] = None  # unknown: only a scan that walked the folders knows them
     return out

@@ -152,7 +152,7 @@ def check(source: Path, trust_pickle: bool = False) -> str:
 
 def downstream(adapter) -> str:
     from lolctl.health import health
-    from lolctl.output import dumps
+    from lolctl.report.encode import dumps
 
     try:
         dumps(health(adapter).to_dict())

@@ -1,4 +1,4 @@
-"""Rich renderings of health reports (human mode only). Tables stay readable at 80 columns."""
+"""Rich tables of health reports (human mode only): summary, findings, modules. Readable at 80 columns."""
 
 from __future__ import annotations
 
