@@ -25,12 +25,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lolctl.report.records import DIFF
+
 if TYPE_CHECKING:
     import torch
 
     from lolctl.factors import Adapter
 
-SCHEMA = "lolctl.diff/v1"
+SCHEMA = DIFF
 RANK_RTOL = 1e-10  # singular values of ΔW below RANK_RTOL · σ₁ are numerical zeros (not part of the subspaces)
 
 

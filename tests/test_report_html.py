@@ -205,8 +205,8 @@ def test_record_spectrum_is_gl_invariant_and_sensitive(tmp_path: Path):
                                  {**double, "adapter_model.safetensors": save(wrong)}]):
         folder = write_files(tmp_path / f"v{i}", variant)
         rec = scorer.score_path(folder, str(folder), str(folder))
-        assert rec["spectrum"] == spectrum(rec["modules"])
-        specs.append(rec["spectrum"])
+        assert rec.spectrum == spectrum(rec.modules)
+        specs.append(rec.spectrum)
     base, same, other = specs
     for key in ("min", "median", "max"):  # 4 significant digits: equal up to a rounding flip
         assert same[key] == pytest.approx(base[key], rel=1e-3)

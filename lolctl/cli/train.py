@@ -157,6 +157,7 @@ def train(
     from lolctl.nn.train import TrainConfig
     from lolctl.nn.workflow import train_zoo
     from lolctl.report import Output
+    from lolctl.report.records import TRAIN
     from lolctl.report.reports import Document
 
     out = Output(fmt.value)
@@ -198,7 +199,7 @@ def train(
     out.log(f"score with it: lolctl score ADAPTER -c {folder}, or let score pick it by base model: "
             f"export LOLCTL_MODELS={folder.parent}")
     tables = [metrics_table(metrics, title=f"{model} — {split}") for split, metrics in summary["metrics"].items()]
-    out.emit(Document({"schema": "lolctl.train/v1", **summary}, tables, records=[summary]))
+    out.emit(Document({"schema": TRAIN, **summary}, tables, records=[summary]))
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -240,6 +241,7 @@ def evaluate(
     """
     from lolctl.nn.workflow import eval_zoo
     from lolctl.report import Output
+    from lolctl.report.records import EVAL
     from lolctl.report.reports import Document
 
     out = Output(fmt.value)
@@ -253,7 +255,7 @@ def evaluate(
     if per_label:
         tables += [metrics_table(m["per_label"], title=f"{task} per label", first="label")
                    for task, m in result["metrics"].items() if "per_label" in m]
-    out.emit(Document({"schema": "lolctl.eval/v1", **result}, tables, records=[result]))
+    out.emit(Document({"schema": EVAL, **result}, tables, records=[result]))
 
 
 COMPARE_EPILOG = """
@@ -278,6 +280,7 @@ def compare(
     """
     from lolctl.nn.compare import aggregate, collect, markdown, mixed_zoos_warning
     from lolctl.report import Output
+    from lolctl.report.records import COMPARE
     from lolctl.report.reports import Document
 
     out = Output(fmt.value)
@@ -289,7 +292,7 @@ def compare(
     if as_markdown:
         out.stdout.write(markdown(rows))
         return
-    out.emit(Document({"schema": "lolctl.compare/v1", "split": split, "models": rows}, compare_tables(rows, split),
+    out.emit(Document({"schema": COMPARE, "split": split, "models": rows}, compare_tables(rows, split),
                       records=rows))
 
 

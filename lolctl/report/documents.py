@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lolctl.errors import LolctlError
+from lolctl.report.records import SCORE_REPORT
 from lolctl.scan import load_records
 
 
@@ -36,7 +37,7 @@ def load(paths: list[Path]) -> dict[str, Any]:
         else:
             records += load_records(path, repair=False)
     summary = docs[0].get("summary") if len(paths) == 1 and docs else None
-    schema = str(docs[0].get("schema")) if len(docs) == len(paths) == 1 else "lolctl.score-report/v1"
+    schema = str(docs[0].get("schema")) if len(docs) == len(paths) == 1 else SCORE_REPORT
     return {"schema": schema, "records": records, "summary": summary, "checks": checks}
 
 

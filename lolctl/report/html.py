@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from lolctl.report.adapter import cosine_text, section
 from lolctl.report.output import write_atomic
+from lolctl.report.records import GATE, SCAN
 from lolctl.report.style import CSS
 from lolctl.report.svg import Point, esc, fmt, interval_chart, label_chart, num, severity_bar
 
@@ -52,7 +53,7 @@ def render(records: list[Record], *, summary: dict[str, Any] | None = None, chec
             f"<body><main>{''.join(parts)}</main></body></html>\n")
 
 
-TITLES = {"lolctl.scan/v1": "lolctl scan report", "lolctl.gate/v1": "lolctl gate report"}
+TITLES = {SCAN: "lolctl scan report", GATE: "lolctl gate report"}
 
 
 def render_document(document: dict[str, Any], origin: str = "") -> str:

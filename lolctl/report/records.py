@@ -22,6 +22,9 @@ GATE = "lolctl.gate/v1"  # gate --format json
 INSPECT = "lolctl.inspect/v1"  # inspect --format json
 INSPECT_RECORD = "lolctl.inspect-record/v1"  # each adapter of inspect (its --format jsonl lines)
 DIFF = "lolctl.diff/v1"  # diff --format json
+TRAIN = "lolctl.train/v1"  # train --format json
+EVAL = "lolctl.eval/v1"  # eval --format json
+COMPARE = "lolctl.compare/v1"  # compare --format json
 
 
 @dataclass
