@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from lolctl.errors import LolctlError
-from lolctl.scan import Record, chunk_size, chunked
 from lolctl.report.records import ErrorRecord
+from lolctl.scan import Record, chunk_size, chunked
 from lolctl.sources import Item
 
 MAX_RETRIES = 3  # Ray reruns a task whose worker process died this many times

@@ -58,7 +58,7 @@ def local_records(adapters: Path) -> dict[str, dict]:
     assert len(items) == 50
     scorer = Scorer(**SETTINGS)
     _, records = run_scan(items, engine=LocalEngine(scorer.score_items, jobs=2))
-    return _by_item(records)
+    return _by_item([r.to_dict() for r in records])  # as written to a scan file
 
 
 def _by_item(records: list[dict]) -> dict[str, dict]:
@@ -119,7 +119,7 @@ def test_an_item_whose_worker_always_dies_is_an_error_record(cluster, adapters, 
     victim = items[3].id
     worker = KillOnce(ScorerWorker(Scorer(**SETTINGS).settings), victim, str(marks), times=99)
     summary, fresh = run_scan(items, engine=RayEngine(worker, chunk=5, max_retries=0))
-    records = _by_item(fresh)
+    records = _by_item([r.to_dict() for r in fresh])
     assert records.keys() == {item.id for item in items}
     assert records[victim]["status"] == "error" and records[victim]["error"]["code"] == "L183"
     assert "failed on every try" in records[victim]["error"]["reason"]
