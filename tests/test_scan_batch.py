@@ -37,8 +37,8 @@ def test_batched_predictions_equal_one_at_a_time(tmp_path, one_thread):
     write_files(tmp_path / "broken", broken)
     items = resolve([str(tmp_path)])
     scorer = Scorer(modules=False, sketch=True)
-    batched = scorer.score_items(items)
-    single = [scorer.score_item(item) for item in items]
+    batched = [[r.to_dict() for r in recs] for recs in scorer.score_items(items)]
+    single = [[r.to_dict() for r in scorer.score_item(item)] for item in items]
     assert len(batched) == len(items) == 7
     assert sum(bool(r[0].get("prediction")) for r in batched) == 6
     assert [r[0]["status"] for r in batched].count("error") == 1
