@@ -161,6 +161,15 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
 class Hub:
     """A configured huggingface_hub client: listing, file selection, triage and download of adapter files."""
 
+    @property
+    def api(self) -> Any:
+        """The ``HfApi`` client, made on first use (importing it costs ~0.7 s that a local scan never needs)."""
+        if self._api is None:
+            from huggingface_hub import HfApi
+
+            self._api = HfApi(endpoint=self.endpoint, token=self.token)
+        return self._api
+
     def __init__(
         self,
         *,
@@ -172,8 +181,6 @@ class Hub:
         retries: int = 3,
         max_wait: float = 30.0,
     ) -> None:
-        from huggingface_hub import HfApi
-
         self.endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
         self.cache_dir = Path(cache_dir) if cache_dir else _hub_cache_dir()
         self.offline = offline if offline is not None else os.environ.get("HF_HUB_OFFLINE", "").lower() in TRUTHY
@@ -181,7 +188,7 @@ class Hub:
         self.timeout = timeout
         self.retries = retries
         self.max_wait = max_wait
-        self.api = HfApi(endpoint=self.endpoint, token=token)
+        self._api: Any = None
         self.unreachable: str | None = None  # why the Hub could not be reached; then answers come from the cache
         self._probed = False
         self.notes: list[str] = []  # for the caller's log (library code never prints)

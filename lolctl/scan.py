@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,8 +69,26 @@ class LocalEngine:
 
     def run(self, items: list[Item]) -> Iterable[list[Record]]:
         size = self.chunk or chunk_size(len(items), self.jobs)
-        for records in _parallel(chunked(items, size), self.process, self.jobs):
-            yield from records
+        with _torch_threads(self.jobs):
+            for records in _parallel(chunked(items, size), self.process, self.jobs):
+                yield from records
+
+
+@contextmanager
+def _torch_threads(jobs: int):
+    """While ``jobs`` threads each run torch: torch's intra-op threads cut to cores // jobs (at least 1), restored
+    after. Without it, 4 scan threads × one torch pool of every core each ran a 200-adapter scan 1.6x slower than
+    one thread (benchmarks/scan_many.py)."""
+    torch = sys.modules.get("torch")
+    if torch is None or jobs <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) // jobs)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass

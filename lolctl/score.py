@@ -115,9 +115,10 @@ class Scorer:
         self.modules = modules  # records carry per-module statistics
         self.meta = meta  # records carry the reader's facts (inspect)
         self.sketch = sketch  # records carry lolctl.dedup's sketch (scan marks duplicates with it)
+        # all but the Hub client: a copy elsewhere (a Ray worker) builds its own
         self.settings = {"checkpoint": checkpoint, "device": device, "trust_pickle": trust_pickle,
                          "max_bytes": max_bytes, "triage": triage, "predict": predict, "modules": modules,
-                         "meta": meta, "read_slots": read_slots, "sketch": sketch}  # all but the Hub client: a copy elsewhere
+                         "meta": meta, "read_slots": read_slots, "sketch": sketch}
         self._read_slots = threading.BoundedSemaphore(max(1, read_slots))
         self._model_lock = threading.Lock()
         self._ckpts: dict[str, Any] = {}
@@ -181,23 +182,23 @@ class Scorer:
     def _predict(self, ckpt: Any, adapters: list[Adapter]) -> list[tuple[dict[str, Any] | None, list[str]]]:
         """(prediction, notes) per adapter: each is checked against the checkpoint (one that does not fit gets health
         only and a note saying why), then the model runs once on all that fit."""
-        fit: list[int] = []
-        reasons: list[list[str]] = []
         results: list[tuple[dict[str, Any] | None, list[str]]] = [(None, [])] * len(adapters)
         with self._model_lock:
-            for i, adapter in enumerate(adapters):
-                try:
-                    reasons.append(ckpt.check(adapter))  # its "ood" reasons
+            fit: list[int] = []
+            verdicts = []  # each fitting adapter's "ood" reasons and score
+            for i, verdict in enumerate(ckpt.check_many(adapters)):
+                if isinstance(verdict, LolctlError):
+                    results[i] = (None, [_misfit_note(ckpt, verdict)])
+                else:
                     fit.append(i)
-                except LolctlError as err:
-                    results[i] = (None, [_misfit_note(ckpt, err)])
+                    verdicts.append(verdict)
             try:
-                preds = ckpt.predict([adapters[i] for i in fit], reasons) if fit else []
+                preds = ckpt.predict([adapters[i] for i in fit], verdicts) if fit else []
             except LolctlError:  # too large as a batch (L173): one at a time, each failure its own note
                 preds = []
-                for i, why in zip(fit, reasons):
+                for i, verdict in zip(fit, verdicts):
                     try:
-                        preds.append(ckpt.predict([adapters[i]], [why])[0])
+                        preds.append(ckpt.predict([adapters[i]], [verdict])[0])
                     except LolctlError as err:
                         preds.append(None)
                         results[i] = (None, [_misfit_note(ckpt, err)])

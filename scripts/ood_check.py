@@ -31,8 +31,8 @@ from lolctl.factors import Adapter, AdapterMeta, ModuleFactors
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint
 from lolctl.nn.data import load_factors
-from lolctl.zoo.format import load_zoo
 from lolctl.nn.metrics import auroc
+from lolctl.zoo.format import load_zoo
 
 
 def to_adapters(batch: LoraBatch, base: str | None, tag: str) -> list[Adapter]:

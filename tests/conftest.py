@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared").resolve()  # resolved: ../shared may be a symlink
+
+# lolctl's cache ($LOLCTL_CACHE: fitted OOD references, tiny base models) in a folder of this test run, never the
+# user's ~/.cache/lolctl; subprocesses of the tests inherit it
+os.environ.setdefault("LOLCTL_CACHE", tempfile.mkdtemp(prefix="lolctl-test-cache-"))
 
 
 @pytest.fixture

@@ -30,7 +30,10 @@ def test_installed_bash_completion_completes(tmp_path: Path):
     shim.chmod(0o755)
     env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "SHELL": "/bin/bash"}
-    proc = subprocess.run(["lolctl", "--install-completion", "bash"], capture_output=True, text=True, env=env)
+    # from a bash, as a user runs it: typer detects the calling shell (shellingham); a shell name after the flag is
+    # not read by every typer version. A second command keeps bash from exec'ing lolctl, so bash is its parent.
+    proc = subprocess.run(["bash", "-c", "lolctl --install-completion; exit $?"], capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     script = home / ".bash_completions" / "lolctl.sh"
     assert script.is_file() and str(script) in (home / ".bashrc").read_text()

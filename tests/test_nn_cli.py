@@ -413,6 +413,11 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     preds = ckpt.predict([as_adapter(m) for m in adapters])
     assert len(preds) == 3 and all(set(p["tasks"]) == {"quality", "membership"} for p in preds)
     assert (out / "ood.safetensors").is_file() and ckpt.ood_reference.n == 64  # no anchors: stored references
+    for wrong, say in ((["--model", "auto", "--set", "hidden=8"], "--candidates"),
+                       (["--model", "glnet", "--candidates", "mlp_svd"], "--model auto")):
+        res = runner.invoke(_app(), ["train", str(zoo), *wrong, "--out", str(tmp_path / "never")])
+        assert isinstance(res.exception, LolctlError) and say in res.exception.remedy + res.exception.reason
+        assert not (tmp_path / "never").exists()  # refused before any work
 
 
 def test_compare_warns_when_checkpoints_come_from_different_zoos():

@@ -187,3 +187,24 @@ def test_numerical_rank_sees_through_zero_padding_and_is_gl_invariant():
     noisy = adapter(torch.cat([U, 1e-2 * torch.randn(32, 4, generator=gen, dtype=torch.float64)], 1),
                     torch.cat([V, torch.randn(24, 4, generator=gen, dtype=torch.float64)], 1))
     assert numerical_rank(noisy) == 8  # real extra directions count
+
+
+def test_fitted_reference_is_cached_and_a_bad_cache_is_refitted(tmp_path) -> None:
+    """cached_fit: the first call fits and writes one file, the second reads it back (same bases and spread), a torn
+    file is refitted and rewritten, other reference adapters get another file."""
+    refs = _refs(torch.Generator().manual_seed(3))
+    fresh = OODReference.fit(refs)
+    first = OODReference.cached_fit(refs, tmp_path)
+    (path,) = tmp_path.glob("*.safetensors")
+    again = OODReference.cached_fit(refs, tmp_path)
+    for ref in (first, again):
+        assert ref.describe() == fresh.describe()
+        for (P, Q), (P0, Q0) in zip(ref.bases, fresh.bases):
+            assert torch.equal(P, P0) and torch.equal(Q, Q0)
+    path.write_bytes(path.read_bytes()[:50])  # torn
+    assert OODReference.cached_fit(refs, tmp_path).describe() == fresh.describe()
+    assert OODReference.cached_fit(refs, tmp_path).n == fresh.n and path.stat().st_size > 50
+    other = _refs(torch.Generator().manual_seed(4))
+    OODReference.cached_fit(other, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert not list(tmp_path.glob("*.tmp"))

@@ -46,3 +46,32 @@ def test_batched_predictions_equal_one_at_a_time(tmp_path, one_thread):
         _close(b, s, b[0]["source"])
     shown = [json.dumps(r[0]["prediction"]["tasks"], sort_keys=True) for r in batched if r[0].get("prediction")]
     assert len(set(shown)) > 2  # each adapter got its own prediction, not a neighbour's
+
+
+def test_scan_threads_share_the_cores_with_torch(tmp_path, monkeypatch):
+    """jobs threads each running torch: torch's intra-op pool is cut to cores // jobs while the scan runs, then
+    restored (4 threads x a pool of every core oversubscribed the machine)."""
+    import torch
+
+    from lolctl.scan import LocalEngine
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)
+    seen = []
+    try:
+        engine = LocalEngine(lambda chunk: [seen.append(torch.get_num_threads()) or [] for _ in chunk], jobs=4)
+        assert list(engine.run(resolve_items(tmp_path, 3))) == [[], [], []]
+        assert seen == [2, 2, 2]
+        assert torch.get_num_threads() == 8
+        list(LocalEngine(lambda chunk: [seen.append(torch.get_num_threads()) or [] for _ in chunk], jobs=1)
+             .run(resolve_items(tmp_path, 1)))
+        assert seen[-1] == 8  # one thread keeps torch's pool
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_items(folder, count):
+    for k in range(count):
+        write_files(folder / f"t{k}", peft_files(k, r=2, n=8, m=8, layers=1))
+    return resolve([str(folder)])[:count]

@@ -165,6 +165,12 @@ def train(
     _threads(threads)
     if model not in MODEL_NAMES:
         raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
+    if model == "auto" and sets:
+        raise LolctlError("L180", f"--set {sets[0]}", "--model auto takes each candidate's settings from --candidates",
+                          "e.g. --candidates 'glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true'")
+    if model != "auto" and candidates:
+        raise LolctlError("L180", "--candidates", "only --model auto tries candidates",
+                          f"add --model auto, or drop --candidates and use --set with --model {model}")
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

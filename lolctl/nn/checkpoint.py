@@ -31,16 +31,17 @@ from lolctl.nn.about import (
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
+from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe
-from lolctl.nn.ood import inert_prediction, is_inert, numerical_rank, rank_reasons
+from lolctl.nn.ood import Verdict, inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.uncertainty import calibrate, local_intervals
 
 FILES = ("config.json", "model.safetensors", "README.md")
 OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
 SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
+CHECK_BATCH_BYTES = 256 * 2**20  # float64 factors checked in one batch, at most (a single larger adapter alone)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -166,14 +167,23 @@ class Checkpoint:
     def ood_reference(self) -> Any:
         """The :class:`lolctl.nn.ood.OODReference` of this checkpoint (None when it keeps no reference adapters)."""
         if self._ood is None:
+            from lolctl.cachedir import cache_root
             from lolctl.nn.ood import OODReference
 
             refs = self.reference_adapters()
-            self._ood = OODReference.fit(refs) if refs is not None and refs.size >= 8 else False
+            enough = refs is not None and refs.size >= 8
+            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if enough else False
         return self._ood or None
 
     def check(self, adapter: Adapter) -> list[str]:
         """Out-of-distribution reasons ([] when in distribution); LolctlError L171 when the layout does not fit."""
+        found = self.check_many([adapter])[0]
+        if isinstance(found, LolctlError):
+            raise found
+        return found.reasons
+
+    def _fits(self, adapter: Adapter) -> list[str]:
+        """The layout check (raises L171 when the adapter does not fit) and the reasons that need no weights."""
         self.spec.check(adapter)
         limit = self.model.max_rank
         if limit is not None and max(adapter.ranks) > limit:
@@ -193,21 +203,47 @@ class Checkpoint:
         unseen = sorted(set(adapter.ranks) - seen)
         if seen and unseen and numerical_rank(adapter) > max(seen):  # zero-padded to a larger rank: not a new rank
             reasons += rank_reasons(unseen, sorted(seen), self.config.metrics)  # measured splits decide
-        batch = LoraBatch.from_adapters([adapter], self.spec, dtype=torch.float64)
-        if is_inert(batch)[0]:
-            return [*reasons, INERT_REASON]
-        lo, hi = ood.get("scale_log_range") or (None, None)
-        if lo is not None and hi is not None:
-            s = float(scale_stats(self.model, batch)[0])
-            if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
-                reasons.append(
-                    f"update magnitude (mean log ‖ΔW‖ relative to training median {s:+.2f}) is outside "
-                    f"the training range [{lo:+.2f}, {hi:+.2f}]"
-                )
-        ref = self.ood_reference
-        if ref is not None:
-            reasons += ref.reasons(batch)[0]
         return reasons
+
+    def check_many(self, adapters: list[Adapter]) -> list[Verdict | LolctlError]:
+        """Per adapter, its :class:`Verdict` (OOD reasons and score), or the LolctlError (L171) of an adapter that
+        does not fit the checkpoint; the weight-based checks of all that fit run as one float64 batch."""
+        out: list[Verdict | LolctlError] = []
+        fit: list[int] = []
+        for i, adapter in enumerate(adapters):
+            try:
+                out.append(Verdict(self._fits(adapter), 0.0))
+                fit.append(i)
+            except LolctlError as err:
+                out.append(err)
+        for part in _by_bytes(fit, [adapters[i] for i in fit], CHECK_BATCH_BYTES):
+            self._check_weights([adapters[i] for i in part], [out[i] for i in part])  # type: ignore[misc]
+        return out
+
+    def _check_weights(self, adapters: list[Adapter], verdicts: list[Verdict]) -> None:
+        """Add the weight-based reasons (inert, update magnitude, reference distance) and scores to ``verdicts``."""
+        batch = LoraBatch.from_adapters(adapters, self.spec, dtype=torch.float64)
+        inert = is_inert(batch)
+        lo, hi = self.config.ood.get("scale_log_range") or (None, None)
+        scale = scale_stats(self.model, batch) if lo is not None and hi is not None else None
+        ref = self.ood_reference
+        scores, z = ref.scores(batch) if ref is not None else (None, None)
+        extra = ref.explain(z) if ref is not None and z is not None else None
+        for row, verdict in enumerate(verdicts):
+            if inert[row]:
+                verdict.reasons.append(INERT_REASON)
+                verdict.score = float("inf")  # ΔW = 0: unlike any trained adapter (a known case)
+                continue
+            if scale is not None:
+                s = float(scale[row])
+                if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
+                    verdict.reasons.append(
+                        f"update magnitude (mean log ‖ΔW‖ relative to training median {s:+.2f}) is outside "
+                        f"the training range [{lo:+.2f}, {hi:+.2f}]"
+                    )
+            if extra is not None and scores is not None:
+                verdict.reasons += extra[row]
+                verdict.score = float(scores[row])
 
     def ood_scores(self, batch: LoraBatch) -> np.ndarray:
         """(B,) the reference-distance OOD score (0 when the checkpoint keeps no reference adapters)."""
@@ -220,16 +256,22 @@ class Checkpoint:
         out = predict(self.model, batch.to(self.device, torch.float32), self.config.target_normalisation)
         return calibrate(self.tasks, out, self.config.calibration)
 
-    def predict(self, adapters: list[Adapter], reasons: list[list[str]] | None = None) -> list[dict[str, Any]]:
-        """One prediction per adapter, the model run once on the whole batch; ``reasons`` are the adapters'
-        :meth:`check` results when the caller already has them."""
-        reasons = [self.check(a) for a in adapters] if reasons is None else reasons
+    def predict(self, adapters: list[Adapter], verdicts: list[Verdict] | None = None) -> list[dict[str, Any]]:
+        """One prediction per adapter, the model run once on the whole batch; ``verdicts`` are the adapters'
+        :meth:`check_many` results when the caller already has them (LolctlError L171 for one that does not fit)."""
+        if verdicts is None:
+            found = self.check_many(adapters)
+            for v in found:
+                if isinstance(v, LolctlError):
+                    raise v
+            verdicts = found  # type: ignore[assignment]
         if not adapters:
             return []
         batch = LoraBatch.from_adapters(adapters, self.spec)
         out = self.predict_batch(batch)
         inert = is_inert(batch)
-        scores = self.ood_scores(batch)
+        reasons = [v.reasons for v in verdicts]
+        scores = np.array([v.score for v in verdicts], dtype=float)
         spans = self.interval_batch(batch, out)
         floor = self.config.probability_floor
         results = []
@@ -256,6 +298,21 @@ class Checkpoint:
                     tasks[t.name] = {"kind": t.kind, "probs": probs}
             results.append({"checkpoint": self.name, "tasks": tasks, "ood": ood, "about": self.about})
         return results
+
+
+def _by_bytes(ids: list[int], adapters: list[Adapter], budget: int) -> list[list[int]]:
+    """``ids`` in order, cut into runs whose adapters' factors take at most ``budget`` bytes in float64 (each run
+    holds at least one)."""
+    runs: list[list[int]] = []
+    used = budget
+    for i, adapter in zip(ids, adapters):
+        size = 8 * sum(m.U.numel() + m.V.numel() for m in adapter.modules)
+        if used + size > budget:
+            runs.append([])
+            used = 0
+        runs[-1].append(i)
+        used += size
+    return runs
 
 
 INERT_REASON = (

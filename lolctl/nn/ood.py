@@ -23,7 +23,11 @@ the base model's (:func:`inert_prediction`), not a guess of the network.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +37,7 @@ from lolctl.nn.batch import LoraBatch
 
 FEATURES = ("energy_left", "energy_right", "concentration")
 ONE_SIDED = {"energy_left", "energy_right"}  # only a *low* value is out of distribution
+CACHE_VERSION = 1  # bump when fit() changes what it computes: cached references of older code are then ignored
 THRESHOLD = 4.0  # flag beyond this many reference standard deviations
 BASIS = 16  # principal directions per module and side
 OOD_REFERENCES = 64  # training adapters a checkpoint without anchors keeps for the OOD score
@@ -90,6 +95,15 @@ def features(batch: LoraBatch, bases: list[tuple[torch.Tensor, torch.Tensor]]) -
 
 
 @dataclass
+class Verdict:
+    """What the out-of-distribution checks say of one adapter: the reasons (empty when in distribution) and the
+    reference-distance score (0 without reference adapters, inf for an inert adapter)."""
+
+    reasons: list[str]
+    score: float
+
+
+@dataclass
 class OODReference:
     """Principal bases from every reference adapter and the features' in-distribution mean and std."""
 
@@ -125,10 +139,13 @@ class OODReference:
 
     def reasons(self, batch: LoraBatch) -> list[list[str]]:
         """Per adapter: the features beyond THRESHOLD, as sentences (empty when in distribution)."""
-        _, z = self.scores(batch)
-        values: dict[str, np.ndarray] = z.pop("_values")  # type: ignore[assignment]
+        return self.explain(self.scores(batch)[1])
+
+    def explain(self, z: dict[str, np.ndarray]) -> list[list[str]]:
+        """:meth:`reasons` from the per-feature distances :meth:`scores` returned."""
+        values: dict[str, np.ndarray] = z["_values"]  # type: ignore[assignment]
         out = []
-        for b in range(batch.size):
+        for b in range(len(values["zero_modules"])):
             why = []
             if 0 < values["zero_modules"][b] < 1:
                 share = values["zero_modules"][b]
@@ -139,6 +156,54 @@ class OODReference:
                                f"{self.mean[f]:.2f} ± {self.std[f]:.2f} ({z[f][b]:.0f} std away)")
             out.append(why)
         return out
+
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(tensors, metadata) for a safetensors file; :meth:`from_tensors` reads them back."""
+        tensors = {}
+        for i, (P, Q) in enumerate(self.bases):
+            tensors[f"P{i}"], tensors[f"Q{i}"] = P.contiguous(), Q.contiguous()
+        meta = {"mean": json.dumps(self.mean), "std": json.dumps(self.std), "n": str(self.n),
+                "modules": str(len(self.bases))}
+        return tensors, meta
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> OODReference:
+        bases = [(tensors[f"P{i}"], tensors[f"Q{i}"]) for i in range(int(meta["modules"]))]
+        mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
+        if set(mean) != set(FEATURES) or set(std) != set(FEATURES):
+            raise ValueError("features differ")
+        return cls(bases, mean, std, int(meta["n"]))
+
+    @classmethod
+    def cached_fit(cls, refs: LoraBatch, cache: Path | None, k: int = BASIS) -> OODReference:
+        """:meth:`fit`, kept in ``cache`` (a folder) under the hash of the reference factors and of this code's
+        settings, so a process scores its first adapter without refitting (~1 s for the MiniLM checkpoint). An
+        unreadable or stale cache file is refitted and rewritten; a cache that cannot be written is skipped."""
+        if cache is None:
+            return cls.fit(refs, k)
+        digest = hashlib.sha256(f"ood-v{CACHE_VERSION} k={k} threshold={THRESHOLD}".encode())
+        for name, t in sorted(refs.tensors().items()):
+            digest.update(name.encode())
+            digest.update(t.detach().to(torch.float64).contiguous().numpy().tobytes())
+        path = cache / f"{digest.hexdigest()[:32]}.safetensors"
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        try:
+            with safe_open(str(path), "pt") as fh:
+                return cls.from_tensors({key: fh.get_tensor(key) for key in fh.keys()}, fh.metadata() or {})
+        except Exception:  # missing, torn or from another version: fit again
+            pass
+        ref = cls.fit(refs, k)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tensors, meta = ref.to_tensors()
+            save_file(tensors, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return ref
 
     def describe(self) -> dict[str, Any]:
         return {"references": self.n, "basis": int(self.bases[0][0].shape[1]), "threshold_std": THRESHOLD,

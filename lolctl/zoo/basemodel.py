@@ -70,8 +70,8 @@ def tiny_base(model: str) -> Path:
     import shutil
     import tempfile
 
+    from lolctl.cachedir import cache_root
     from lolctl.zoo import tiny_models
-    from lolctl.zoo.smollm2 import cache_root
 
     folder = cache_root() / "base" / model.split("/", 1)[1]
     if (folder / "config.json").exists():

@@ -20,6 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
+from lolctl.cachedir import cache_root
 from lolctl.errors import LolctlError
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -36,10 +37,6 @@ def gguf_path() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     return path if path.exists() else None
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LOLCTL_CACHE", Path.home() / ".cache" / "lolctl")).expanduser()
 
 
 def _sha256(path: Path) -> str:
