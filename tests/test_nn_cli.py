@@ -433,3 +433,58 @@ def test_compare_warns_when_checkpoints_come_from_different_zoos():
     assert mixed_zoos_warning(same) is None
     warning = mixed_zoos_warning([*same, record(c, {}, "c")])
     assert warning and "smollm2" in warning and "minilm-wordnet" in warning and "do not compare" in warning
+
+
+def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
+    """calibrate: temperatures and local intervals refitted on held-out rows (here the zoo's extra split), point
+    predictions unchanged, stored metrics marked stale until eval --store refreshes them; training and test rows
+    are refused."""
+    import shutil
+
+    from lolctl.nn.checkpoint import load_checkpoint
+
+    zoo = write_zoo(tmp_path / "zoo", 200, seed=4)
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", "15",
+                                 "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    (out / "calibration.safetensors").unlink()  # as a checkpoint of an older lolctl: global intervals only
+    config = json.loads((out / "config.json").read_text())
+    for v in config["intervals"].values():
+        for key in ("method", "k", "q", "floor"):
+            v.pop(key, None)
+    config.pop("calibration", None)
+    (out / "config.json").write_text(json.dumps(config))
+    adapters, _ = synthetic_factors(6, seed=9)
+    before = load_checkpoint(str(out), device="cpu").predict([as_adapter(m) for m in adapters])
+    widths = {round(p["tasks"]["quality"]["interval"][1] - p["tasks"]["quality"]["interval"][0], 9) for p in before}
+    assert len(widths) == 1  # global intervals: one width for every adapter
+
+    for split in ("train", "test"):
+        res = runner.invoke(_app(), ["calibrate", str(out), str(zoo), "--split", split, "--device", "cpu"])
+        assert isinstance(res.exception, LolctlError) and res.exception.code == "L180", split
+    saved = (out / "config.json").read_text()
+    res = runner.invoke(_app(), ["calibrate", str(out), str(zoo), "--split", "test_extra", "--format", "json",
+                                 "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (out / "config.json").read_text() != saved and (out / "calibration.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["calibrated_on"]["split"] == "test_extra" and config["calibrated_on"]["n"] == 20
+    assert config["intervals"]["quality"]["method"] == "knn-conformal" and "membership" in config["calibration"]
+    assert "before the calibration" in config["metrics_note"] and "Note:" in (out / "README.md").read_text()
+    after = load_checkpoint(str(out), device="cpu").predict([as_adapter(m) for m in adapters])
+    for a, b in zip(before, after):
+        assert a["tasks"]["quality"]["value"] == pytest.approx(b["tasks"]["quality"]["value"], abs=1e-9)
+    widths = {round(p["tasks"]["quality"]["interval"][1] - p["tasks"]["quality"]["interval"][0], 9) for p in after}
+    assert len(widths) > 1  # local intervals: the width follows the adapter
+
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--store", "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["metrics"]["test"] == json.loads(res.stdout)["metrics"]
+    assert "test:" not in config["metrics_note"] and "val" in config["metrics_note"]  # the others still stale
+    copy = tmp_path / "copy.csv"
+    shutil.copy(zoo / "labels.csv", copy)
+    res = runner.invoke(_app(), ["eval", "minilm-wordnet-glnet", str(zoo), "--store"])
+    assert isinstance(res.exception, LolctlError)  # a built-in name is not a folder to update

@@ -27,6 +27,15 @@ EVAL_EPILOG = """
 
   lolctl eval runs/glnet-s0 zoo/                 [dim]# test split: the zoo's split column or the recorded ids[/dim]
   lolctl eval runs/glnet-s0 other-zoo/ --split all --format json
+  lolctl eval runs/glnet-s0 zoo/ --split test_r8 --store   [dim]# keep the figures in its config.json and card[/dim]
+"""
+
+CALIBRATE_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl calibrate runs/glnet-s0 zoo/                [dim]# the zoo's val split: temperatures and 90% intervals[/dim]
+  lolctl calibrate runs/glnet-s0 my-heldout.csv --split all   [dim]# your own held-out adapters and labels[/dim]
+  lolctl eval runs/glnet-s0 zoo/ --store             [dim]# then refresh the stored test metrics[/dim]
 """
 
 
@@ -237,6 +246,10 @@ def evaluate(
     per_label: Annotated[
         bool, typer.Option("--per-label", help="Also show per-label classification metrics.")
     ] = False,
+    store: Annotated[
+        bool, typer.Option("--store", help="Write these metrics into the checkpoint's config.json and model card "
+                           "(a local checkpoint folder), replacing that split's stored figures.")
+    ] = False,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -257,11 +270,54 @@ def evaluate(
     out.log(f"{result['n']} adapters ({result['rows']})")
     for name in result["skipped_tasks"]:
         out.warn(f"task {name} skipped: its columns are not in the labels")
+    if store:
+        from lolctl.errors import LolctlError
+        from lolctl.nn.workflow import store_metrics
+
+        if not (Path(checkpoint) / "config.json").is_file():
+            raise LolctlError("L180", f"--store {checkpoint}", "only a local checkpoint folder can be updated",
+                              "pass the folder lolctl train wrote")
+        store_metrics(checkpoint, {split: result["metrics"]})
+        out.log(f"stored as the {split} metrics of {checkpoint} (config.json, README.md)")
     tables = [metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}")]
     if per_label:
         tables += [metrics_table(m["per_label"], title=f"{task} per label", first="label")
                    for task, m in result["metrics"].items() if "per_label" in m]
     out.emit(Document({"schema": EVAL, **result}, tables, records=[result]))
+
+
+def calibrate(
+    checkpoint: Annotated[str, typer.Argument(help="A local checkpoint folder (written by lolctl train).")],
+    zoo: Annotated[str, typer.Argument(help="A zoo folder or labels CSV of held-out adapters with the targets.")],
+    split: Annotated[str, typer.Option("--split", help="Held-out rows: val (default), an extra split or all; "
+                                       "never the checkpoint's training or test adapters.")] = "val",
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Refit a checkpoint's uncertainty on held-out adapters: temperature-scaled probabilities and local 90%
+    intervals whose width follows how hard similar adapters were. Point predictions do not change.
+
+    The checkpoint folder is updated in place (config.json, calibration.safetensors, README.md); its stored metrics
+    are marked as measured before the calibration until `lolctl eval ... --store` refreshes them.
+    """
+    from lolctl.nn.workflow import calibrate_zoo
+    from lolctl.report import Output
+    from lolctl.report.records import CALIBRATE
+    from lolctl.report.reports import Document
+
+    out = Output(fmt.value)
+    _threads(threads)
+    with _progress(out) as (read_cb, _):
+        result = calibrate_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
+    out.log(f"calibrated {checkpoint} on {result['n']} adapters ({result['rows']}); refresh its stored metrics with "
+            f"lolctl eval {checkpoint} ZOO --store")
+    rows = [{"task": k, "temperature": v["temperature"], "ece_before": v["ece_before"], "ece_after": v["ece_after"]}
+            for k, v in result["temperatures"].items()]
+    rows += [{"task": k, "interval": v.get("method", "global"), "q": v.get("q", "")}
+             for k, v in result["intervals"].items()]
+    out.emit(Document({"schema": CALIBRATE, **result}, [], records=rows))
 
 
 COMPARE_EPILOG = """
@@ -362,4 +418,5 @@ def metrics_table(metrics: dict[str, Any], title: str = "", first: str = "task")
 def register(app: typer.Typer) -> None:
     app.command("train", epilog=TRAIN_EPILOG)(train)
     app.command("eval", epilog=EVAL_EPILOG)(evaluate)
+    app.command("calibrate", epilog=CALIBRATE_EPILOG)(calibrate)
     app.command("compare", epilog=COMPARE_EPILOG)(compare)

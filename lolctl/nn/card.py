@@ -97,10 +97,21 @@ def model_card(config: CheckpointConfig) -> str:
             ]
             n = next((m.get("n") for m in metrics.values() if m.get("n") is not None), "?")
             lines.append(f"| {split} | {n} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Regression intervals are the 5% and 95% quantiles of the validation residuals added to the prediction "
-        "(nominal 90% coverage on in-distribution adapters).",
+    local = any((v or {}).get("method") == "knn-conformal" for v in config.intervals.values())
+    calibrated = config.extra.get("calibrated_on")
+    if local:
+        how = ("Regression intervals are local conformal 90% intervals: the prediction ± q times the mean absolute "
+               "error of the 10 most similar held-out adapters (in the model's own feature space), so their width "
+               "follows how hard similar adapters were; probabilities are temperature-scaled on the same adapters.")
+    else:
+        how = ("Regression intervals are the 5% and 95% quantiles of the validation residuals added to the prediction "
+               "(nominal 90% coverage on in-distribution adapters).")
+    if calibrated:
+        how += (f" Calibrated with `lolctl calibrate` on {calibrated.get('n')} held-out adapters "
+                f"({calibrated.get('split')} of `{calibrated.get('zoo')}`).")
+    note = config.extra.get("metrics_note")
+    lines += [""] + ([f"Note: {note}.", ""] if note else []) + [
+        how,
         "",
         "## Use",
         "",

@@ -5,6 +5,7 @@ Both return plain dicts (metrics and a description) and take progress callbacks;
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -276,6 +277,88 @@ def eval_zoo(
         "metrics": found,
     }
     return json_safe(result)
+
+
+def calibrate_zoo(
+    folder: str | Path,
+    source: str | Path,
+    split: str = "val",
+    device: str = "auto",
+    cache: bool = True,
+    read_progress: ReadProgress | None = None,
+) -> dict[str, Any]:
+    """Refit a local checkpoint's uncertainty on held-out adapters of a zoo (``split`` rows; never its training rows):
+    temperatures of the classification tasks, 90 % intervals (global residual quantiles and local knn-conformal
+    widths, as ``lolctl train`` fits them on val), written into ``folder`` (config.json, calibration.safetensors,
+    the model card). Point predictions do not change; stored metrics of every split are marked as measured before
+    this calibration (rerun ``lolctl eval`` to refresh them). Returns what changed."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise LolctlError("L172", str(folder), "not a local checkpoint folder", "pass the folder lolctl train wrote")
+    ckpt = load_checkpoint(str(path), device)
+    zoo = load_zoo(source)
+    missing = [c for t in ckpt.tasks for c in t.columns if c not in zoo.rows[0]]
+    if missing:
+        raise LolctlError("L175", str(zoo.labels_path), f"no column {missing[0]} for the checkpoint's tasks",
+                          "calibrate on a zoo built with the checkpoint's recipe")
+    rows, how = _eval_rows(zoo, ckpt.config, split)
+    scored_on = set(ckpt.config.training_data.get("test_ids", []))  # its test rows (train ids are not recorded)
+    if split == "train" or scored_on & {zoo.ids[i] for i in rows}:
+        raise LolctlError("L180", f"--split {split}", "these rows are the checkpoint's training or test adapters: "
+                          "calibrating on them would make its measured coverage meaningless",
+                          "use val or another held-out split")
+    if rows.size < 20:
+        raise LolctlError("L175", str(zoo.labels_path), f"{rows.size} rows with split={split}; 20 or more are "
+                          "needed for stable intervals", "build more held-out adapters")
+    batch, _ = load_factors(zoo, cache=cache, progress=read_progress)
+    batch = batch.respec(ckpt.spec).select(rows)
+    tasks = ckpt.tasks
+    raw = predict(ckpt.model, batch.to(ckpt.device, torch.float32), ckpt.config.target_normalisation)
+    y = {t.name: targets(zoo, t)[rows] for t in tasks}
+    temperatures = fit_temperatures(tasks, raw, y)
+    pred = calibrate(tasks, raw, temperatures)
+    spans = intervals(tasks, pred, y)
+    h = embeddings(ckpt.model, batch.to(ckpt.device, torch.float32))
+    local, stored = fit_local_intervals(tasks, h, pred, y)
+    for task_name, entry in local.items():
+        spans[task_name].update(entry)
+    where = {"zoo": str(source), "split": split, "rows": how, "n": int(rows.size)}
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config["intervals"] = {k: {**v, "source": split} for k, v in spans.items()}
+    config["calibration"] = {k: {**v, "source": split} for k, v in temperatures.items()}
+    config["calibrated_on"] = where
+    config["metrics_note"] = (f"metrics measured before the calibration on {source} ({split}); point-prediction "
+                              "metrics (R², τ, AUROC) do not change with it, accuracy, ECE and interval coverage do")
+    _save_tensors(path / "calibration.safetensors", stored)
+    from lolctl.nn.card import model_card
+
+    (path / "config.json").write_text(json.dumps(json_safe(config), indent=2, allow_nan=False) + "\n",
+                                      encoding="utf-8")
+    (path / "README.md").write_text(model_card(CheckpointConfig.from_dict(config)), encoding="utf-8")
+    return json_safe({"checkpoint": str(path), **where, "temperatures": temperatures,
+                      "intervals": config["intervals"]})
+
+
+def store_metrics(folder: str | Path, found: dict[str, dict[str, Any]]) -> None:
+    """Replace the stored metrics of the given splits (``lolctl eval`` results) in a local checkpoint's config.json
+    and card; a ``metrics_note`` of an earlier calibration is kept only for the splits not refreshed."""
+    path = Path(folder)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config.setdefault("metrics", {}).update(found)
+    if "metrics_note" in config:
+        stale = sorted(set(config["metrics"]) - set(found) - set(config.get("metrics_refreshed", [])))
+        config["metrics_refreshed"] = sorted(set(config.get("metrics_refreshed", [])) | set(found))
+        if stale:
+            config["metrics_note"] = (f"{', '.join(stale)}: measured before the calibration on "
+                                      f"{config['calibrated_on']['zoo']} ({config['calibrated_on']['split']}); "
+                                      "R², τ and AUROC do not change with it, accuracy, ECE and coverage do")
+        else:
+            del config["metrics_note"]
+    from lolctl.nn.card import model_card
+
+    (path / "config.json").write_text(json.dumps(json_safe(config), indent=2, allow_nan=False) + "\n",
+                                      encoding="utf-8")
+    (path / "README.md").write_text(model_card(CheckpointConfig.from_dict(config)), encoding="utf-8")
 
 
 def _eval_rows(zoo: Zoo, config: CheckpointConfig, split: str) -> tuple[np.ndarray, str]:

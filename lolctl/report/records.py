@@ -25,6 +25,7 @@ DIFF = "lolctl.diff/v1"  # diff --format json
 TRAIN = "lolctl.train/v1"  # train --format json
 EVAL = "lolctl.eval/v1"  # eval --format json
 COMPARE = "lolctl.compare/v1"  # compare --format json
+CALIBRATE = "lolctl.calibrate/v1"  # calibrate --format json
 
 
 @dataclass
