@@ -49,6 +49,16 @@ def test_checkpoint_reproduces_its_card(split: str) -> None:
     assert compared >= 15  # 3 regression tasks x 3 metrics + 4 classification tasks x 3 metrics, minus undefined
 
 
+def test_interval_widths_follow_the_adapter_and_cover_the_test_split() -> None:
+    """Issue 11: local conformal intervals (calibration.safetensors) — widths differ across the test split, and the
+    90% intervals hold the truth for 85-95% of it."""
+    got = eval_zoo(str(CHECKPOINT), DATA, split="test", device="cpu")["metrics"]
+    for task in ("quality", "own_quality", "log_size"):
+        iv = got[task]["interval90"]
+        assert iv["width_p90"] > 1.3 * iv["width_p10"], task
+        assert 0.85 <= iv["coverage"] <= 0.95, task
+
+
 def test_card_shows_the_stored_test_metrics() -> None:
     card = (CHECKPOINT / "README.md").read_text()
     quality = _stored()["test"]["quality"]["r2"]

@@ -39,9 +39,13 @@ def test_shipped_checkpoints_map_to_models_folder():
     setuptools = _pyproject()["tool"]["setuptools"]
     assert setuptools["package-dir"]["lolctl.checkpoints"] == "models"
     patterns = setuptools["package-data"]["lolctl.checkpoints"]
+    from lolctl.nn.checkpoint import FILES, OPTIONAL_FILES
+
     for folder in (REPO / "models").glob("*/config.json"):
-        for name in ("config.json", "model.safetensors", "README.md"):
+        for name in (*FILES, *OPTIONAL_FILES):
             assert any(Path(folder.parent.name, name).match(p) for p in patterns), (folder.parent.name, name)
+        for path in folder.parent.iterdir():  # nothing in a shipped folder is left out of the wheel
+            assert any(Path(folder.parent.name, path.name).match(p) for p in patterns), path
 
 
 @pytest.mark.slow
@@ -73,6 +77,8 @@ def test_wheel_installed_in_a_fresh_venv_scores_the_examples_with_predictions(tm
         pred = rec["prediction"]
         assert pred is not None and pred["checkpoint"] == "minilm-wordnet-glnet", rec
         assert 0.0 <= pred["tasks"]["quality"]["value"] <= 1.0
+    for shipped in (REPO / "models").glob("*/*"):  # every file of every checkpoint folder is installed
+        assert (Path(where).parent / "checkpoints" / shipped.parent.name / shipped.name).is_file(), shipped
 
     gate = subprocess.run([str(env_dir / "bin" / "lolctl"), "gate", records[0]["source"], "--require", "quality>=0.0"],
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
