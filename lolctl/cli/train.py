@@ -313,11 +313,22 @@ def calibrate(
         result = calibrate_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
     out.log(f"calibrated {checkpoint} on {result['n']} adapters ({result['rows']}); refresh its stored metrics with "
             f"lolctl eval {checkpoint} ZOO --store")
+    from rich.table import Table
+
     rows = [{"task": k, "temperature": v["temperature"], "ece_before": v["ece_before"], "ece_after": v["ece_after"]}
             for k, v in result["temperatures"].items()]
     rows += [{"task": k, "interval": v.get("method", "global"), "q": v.get("q", "")}
              for k, v in result["intervals"].items()]
-    out.emit(Document({"schema": CALIBRATE, **result}, [], records=rows))
+    table = Table(title=f"uncertainty of {checkpoint}, fitted on {result['n']} held-out adapters")
+    for name in ("task", "calibration", "before", "after"):
+        table.add_column(name)
+    for k, v in result["temperatures"].items():
+        table.add_row(k, f"temperature {v['temperature']:.3g}", f"ECE {v['ece_before']:.3f}",
+                      f"ECE {v['ece_after']:.3f}")
+    for k, v in result["intervals"].items():
+        q = ", ".join(f"{x:.2f}" for x in v.get("q", []))
+        table.add_row(k, "90% interval: " + (f"local (k={v['k']}, q={q})" if v.get("method") else "global"), "", "")
+    out.emit(Document({"schema": CALIBRATE, **result}, [table], records=rows))
 
 
 COMPARE_EPILOG = """

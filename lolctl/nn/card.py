@@ -100,8 +100,9 @@ def model_card(config: CheckpointConfig) -> str:
     local = any((v or {}).get("method") == "knn-conformal" for v in config.intervals.values())
     calibrated = config.extra.get("calibrated_on")
     if local:
+        k = next(v["k"] for v in config.intervals.values() if (v or {}).get("method") == "knn-conformal")
         how = ("Regression intervals are local conformal 90% intervals: the prediction ± q times the mean absolute "
-               "error of the 10 most similar held-out adapters (in the model's own feature space), so their width "
+               f"error of the {k} most similar held-out adapters (in the model's own feature space), so their width "
                "follows how hard similar adapters were; probabilities are temperature-scaled on the same adapters.")
     else:
         how = ("Regression intervals are the 5% and 95% quantiles of the validation residuals added to the prediction "
