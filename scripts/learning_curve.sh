@@ -34,7 +34,9 @@ PY
             out="$RUNS/$model-n$n-s$seed"
             if [[ ! -f "$out/config.json" ]]; then
                 echo "$(date -u +%H:%M:%S) train $out"
-                python3 -m lolctl train "$ZOO/labels-n$n.csv" --model "$model" --seed "$seed" --set unit_norm=true \
+                settings=(--set unit_norm=true)  # auto: each candidate's settings are in its --candidates default
+                [[ $model == auto ]] && settings=()
+                python3 -m lolctl train "$ZOO/labels-n$n.csv" --model "$model" --seed "$seed" "${settings[@]}" \
                     --threads 1 --out "$out" --format json > "$out.train.json" 2> "$out.log"
             fi
             python3 -m lolctl eval "$out" "$TEST" --split test --threads 1 --format json > "$out.test.json"
