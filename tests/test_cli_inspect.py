@@ -51,6 +51,7 @@ def test_table_mode_groups_layers_and_lists_modules(tmp_path):
     assert "modules under model.layers." in res.stdout and "1.self_attn.o_proj" in res.stdout
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_inert_adapter_fails_at_default_severity(tmp_path):
     from peft import LoraConfig, get_peft_model
     from test_read_peft import tiny_bert

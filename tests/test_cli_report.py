@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from clitools import invoke
 from hubserver import peft_files, write_files
 
@@ -66,6 +67,7 @@ def test_gate_html(tmp_path: Path):
     assert "Gate passed" in page and "lolctl gate report" in page and _sections(page) == 1
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_report_joins_shards_and_gate_documents(tmp_path: Path):
     root = _adapters(tmp_path / "in")
     parts = [tmp_path / f"part{i}.jsonl" for i in range(2)]
@@ -82,6 +84,7 @@ def test_report_joins_shards_and_gate_documents(tmp_path: Path):
     assert "Gate passed" in html.read_text() and _sections(html.read_text()) == 2
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_report_refuses_what_is_not_records(tmp_path: Path):
     checks = tmp_path / "checks.jsonl"
     checks.write_text(json.dumps({"source": "a", "check": "findings<error", "passed": True}) + "\n")

@@ -92,6 +92,7 @@ def test_human_table_is_readable_at_80_columns(adapters, ckpt):
     assert max(len(line) for line in res.stdout.splitlines()) <= 80
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_errors_and_exit_codes(adapters, tmp_path):
     code, res = invoke(["score", str(adapters["inert"]), "-f", "json"])
     assert code == 1  # an error-severity finding (inert adapter) with the default --fail-on error
@@ -125,6 +126,7 @@ def _minilm_adapter(folder: Path) -> Path:
     return write_files(folder, peft_files(7, r=4, n=384, m=384, layers=6, base=MINILM))
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_minilm_example_adapter(tmp_path):
     from lolctl.nn.checkpoint import find_checkpoint_for
 

@@ -32,6 +32,7 @@ def _stored() -> dict:
 
 
 @pytest.mark.parametrize("split", ["test", "test_r1", "test_r2"])
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_checkpoint_reproduces_its_card(split: str) -> None:
     stored = _stored()
     if split not in stored:

@@ -161,6 +161,7 @@ def setup(tmp_path):
     return {"good": good, "inert": inert, "ckpt": ckpt, "quality": value, "tmp": tmp_path}
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_gate_pass(setup):
     junit = setup["tmp"] / "pass.xml"
     code, res = invoke(["gate", str(setup["good"]), "-c", str(setup["ckpt"]), "--device", "cpu",
@@ -173,6 +174,7 @@ def test_gate_pass(setup):
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "0", "0")
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_gate_fail_prints_failing_checks_and_writes_junit(setup):
     junit, sarif = setup["tmp"] / "out" / "fail.xml", setup["tmp"] / "out" / "fail.sarif"
     req = f"quality>={setup['quality'] + 0.5:.4f}"
@@ -194,6 +196,7 @@ def test_gate_table_fits_80_columns(setup):
     assert max(len(line) for line in res.stdout.splitlines()) <= 80
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_gate_input_errors_exit_2(setup, tmp_path):
     assert invoke(["gate", str(setup["good"]), "--require", "quality>>1"])[0] == 2
     code, res = invoke(["gate", str(setup["good"]), "-c", str(setup["ckpt"]), "--device", "cpu",
@@ -228,6 +231,7 @@ def test_fail_on_ood_fails_a_record_without_prediction_with_the_reason():
 
 
 @pytest.mark.parametrize("case", ["no-checkpoint", "spec-mismatch"])
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_gate_fails_adapters_without_prediction(setup, tmp_path, monkeypatch, case):
     monkeypatch.setenv("LOLCTL_MODELS", str(tmp_path / "no-models"))
     if case == "no-checkpoint":  # base model tiny/base: no built-in checkpoint fits

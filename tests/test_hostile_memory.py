@@ -28,6 +28,7 @@ def measured(tmp_path_factory):
     return {k: (sizes[k], m) for k, m in zip(names, results)}
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_reading_costs_about_the_tensor_bytes(measured):
     nbytes, m = measured["adapter"]
     assert m["outcome"] == "ok"

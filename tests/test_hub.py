@@ -148,6 +148,7 @@ def test_429_forever_gives_up_with_l162(fake_hub, tmp_path):
     assert sum(p == "/api/models/someuser/limited" for m, p in fake_hub.log) == 3  # bounded: 1 + 2 retries
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_slow_response_within_timeout_succeeds_and_beyond_it_is_unreachable(fake_hub, tmp_path):
     patient = Hub(endpoint=fake_hub.endpoint, cache_dir=tmp_path / "a", offline=False, timeout=5)
     paths, _ = patient.fetch(HubRef("someuser/slow"))

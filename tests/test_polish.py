@@ -68,6 +68,7 @@ def test_csv_booleans_are_lowercase():
     assert row == {"a": "true", "b.c": "false", "n": "1"}
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_inspect_jsonl_records_carry_schema(tmp_path):
     from tests.clitools import invoke
 
@@ -111,6 +112,7 @@ def test_bad_sizes_are_usage_errors(text):
     assert err.value.code == "L180" and err.value.exit_code == 2
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_max_bytes_on_the_command_line(tmp_path):
     from tests.clitools import invoke
 

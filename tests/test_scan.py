@@ -156,6 +156,7 @@ def test_scan_folder_in_process(zoo, tmp_path):
     assert "scan summary" in res.stderr and "L102" in res.stderr  # summary and errors on stderr in data modes
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_scan_exit_codes(zoo, tmp_path):
     runner = CliRunner()
     good = tmp_path / "good"
@@ -174,12 +175,14 @@ def test_scan_exit_codes(zoo, tmp_path):
     assert code == 2 and res.exception.code == "L180"
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_scan_table_fits_80_columns(zoo):
     res = CliRunner().invoke(_app(), ["scan", str(zoo)], env={"COLUMNS": "80"}, terminal_width=80)
     assert res.exit_code == 2
     assert max(len(line) for line in res.stdout.splitlines()) <= 80
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_scan_shards_cover_the_folder_once(zoo, tmp_path):
     runner = CliRunner()
     seen = []
@@ -221,6 +224,7 @@ def _accounted(doc: dict, root: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("root", [SHARED_REAL, BUNDLED_REAL], ids=["shared", "bundled"])
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_scan_accounts_for_every_folder_of_published_adapters(root):
     if not root.exists():
         pytest.skip(f"{root} is absent")
@@ -238,6 +242,7 @@ def test_scan_accounts_for_every_folder_of_published_adapters(root):
         assert accounted["catundchat__stable-diffusion-v1.5-lora"][1].startswith("skipped: pickle twin")
 
 
+@pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_scan_gives_every_candidate_weights_file_a_record_or_a_skip_reason(tmp_path):
     import torch
     from safetensors.torch import save_file
