@@ -161,6 +161,8 @@ def map_hub_error(err: BaseException, where: str, offline: bool = False) -> Lolc
 class Hub:
     """A configured huggingface_hub client: listing, file selection, triage and download of adapter files."""
 
+    _api: Any = None  # the HfApi client, made on first use (see api)
+
     @property
     def api(self) -> Any:
         """The ``HfApi`` client, made on first use (importing it costs ~0.7 s that a local scan never needs)."""
@@ -188,7 +190,6 @@ class Hub:
         self.timeout = timeout
         self.retries = retries
         self.max_wait = max_wait
-        self._api: Any = None
         self.unreachable: str | None = None  # why the Hub could not be reached; then answers come from the cache
         self._probed = False
         self.notes: list[str] = []  # for the caller's log (library code never prints)

@@ -172,7 +172,7 @@ class Checkpoint:
 
             refs = self.reference_adapters()
             enough = refs is not None and refs.size >= 8
-            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if enough else False
+            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if refs is not None and enough else False
         return self._ood or None
 
     def check(self, adapter: Adapter) -> list[str]:
@@ -226,6 +226,7 @@ class Checkpoint:
         inert = is_inert(batch)
         lo, hi = self.config.ood.get("scale_log_range") or (None, None)
         scale = scale_stats(self.model, batch) if lo is not None and hi is not None else None
+        lo, hi = float(lo or 0.0), float(hi or 0.0)  # used only where scale is not None
         ref = self.ood_reference
         scores, z = ref.scores(batch) if ref is not None else (None, None)
         extra = ref.explain(z) if ref is not None and z is not None else None
@@ -264,14 +265,14 @@ class Checkpoint:
             for v in found:
                 if isinstance(v, LolctlError):
                     raise v
-            verdicts = found  # type: ignore[assignment]
+            verdicts = [v for v in found if isinstance(v, Verdict)]
         if not adapters:
             return []
         batch = LoraBatch.from_adapters(adapters, self.spec)
         out = self.predict_batch(batch)
         inert = is_inert(batch)
         reasons = [v.reasons for v in verdicts]
-        scores = np.array([v.score for v in verdicts], dtype=float)
+        scores = np.array([v.score for v in verdicts], dtype=np.float64)
         spans = self.interval_batch(batch, out)
         floor = self.config.probability_floor
         results = []
@@ -288,8 +289,8 @@ class Checkpoint:
                     for j, col in enumerate(t.columns):
                         key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
                         bounds = self.bounds.get(key)
-                        value, interval = clip_prediction(float(out[t.name][i, j]),
-                                                          tuple(float(x) for x in spans[t.name][i, j]), bounds)
+                        lo, hi = (float(x) for x in spans[t.name][i, j])
+                        value, interval = clip_prediction(float(out[t.name][i, j]), (lo, hi), bounds)
                         tasks[key] = {"kind": "regression", "value": value, "interval": interval}
                         if bounds and bounds[2]:
                             tasks[key]["unit"] = bounds[2]
