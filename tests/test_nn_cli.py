@@ -398,6 +398,8 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "composite"
+    single_rank = len(config["ood"]["ranks"]) == 1  # selection on one rank is said to be rank-specific
+    assert ("chose each task's model on rank" in res.stderr) == single_rank
     for task in ("quality", "membership"):
         pick = config["selection"][task]
         losses = {k: v["val_loss"] for k, v in pick["candidates"].items()}

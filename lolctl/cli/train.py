@@ -210,6 +210,14 @@ def train(
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")
+    if model == "auto":
+        import json
+
+        ranks = json.loads((Path(summary["checkpoint"]) / "config.json").read_text())["ood"]["ranks"]
+        if len(ranks) == 1:
+            out.warn(f"--model auto chose each task's model on rank-{ranks[0]} adapters only: members with "
+                     "singular-value features (mlp_svd, glnet singular_values) may not transfer to other ranks "
+                     "(docs/models.md, learning curve); validate on mixed ranks before shipping it")
     folder = Path(summary["checkpoint"]).resolve()
     out.log(f"score with it: lolctl score ADAPTER -c {folder}, or let score pick it by base model: "
             f"export LOLCTL_MODELS={folder.parent}")
