@@ -272,6 +272,11 @@ def evaluate(
     from lolctl.report.reports import Document
 
     out = Output(fmt.value)
+    if store and not (Path(checkpoint) / "config.json").is_file():  # before any work
+        from lolctl.errors import LolctlError
+
+        raise LolctlError("L180", f"--store {checkpoint}", "only a local checkpoint folder can be updated",
+                          "pass the folder lolctl train wrote")
     _threads(threads)
     with _progress(out) as (read_cb, _):
         result = eval_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
@@ -279,12 +284,8 @@ def evaluate(
     for name in result["skipped_tasks"]:
         out.warn(f"task {name} skipped: its columns are not in the labels")
     if store:
-        from lolctl.errors import LolctlError
         from lolctl.nn.workflow import store_metrics
 
-        if not (Path(checkpoint) / "config.json").is_file():
-            raise LolctlError("L180", f"--store {checkpoint}", "only a local checkpoint folder can be updated",
-                              "pass the folder lolctl train wrote")
         store_metrics(checkpoint, {split: result["metrics"]})
         out.log(f"stored as the {split} metrics of {checkpoint} (config.json, README.md)")
     tables = [metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}")]
@@ -310,6 +311,8 @@ def calibrate(
     The checkpoint folder is updated in place (config.json, calibration.safetensors, README.md); its stored metrics
     are marked as measured before the calibration until `lolctl eval ... --store` refreshes them.
     """
+    from rich.table import Table
+
     from lolctl.nn.workflow import calibrate_zoo
     from lolctl.report import Output
     from lolctl.report.records import CALIBRATE
@@ -321,8 +324,6 @@ def calibrate(
         result = calibrate_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
     out.log(f"calibrated {checkpoint} on {result['n']} adapters ({result['rows']}); refresh its stored metrics with "
             f"lolctl eval {checkpoint} ZOO --store")
-    from rich.table import Table
-
     rows = [{"task": k, "temperature": v["temperature"], "ece_before": v["ece_before"], "ece_after": v["ece_after"]}
             for k, v in result["temperatures"].items()]
     rows += [{"task": k, "interval": v.get("method", "global"), "q": v.get("q", "")}

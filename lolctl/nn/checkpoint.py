@@ -172,7 +172,7 @@ class Checkpoint:
 
             refs = self.reference_adapters()
             enough = refs is not None and refs.size >= 8
-            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if refs is not None and enough else False
+            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if enough else False
         return self._ood or None
 
     def check(self, adapter: Adapter) -> list[str]:
@@ -224,19 +224,18 @@ class Checkpoint:
         """Add the weight-based reasons (inert, update magnitude, reference distance) and scores to ``verdicts``."""
         batch = LoraBatch.from_adapters(adapters, self.spec, dtype=torch.float64)
         inert = is_inert(batch)
-        lo, hi = self.config.ood.get("scale_log_range") or (None, None)
-        scale = scale_stats(self.model, batch) if lo is not None and hi is not None else None
-        lo, hi = float(lo or 0.0), float(hi or 0.0)  # used only where scale is not None
+        scale_range = self.config.ood.get("scale_log_range")
+        scale = scale_stats(self.model, batch) if scale_range else None
         ref = self.ood_reference
         scores, z = ref.scores(batch) if ref is not None else (None, None)
         extra = ref.explain(z) if ref is not None and z is not None else None
         for row, verdict in enumerate(verdicts):
             if inert[row]:
                 verdict.reasons.append(INERT_REASON)
-                verdict.score = float("inf")  # ΔW = 0: unlike any trained adapter (a known case)
+                verdict.score, verdict.inert = float("inf"), True  # ΔW = 0: unlike any trained adapter (known case)
                 continue
-            if scale is not None:
-                s = float(scale[row])
+            if scale_range and scale is not None:
+                s, (lo, hi) = float(scale[row]), scale_range
                 if s < lo - SCALE_MARGIN or s > hi + SCALE_MARGIN:
                     verdict.reasons.append(
                         f"update magnitude (mean log ‖ΔW‖ relative to training median {s:+.2f}) is outside "
@@ -270,7 +269,7 @@ class Checkpoint:
             return []
         batch = LoraBatch.from_adapters(adapters, self.spec)
         out = self.predict_batch(batch)
-        inert = is_inert(batch)
+        inert = [v.inert for v in verdicts]
         reasons = [v.reasons for v in verdicts]
         scores = np.array([v.score for v in verdicts], dtype=np.float64)
         spans = self.interval_batch(batch, out)
@@ -377,14 +376,19 @@ def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> P
     """Write config.json, model.safetensors and a generated README.md into ``folder``."""
     from safetensors.torch import save
 
-    from lolctl.nn.card import model_card
-
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # save() + write_bytes, not save_file: save_file creates the file with mode 0600, and a checkpoint is meant to be
     # shared (here the usual umask gives 0644, like config.json and README.md)
     (folder / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT}))
-    full = json_safe({"format": FORMAT, "format_version": 1, **config})
+    write_config(folder, {"format": FORMAT, "format_version": 1, **config})
+    return folder
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> None:
+    """A checkpoint's config.json and the README.md model card generated from it."""
+    from lolctl.nn.card import model_card
+
+    full = json_safe(config)
     (folder / "config.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(model_card(CheckpointConfig.from_dict(full)), encoding="utf-8")
-    return folder

@@ -101,6 +101,7 @@ class Verdict:
 
     reasons: list[str]
     score: float
+    inert: bool = False  # ΔW = 0 in every module: the base model itself
 
 
 @dataclass

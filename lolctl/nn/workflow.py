@@ -18,7 +18,7 @@ from lolctl.errors import LolctlError
 from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
-from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint, write_config
 from lolctl.nn.checkpoint_config import CheckpointConfig
 from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, targets
@@ -104,15 +104,11 @@ def train_zoo(
     pred = predict(model, on_dev, norm)
     val = np.flatnonzero(split == "val")
     calib = val if val.size >= 5 else np.flatnonzero(train_rows)
-    temperatures = fit_temperatures(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
+    h = embeddings(model, on_dev)
+    temperatures, spans, stored = fit_uncertainty(tasks, {k: v[calib] for k, v in pred.items()},
+                                                  {k: v[calib] for k, v in y.items()}, h[calib])
     pred = calibrate(tasks, pred, temperatures)
     metrics = _metrics_by_split(tasks, pred, y, split)
-    spans = intervals(tasks, {k: v[calib] for k, v in pred.items()}, {k: v[calib] for k, v in y.items()})
-    h = embeddings(model, on_dev)
-    local, stored = fit_local_intervals(tasks, h[calib], {k: v[calib] for k, v in pred.items()},
-                                        {k: v[calib] for k, v in y.items()})
-    for task_name, entry in local.items():
-        spans[task_name].update(entry)
     _interval_metrics(tasks, metrics, local_intervals(tasks, h, pred, spans, _as_tensors(stored)), y, split)
     scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
     bases = info.get("base_models", [])
@@ -200,6 +196,20 @@ def train_auto(
     result = TrainResult(max(w[4].best_epoch for w in winners), sum(w[4].epochs_run for w in winners),
                          float(sum(w[0] for w in winners)))
     return composite, result, selection
+
+
+def fit_uncertainty(
+    tasks: tuple[TaskSpec, ...], raw: dict[str, np.ndarray], y: dict[str, np.ndarray], h: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """(temperatures, interval spans, the local intervals' tensors) fitted on held-out rows: their uncalibrated
+    predictions ``raw``, targets ``y`` and head features ``h`` (``lolctl train`` on val, ``lolctl calibrate``)."""
+    temperatures = fit_temperatures(tasks, raw, y)
+    pred = calibrate(tasks, raw, temperatures)
+    spans = intervals(tasks, pred, y)
+    local, stored = fit_local_intervals(tasks, h, pred, y)
+    for task_name, entry in local.items():
+        spans[task_name].update(entry)
+    return temperatures, spans, stored
 
 
 def _as_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -313,15 +323,10 @@ def calibrate_zoo(
     batch, _ = load_factors(zoo, cache=cache, progress=read_progress)
     batch = batch.respec(ckpt.spec).select(rows)
     tasks = ckpt.tasks
-    raw = predict(ckpt.model, batch.to(ckpt.device, torch.float32), ckpt.config.target_normalisation)
+    on_dev = batch.to(ckpt.device, torch.float32)
+    raw = predict(ckpt.model, on_dev, ckpt.config.target_normalisation)
     y = {t.name: targets(zoo, t)[rows] for t in tasks}
-    temperatures = fit_temperatures(tasks, raw, y)
-    pred = calibrate(tasks, raw, temperatures)
-    spans = intervals(tasks, pred, y)
-    h = embeddings(ckpt.model, batch.to(ckpt.device, torch.float32))
-    local, stored = fit_local_intervals(tasks, h, pred, y)
-    for task_name, entry in local.items():
-        spans[task_name].update(entry)
+    temperatures, spans, stored = fit_uncertainty(tasks, raw, y, embeddings(ckpt.model, on_dev))
     where = {"zoo": str(source), "split": split, "rows": how, "n": int(rows.size)}
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     config["intervals"] = {k: {**v, "source": split} for k, v in spans.items()}
@@ -330,11 +335,7 @@ def calibrate_zoo(
     config["metrics_note"] = (f"metrics measured before the calibration on {source} ({split}); point-prediction "
                               "metrics (R², τ, AUROC) do not change with it, accuracy, ECE and interval coverage do")
     _save_tensors(path / "calibration.safetensors", stored)
-    from lolctl.nn.card import model_card
-
-    (path / "config.json").write_text(json.dumps(json_safe(config), indent=2, allow_nan=False) + "\n",
-                                      encoding="utf-8")
-    (path / "README.md").write_text(model_card(CheckpointConfig.from_dict(config)), encoding="utf-8")
+    write_config(path, config)
     return json_safe({"checkpoint": str(path), **where, "temperatures": temperatures,
                       "intervals": config["intervals"]})
 
@@ -354,11 +355,7 @@ def store_metrics(folder: str | Path, found: dict[str, dict[str, Any]]) -> None:
                                       "R², τ and AUROC do not change with it, accuracy, ECE and coverage do")
         else:
             del config["metrics_note"]
-    from lolctl.nn.card import model_card
-
-    (path / "config.json").write_text(json.dumps(json_safe(config), indent=2, allow_nan=False) + "\n",
-                                      encoding="utf-8")
-    (path / "README.md").write_text(model_card(CheckpointConfig.from_dict(config)), encoding="utf-8")
+    write_config(path, config)
 
 
 def _eval_rows(zoo: Zoo, config: CheckpointConfig, split: str) -> tuple[np.ndarray, str]:
