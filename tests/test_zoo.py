@@ -298,8 +298,47 @@ def test_packed_zoo_matches_the_adapters(reference: Path, tmp_path: Path) -> Non
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LolctlError) as err:
         load_factors(load_zoo(out))
-    assert err.value.code == "L176" and "packed.file" in str(err.value)
+    assert err.value.code == "L176" and "packed.files" in str(err.value)
 
+
+
+def test_packed_zoo_grows_by_appended_parts(reference: Path, tmp_path: Path) -> None:
+    """``pack --append`` adds only the rows the folder lacks, as a new part file; the parts read back as one zoo with
+    the same factors as packing everything at once; appending nothing writes nothing; another recipe is refused."""
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
+    from lolctl.zoo.pack import pack
+    from tests.clitools import invoke
+
+    grown, whole = tmp_path / "grown", tmp_path / "whole"
+    assert pack(reference, grown, ["test"])["file"] == "factors.safetensors"
+    code, res = invoke(["zoo", "pack", str(reference), str(grown), "--split", "test", "--split", "test_r2",
+                        "--append", "-f", "json"])
+    assert code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["adapters"], summary["total"], summary["file"]) == (1, 3, "factors-1.safetensors"), summary
+    pack(reference, whole, ["test", "test_r2"])
+    a, b = load_zoo(grown), load_zoo(whole)
+    assert a.ids == b.ids and a.rows[-1]["path"].startswith("factors-1.safetensors#")
+    assert json.loads((grown / "manifest.json").read_text())["packed"]["files"] == [
+        "factors.safetensors", "factors-1.safetensors"]
+    fa, info = load_factors(a, cache=False)
+    fb, _ = load_factors(b, cache=False)
+    assert info["base_models"] and torch.equal(fa.ranks, fb.ranks)
+    for ga, gb in zip(fa.groups, fb.groups, strict=True):
+        assert torch.equal(ga.U, gb.U) and torch.equal(ga.V, gb.V)
+
+    code, res = invoke(["zoo", "pack", str(reference), str(grown), "--split", "test_r2", "--append"])
+    assert code == 0 and "nothing to add" in res.stdout, res.output
+    assert sorted(p.name for p in grown.iterdir()) == ["factors-1.safetensors", "factors.safetensors",
+                                                       "labels.csv", "manifest.json"]
+    manifest = json.loads((whole / "manifest.json").read_text())
+    manifest["recipe"]["seed"] = 12345  # another zoo's packed folder
+    (whole / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LolctlError) as err:
+        pack(reference, whole, ["val"], append=True)
+    assert err.value.code == "L176" and "same recipe" in str(err.value)
+    assert invoke(["zoo", "pack", str(reference), str(grown), "--split", "val", "--append", "--overwrite"])[0] == 2
 
 TINY_V2 = {"n_val": "2", "n_test": "1", "n_train": "2", "n_per_rank": "1", "other_ranks": "2", "eval_per_topic": "4",
            "eval_other": "8", "lemma_tokens": "12", "gloss_tokens": "16", "size_min": "8", "size_max": "32",

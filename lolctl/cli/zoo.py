@@ -100,6 +100,8 @@ PACK_EPILOG = """
 
   lolctl zoo pack zoo/minilm-wordnet data/mw-test --split test     [dim]# ~19 MB for 256 r=4 LoRAs[/dim]
   lolctl eval minilm-wordnet-glnet data/mw-test                    [dim]# evaluate from the packed file[/dim]
+  lolctl zoo pack zoo/minilm-wordnet data/mw-train --split val --split train --append
+                                  [dim]# add the LoRAs built since the last pack as a new part file[/dim]
 """
 
 
@@ -109,6 +111,9 @@ def pack_cmd(
     out: Annotated[Path, typer.Argument(help="The packed zoo folder to write.")],
     split: Annotated[list[str], typer.Option("--split", help="Split to pack (repeat), e.g. test, test_r8.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
+    append: Annotated[bool, typer.Option(
+        "--append", help="Add the rows the packed folder lacks as a new part file (same recipe; for a growing zoo)."
+    )] = False,
     fmt: FormatOpt = "table",  # type: ignore[assignment]
 ) -> None:
     """Pack some splits of a zoo into one compact file (float16 with per-module scales; half of float32).
@@ -120,9 +125,15 @@ def pack_cmd(
     from lolctl.report.reports import Document
     from lolctl.zoo.pack import pack
 
-    result = pack(zoo, out, split, overwrite=overwrite)
+    if overwrite and append:
+        raise typer.BadParameter("--append adds to the packed folder; --overwrite replaces it: pass one")
+    result = pack(zoo, out, split, overwrite=overwrite, append=append)
     counts = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
-    line = f"packed {result['adapters']} adapters ({counts}) into {result['out']} ({result['bytes'] / 2**20:.1f} MiB)"
+    if not result["adapters"]:
+        line = f"nothing to add: {result['out']} already holds every LoRA of those splits ({result['total']})"
+    else:
+        line = (f"packed {result['adapters']} adapters ({counts}) into {result['out']}/{result['file']} "
+                f"({result['bytes'] / 2**20:.1f} MiB; {result['total']} in the folder)")
     flat = {k: v for k, v in result.items() if k not in ("splits", "ranks")}
     Output(getattr(fmt, "value", fmt)).emit(Document(result, [line], csv_records=[flat]))
 

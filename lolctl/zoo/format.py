@@ -20,7 +20,9 @@ A packed zoo (``lolctl zoo pack``) is a folder with ``manifest.json`` (the zoo's
 ``labels.csv`` (the chosen rows; ``path`` is ``factors.safetensors#<id>``) and ``factors.safetensors``: for every rank
 present, the stacked factors of its adapters in :class:`~lolctl.nn.batch.LoraBatch` layout, stored as float16 after
 dividing each module's U and V by their largest magnitude (kept in float32 beside them). That keeps float16's 11-bit
-precision for every module however small its update, at half the size of float32.
+precision for every module however small its update, at half the size of float32. A packed zoo grows by parts
+(``lolctl zoo pack --append``: the rows not yet packed go to ``factors-1.safetensors``, ``factors-2…``; the manifest
+lists the files and each row's ``path`` names its own), so a zoo that is still building can be packed as it grows.
 """
 
 from __future__ import annotations
@@ -319,33 +321,58 @@ def _scaled(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (t / safe[:, :, None, None]).to(torch.float16).contiguous(), scale.contiguous()
 
 
+def packed_files(manifest: dict[str, Any], where: str) -> list[str]:
+    """The factor files a packed zoo's manifest lists (``packed.files``; ``packed.file`` for a one-part zoo), each a
+    bare file name: the manifest must not point outside the zoo folder (L176 naming ``where``)."""
+    packed = manifest.get("packed") or {}
+    names = packed.get("files") or [packed.get("file") or FACTORS]
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            raise LolctlError("L176", f"{where}: packed.files", f"{name!r} is not a file name",
+                              "repack with lolctl zoo pack")
+    return list(names)
+
+
 def write_packed(out: Path, zoo: Zoo, source: str, rows: Sequence[dict[str, str]],
-                 blocks: dict[int, tuple[list[str], LoraBatch]], info: dict[str, Any]) -> None:
-    """Write ``rows`` of ``zoo`` (read from ``source``) as a packed zoo in the empty folder ``out``: ``blocks`` holds
-    per rank the ids and stacked factors of its adapters; ``info`` is the reader info (base models, scales)."""
+                 blocks: dict[int, tuple[list[str], LoraBatch]], info: dict[str, Any],
+                 previous: Zoo | None = None) -> str:
+    """Write ``rows`` of ``zoo`` (read from ``source``) as a packed zoo in the empty folder ``out``, or with
+    ``previous`` (the packed zoo already at ``out``) as its next part; returns the factor file's name. ``blocks``
+    holds per rank the ids and stacked factors of its adapters; ``info`` is the reader info (base models, scales)."""
     from safetensors.torch import save
 
+    files = packed_files(previous.manifest, str(out / MANIFEST)) if previous is not None else []
+    name = f"factors-{len(files)}.safetensors" if files else FACTORS
     tensors = {}
     for rank, (_, batch) in blocks.items():
         tensors[f"r{rank}.ranks"] = batch.ranks.contiguous()
         for k, g in enumerate(batch.groups):
-            for name, t in (("U", g.U), ("V", g.V)):
-                tensors[f"r{rank}.group{k}.{name}"], tensors[f"r{rank}.group{k}.{name}_scale"] = _scaled(t)
+            for part, t in (("U", g.U), ("V", g.V)):
+                tensors[f"r{rank}.group{k}.{part}"], tensors[f"r{rank}.group{k}.{part}_scale"] = _scaled(t)
     spec = next(iter(blocks.values()))[1].spec
     meta = {"format": PACKED_FORMAT, "spec": json.dumps(spec.to_dict()),
             "ids": json.dumps({str(rank): ids for rank, (ids, _) in blocks.items()}), "info": json.dumps(info)}
-    (out / FACTORS).write_bytes(save(tensors, metadata=meta))  # save_file would make it 0600
-    with (out / LABELS).open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "path": f"{FACTORS}#{row.get('id') or row['path']}"})
-    manifest = {k: v for k, v in zoo.manifest.items() if k != "adapters"}
-    manifest["packed"] = {"format": PACKED_FORMAT, "file": FACTORS, "dtype": "float16 (per-module scale in float32)",
-                          "from": source,
-                          "splits": split_counts(row["split"] for row in rows),
-                          "adapters": {r.get("id"): zoo.manifest.get("adapters", {}).get(r.get("id")) for r in rows}}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    new_rows = [{**row, "path": f"{name}#{row.get('id') or row['path']}"} for row in rows]
+    all_rows = (previous.rows if previous is not None else []) + new_rows
+    if set(all_rows[0]) != set(new_rows[0]):
+        raise LolctlError("L176", str(out / LABELS), "the new rows have other label columns than the packed ones",
+                          "pack into a new folder")
+    (out / name).write_bytes(save(tensors, metadata=meta))  # save_file would make it 0600
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(all_rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(all_rows)
+    base = previous.manifest if previous is not None else {k: v for k, v in zoo.manifest.items() if k != "adapters"}
+    hashes = dict((base.get("packed") or {}).get("adapters") or {})
+    hashes.update({r.get("id"): zoo.manifest.get("adapters", {}).get(r.get("id")) for r in rows})
+    packed = {"format": PACKED_FORMAT, "dtype": "float16 (per-module scale in float32)", "from": source,
+              "splits": split_counts(row["split"] for row in all_rows), "adapters": hashes}
+    packed.update({"files": files + [name]} if files else {"file": name})
+    manifest = {**base, "status": zoo.manifest.get("status", base.get("status")), "packed": packed}
+    # labels before manifest: a reader of the old manifest finds every old row (in the old file) either way
+    write_atomic(out / LABELS, text.getvalue())
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return name
 
 
 def split_counts(splits: Iterable[str]) -> dict[str, int]:
@@ -356,27 +383,53 @@ def split_counts(splits: Iterable[str]) -> dict[str, int]:
 
 
 def read_packed(zoo: Zoo, dtype: torch.dtype | None = None) -> tuple[LoraBatch, dict[str, Any]]:
-    """The factors of a packed zoo's rows (in row order) as one LoraBatch, and the reader info."""
+    """The factors of a packed zoo's rows (in row order) as one LoraBatch, and the reader info (of all parts)."""
+    from lolctl.nn.batch import LoraBatch
+
+    files = packed_files(zoo.manifest, str(zoo.root / MANIFEST))
+    wanted: dict[str, list[str]] = {}
+    for row in zoo.rows:  # each row's path names its part: "factors-1.safetensors#lora-00012"
+        name, sep, _ = row["path"].partition("#")
+        wanted.setdefault(name if sep and name in files else files[0], []).append(row.get("id") or row["path"])
+    parts: list[LoraBatch] = []
+    where: dict[str, int] = {}
+    infos: list[dict[str, Any]] = []
+    for name in wanted:
+        batch, ids, info = _read_part(zoo.root / name, dtype)
+        if parts:
+            batch = batch.respec(parts[0].spec)  # L171 when a part's modules differ
+        offset = sum(p.size for p in parts)
+        where.update({lora_id: offset + j for j, lora_id in enumerate(ids)})
+        parts.append(batch)
+        infos.append(info)
+    order = []
+    for i, lora_id in enumerate(zoo.ids):
+        if lora_id not in where:
+            raise LolctlError("L176", f"{zoo.labels_path}: row {i + 2}", f"{lora_id!r} is not in the packed factors",
+                              "use the labels.csv written with the packed file")
+        order.append(where[lora_id])
+    info = {"base_models": sorted({b for i in infos for b in i.get("base_models", [])}),
+            "scales": sorted({s for i in infos for s in i.get("scales", [])})}
+    return LoraBatch.cat(parts).select(order), info
+
+
+def _read_part(path: Path, dtype: torch.dtype | None) -> tuple[LoraBatch, list[str], dict[str, Any]]:
+    """One packed factor file: its adapters as a LoraBatch (rank blocks in file order), their ids and reader info."""
     import torch
     from safetensors import SafetensorError, safe_open
 
     from lolctl.nn.batch import GroupFactors, LoraBatch, laid_out
 
     dtype = dtype or torch.float32
-    name = str((zoo.manifest.get("packed") or {}).get("file") or FACTORS)
-    if Path(name).name != name or name in (".", ".."):  # the manifest must not point outside the zoo folder
-        raise LolctlError("L176", f"{zoo.root / MANIFEST}: packed.file", f"{name!r} is not a file name",
-                          "repack with lolctl zoo pack")
-    path = zoo.root / name
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != PACKED_FORMAT:
                 raise LolctlError("L176", str(path), f"not a {PACKED_FORMAT} file", "repack with lolctl zoo pack")
             spec = InputSpec.from_dict(json.loads(meta["spec"]))
-            parts: list[LoraBatch] = []
-            where: dict[str, int] = {}
-            for rank, ids in json.loads(meta["ids"]).items():
+            blocks: list[LoraBatch] = []
+            ids: list[str] = []
+            for rank, block_ids in json.loads(meta["ids"]).items():
                 groups = []
                 for k, g in enumerate(spec.groups):
                     UV = []
@@ -385,17 +438,10 @@ def read_packed(zoo: Zoo, dtype: torch.dtype | None = None) -> tuple[LoraBatch, 
                         scale = fh.get_tensor(f"r{rank}.group{k}.{part}_scale").to(dtype)
                         UV.append(laid_out(values * scale[:, :, None, None]))
                     groups.append(GroupFactors(g.indices, UV[0], UV[1]))
-                offset = sum(p.size for p in parts)
-                parts.append(LoraBatch(spec, tuple(groups), fh.get_tensor(f"r{rank}.ranks")))
-                where.update({lora_id: offset + j for j, lora_id in enumerate(ids)})
+                blocks.append(LoraBatch(spec, tuple(groups), fh.get_tensor(f"r{rank}.ranks")))
+                ids += block_ids
             info = json.loads(meta["info"])
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise LolctlError("L176", str(path), f"cannot read the packed factors ({err})",
                           "repack with lolctl zoo pack") from err
-    order = []
-    for i, lora_id in enumerate(zoo.ids):
-        if lora_id not in where:
-            raise LolctlError("L176", f"{zoo.labels_path}: row {i + 2}", f"{lora_id!r} is not in {path.name}",
-                              "use the labels.csv written with the packed file")
-        order.append(where[lora_id])
-    return LoraBatch.cat(parts).select(order), info
+    return LoraBatch.cat(blocks), ids, info
