@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -84,13 +85,20 @@ def write_peft(folder: Path, mods: dict[str, tuple[torch.Tensor, torch.Tensor]])
     save_file(tensors, str(folder / "adapter_model.safetensors"))
 
 
-def write_zoo(root: Path, count: int, seed: int, with_split: bool = True) -> Path:
+def default_split(i: int, label: dict) -> str:
+    return "test_extra" if i % 10 == 0 else "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
+
+
+def write_zoo(root: Path, count: int, seed: int, with_split: bool = True, split_of=default_split) -> Path:
+    """A synthetic zoo; ``split_of(i, labels)`` names each adapter's split (None: left out)."""
     adapters, labels = synthetic_factors(count, seed)
     root.mkdir(parents=True)
     rows = []
     for i, (mods, lab) in enumerate(zip(adapters, labels)):
+        split = split_of(i, lab)
+        if split is None:
+            continue
         write_peft(root / "adapters" / f"a{i:04d}", mods)
-        split = "test_extra" if i % 10 == 0 else "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
         rows.append({"id": f"a{i:04d}", "path": f"adapters/a{i:04d}", "split": split if with_split else "", **lab})
     with (root / "labels.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -398,14 +406,19 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "composite"
-    single_rank = len(config["ood"]["ranks"]) == 1  # selection on one rank is said to be rank-specific
-    assert ("chose each task's model on rank" in res.stderr) == single_rank
     for task in ("quality", "membership"):
         pick = config["selection"][task]
         losses = {k: v["val_loss"] for k, v in pick["candidates"].items()}
         assert set(losses) == {"glnet hidden=8", "mlp_svd"} and pick["chosen"] == min(losses, key=losses.get)
-    members = {m["tasks"][0]: m["label"] for m in config["model_config"]["members"]}
-    assert members == {t: config["selection"][t]["chosen"] for t in ("quality", "membership")}
+        # a rank-specific winner (mlp_svd reads σ_1..σ_k) keeps the rank-free GL-net as its fallback
+        assert pick.get("fallback") == ("glnet hidden=8" if pick["chosen"] == "mlp_svd" else None)
+    members = config["model_config"]["members"]
+    assert {m["tasks"][0]: m["label"] for m in members if not m["fallback"]} == {
+        t: config["selection"][t]["chosen"] for t in ("quality", "membership")}
+    assert {m["tasks"][0]: m["label"] for m in members if m["fallback"]} == {
+        t: config["selection"][t]["fallback"] for t in ("quality", "membership") if "fallback" in config["selection"][t]}
+    assert ("fallback members" in res.stderr) == any(m["fallback"] for m in members)
+    assert "no candidate is rank-free" not in res.stderr
     res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--format", "json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)["metrics"]
@@ -421,6 +434,64 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
         assert isinstance(res.exception, LolctlError) and say in res.exception.remedy + res.exception.reason
         assert not (tmp_path / "never").exists()  # refused before any work
 
+
+
+def test_train_auto_rank_fallback_predicts_and_calibrates_unseen_ranks(tmp_path):
+    """Trained on rank-4 adapters only, auto keeps a rank-free fallback beside a rank-specific winner: rank-2
+    adapters get the fallback's predictions and its own temperatures and intervals (fitted on val as the fallback
+    predicts it), rank-4 adapters the winner's; train's stored metrics equal eval's on the unseen-rank split."""
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.nn.data import load_factors, targets
+    from lolctl.zoo.format import load_zoo
+
+    def split_of(i: int, label: dict) -> str | None:
+        if label["rank"] == 2:
+            return "test_r2"
+        return default_split(i, label) if label["rank"] == 4 else None
+
+    zoo = write_zoo(tmp_path / "zoo", 300, seed=11, split_of=split_of)
+    out = tmp_path / "auto"
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", "mlp_svd;glnet:hidden=8",
+                                 "--out", str(out), "--epochs", "20", "--patience", "6", "--format", "json",
+                                 "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["ood"]["ranks"] == [4] and config["model_config"]["seen_ranks"] == [4]
+    ckpt = load_checkpoint(str(out), device="cpu")
+    model = ckpt.model
+    routed = sorted(model.fallback_route)
+    assert routed == [t for t, pick in config["selection"].items() if pick["chosen"] == "mlp_svd"]
+    if not routed:  # the draw made GL-net win both tasks: nothing to route (the seed is fixed, so this is stable)
+        pytest.skip("no rank-specific winner")
+    assert "fallback members" in res.stderr and config["fallback"]["seen_ranks"] == [4]
+    assert set(config["fallback"]["intervals"]) == {"quality"} and set(config["fallback"]["calibration"]) == {
+        "membership"}
+    data = load_zoo(zoo)
+    batch, _ = load_factors(data, cache=False)
+    batch = batch.respec(ckpt.spec)
+    r2 = np.array([s == "test_r2" for s in data.splits])
+    assert r2.any() and (ckpt.fallback_rows(batch) == r2).all()
+    pred = ckpt.predict_batch(batch)
+    model.force_route = "fallback"
+    try:
+        forced = ckpt.predict_batch(batch.select(np.flatnonzero(r2)))
+    finally:
+        model.force_route = None
+    for t in routed:  # unseen-rank rows: the fallback's predictions (and its temperature, when it has one)
+        np.testing.assert_allclose(pred[t][r2], forced[t], rtol=1e-6, atol=1e-7)
+    if "quality" in routed:
+        iv = ckpt.interval_batch(batch, pred)["quality"]
+        primary = ckpt._intervals(batch, pred, ckpt.config.intervals, primary=True)["quality"]
+        assert not np.allclose(iv[r2], primary[r2])  # the fallback's own residuals set the widths there
+        np.testing.assert_allclose(iv[~r2], primary[~r2])
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--split", "test_r2", "--format", "json",
+                                 "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)["metrics"]
+    assert got["quality"]["r2"] == pytest.approx(config["metrics"]["test_r2"]["quality"]["r2"], abs=1e-6)
+    y = targets(data, data.task("quality"))[r2]
+    assert np.isfinite(y).all()
 
 def test_compare_warns_when_checkpoints_come_from_different_zoos():
     from lolctl.nn.compare import mixed_zoos_warning, record, zoo_identity

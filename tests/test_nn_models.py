@@ -292,3 +292,33 @@ def test_frobenius_norms_small_and_large_batch_paths_agree(monkeypatch):
     assert torch.allclose(base.frobenius_norms(batch), dense, atol=1e-12)
     monkeypatch.setattr(base, "SMALL_BATCH", 0)
     assert torch.allclose(base.frobenius_norms(batch), dense, atol=1e-12)
+
+
+def test_composite_rank_fallback_routes_by_rank_and_stays_invariant():
+    """A composite with a rank fallback: adapters of the training ranks go to the primary member (mlp_svd, which
+    reads σ_1..σ_k), others to the rank-free fallback (GL-net), row by row in a mixed batch; both routes are
+    GL-invariant and sensitive; forcing a route sends every adapter one way; a fallback needs seen_ranks."""
+    names = [t.name for t in TASKS]
+    members = [{"architecture": "mlp_svd", "model_config": {"max_rank": 8}, "tasks": names, "fallback": False},
+               {"architecture": "glnet", "model_config": {"hidden": 6}, "tasks": names, "fallback": True}]
+    torch.manual_seed(0)
+    model = build_model("composite", {"members": members, "seen_ranks": [4]}, SPEC, TASKS).double().eval()
+    model.prepare(LoraBatch.from_factors(SPEC, factors(4, batch=8, seed=1)))
+    primary, fallback = model.members
+    assert model.rank_free and not primary.rank_free and fallback.rank_free
+    seen, unseen = factors(4), factors(2, seed=7)
+    mixed = model(LoraBatch.cat([LoraBatch.from_factors(SPEC, seen), LoraBatch.from_factors(SPEC, unseen)]))
+    for rows, member, f in ((slice(0, 3), primary, seen), (slice(3, 6), fallback, unseen)):
+        alone = as_fn(member)(f)
+        for name in names:
+            torch.testing.assert_close(mixed[name][rows], alone[name], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(as_fn(primary)(unseen)["quality"], as_fn(model)(unseen)["quality"])
+    for f, seed in ((seen, 3), (unseen, 4)):
+        assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(seed))
+        assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(seed + 10))
+    model.force_route = "fallback"
+    torch.testing.assert_close(as_fn(model)(seen)["quality"], as_fn(fallback)(seen)["quality"])
+    model.force_route = None
+    with pytest.raises(LolctlError) as err:
+        build_model("composite", {"members": members}, SPEC, TASKS)
+    assert "seen_ranks" in err.value.reason

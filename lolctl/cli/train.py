@@ -213,11 +213,19 @@ def train(
     if model == "auto":
         import json
 
-        ranks = json.loads((Path(summary["checkpoint"]) / "config.json").read_text())["ood"]["ranks"]
-        if len(ranks) == 1:
-            out.warn(f"--model auto chose each task's model on rank-{ranks[0]} adapters only: members with "
-                     "singular-value features (mlp_svd, glnet singular_values) may not transfer to other ranks "
-                     "(docs/models.md, learning curve); validate on mixed ranks before shipping it")
+        config = json.loads((Path(summary["checkpoint"]) / "config.json").read_text())
+        ranks = ", ".join(str(r) for r in config["ood"]["ranks"])
+        picks = config.get("selection", {})
+        fallback = {task: pick["fallback"] for task, pick in picks.items() if pick.get("fallback")}
+        exposed = [task for task, pick in picks.items()
+                   if not pick["candidates"][pick["chosen"]].get("rank_free", True) and task not in fallback]
+        if fallback:
+            out.log(f"adapters of ranks other than {ranks} (the training ranks) are predicted by rank-free "
+                    f"fallback members for {', '.join(sorted(fallback))}: the chosen members read singular values")
+        if exposed:
+            out.warn(f"--model auto chose members with singular-value features for {', '.join(sorted(exposed))} "
+                     "and no candidate is rank-free (glnet without singular_values, mlp_dense): adapters of ranks "
+                     f"other than {ranks} may get poor predictions (docs/models.md); add a rank-free candidate")
     folder = Path(summary["checkpoint"]).resolve()
     out.log(f"score with it: lolctl score ADAPTER -c {folder}, or let score pick it by base model: "
             f"export LOLCTL_MODELS={folder.parent}")

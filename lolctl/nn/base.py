@@ -98,6 +98,13 @@ class LoraModel(nn.Module):
         """Largest rank the model accepts (None: any rank)."""
         return None
 
+    @property
+    def rank_free(self) -> bool:
+        """True when the features are made the same way at every rank (no input slot per singular value or factor
+        column), so a model trained at one rank has a chance at another. False unless a model says so: one fed
+        σ_1..σ_k learns from rank-4 adapters what a zero σ_2 means, and rank-1 adapters then lie off its inputs."""
+        return False
+
     def build_head(self, d_in: int) -> None:
         d_in += len(self.spec) if self.config.unit_norm else 0  # log ‖ΔW_i‖ per module
         self.head, d = mlp(d_in, self.config.head_hidden, self.config.head_layers, self.config.dropout)

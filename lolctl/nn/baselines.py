@@ -137,6 +137,10 @@ class MLPDense(LoraModel):
             )
         self.build_head(d_in)
 
+    @property
+    def rank_free(self) -> bool:
+        return True  # ΔW itself, whatever the rank
+
     def features(self, batch: LoraBatch) -> torch.Tensor:
         parts = [torch.einsum("blnr,blmr->blnm", g.U, g.V).reshape(batch.size, -1) for g in batch.groups]
         return torch.cat(parts, dim=1)

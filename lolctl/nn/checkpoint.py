@@ -31,12 +31,13 @@ from lolctl.nn.about import (
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
+from lolctl.nn.composite import Composite
 from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import Verdict, inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.uncertainty import calibrate, local_intervals
+from lolctl.nn.uncertainty import calibrate, fallback_stored, local_intervals, pick_rows
 
 FILES = ("config.json", "model.safetensors", "README.md")
 OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
@@ -127,8 +128,18 @@ class Checkpoint:
 
     def interval_batch(self, batch: LoraBatch, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{regression task: (N, c, 2)} 90 % intervals: local conformal (width from similar validation adapters)
-        when the checkpoint stores its validation data, else ŷ + the stored global residual quantiles."""
-        spans = self.config.intervals
+        when the checkpoint stores its validation data, else ŷ + the stored global residual quantiles. Adapters that
+        a composite's rank fallback predicts get the fallback's own intervals."""
+        rows = self.fallback_rows(batch)
+        if rows is None or not rows.any():
+            return self._intervals(batch, out, self.config.intervals, primary=True)
+        fallback = self._intervals(batch, out, self.config.fallback.get("intervals", {}), primary=False)
+        if rows.all():
+            return fallback
+        return pick_rows(rows, fallback, self._intervals(batch, out, self.config.intervals, primary=True))
+
+    def _intervals(self, batch: LoraBatch, out: dict[str, np.ndarray], spans: dict[str, Any],
+                   primary: bool) -> dict[str, np.ndarray]:
         local: dict[str, np.ndarray] = {}
         if any((v or {}).get("method") == "knn-conformal" for v in spans.values()):
             if self._calib is None:
@@ -138,7 +149,8 @@ class Checkpoint:
                 self._calib = load_file(str(path)) if path.is_file() else False
             if self._calib:
                 h = embeddings(self.model, batch.to(self.device, torch.float32))
-                local = local_intervals(self.tasks, h, out, spans, self._calib)
+                stored = self._calib if primary else fallback_stored(self._calib)
+                local = local_intervals(self.tasks, h, out, spans, stored)
         result = {}
         for t in self.tasks:
             if t.kind != "regression":
@@ -151,6 +163,13 @@ class Checkpoint:
             hi = np.asarray(span.get("hi", [0.0] * len(t.columns)))
             result[t.name] = np.stack([out[t.name] + lo, out[t.name] + hi], axis=-1)
         return result
+
+    def fallback_rows(self, batch: LoraBatch) -> np.ndarray | None:
+        """(N,) bool: the adapters a composite's rank fallback predicts (None: the model has no fallback)."""
+        model = self.model
+        if not isinstance(model, Composite) or not model.has_fallback:
+            return None
+        return model.fallback_rows(batch).cpu().numpy()
 
     def reference_adapters(self) -> LoraBatch | None:
         """The training adapters kept with the checkpoint: ``ood.safetensors``, else GL-net's anchors."""
@@ -254,7 +273,11 @@ class Checkpoint:
     def predict_batch(self, batch: LoraBatch) -> dict[str, np.ndarray]:
         """Predictions in the targets' units (probabilities calibrated with the stored temperatures, if any)."""
         out = predict(self.model, batch.to(self.device, torch.float32), self.config.target_normalisation)
-        return calibrate(self.tasks, out, self.config.calibration)
+        rows = self.fallback_rows(batch)
+        primary = calibrate(self.tasks, out, self.config.calibration)
+        if rows is None or not rows.any():
+            return primary
+        return pick_rows(rows, calibrate(self.tasks, out, self.config.fallback.get("calibration", {})), primary)
 
     def predict(self, adapters: list[Adapter], verdicts: list[Verdict] | None = None) -> list[dict[str, Any]]:
         """One prediction per adapter, the model run once on the whole batch; ``verdicts`` are the adapters'

@@ -13,7 +13,7 @@ from lolctl.nn.spec import InputSpec, TaskSpec
 
 FORMAT = "lolctl-checkpoint"
 _REQUIRED = ("architecture", "input_spec", "tasks")
-_WRITTEN_WHEN_SET = ("calibration", "task_descriptions")  # older configs have neither
+_WRITTEN_WHEN_SET = ("calibration", "task_descriptions", "fallback")  # older configs have none
 
 
 @dataclass
@@ -29,6 +29,8 @@ class CheckpointConfig:
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # regression task → lo, hi, n, method, ...
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # classification task → temperature, n
     ood: dict[str, Any] = field(default_factory=dict)  # ranks, scale_log_range, base_models
+    # a composite's rank fallback (lolctl.nn.composite): seen_ranks, tasks, and its own calibration / intervals
+    fallback: dict[str, Any] = field(default_factory=dict)
     task_descriptions: dict[str, str] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)  # the zoo: labels file, recipe, splits, test ids
     metrics: dict[str, Any] = field(default_factory=dict)  # split → task → metric → value

@@ -5,6 +5,13 @@ MLP+SVD) on that task alone, keeps the candidate with the lowest validation loss
 early stop for all tasks stops where the sum of the task losses is lowest, which for the MiniLM zoo is long before
 the regressions are learnt (issue 11: quality R² .61 jointly against .88 alone); per-task members stop each at its
 own best epoch. The symmetry of the composite is that of its members (every candidate is GL-invariant).
+
+Rank fallback. Validation adapters all have the training ranks, so selection cannot see that a member fed singular
+values σ_1..σ_k (rank-specific inputs: :attr:`LoraModel.rank_free` is False) collapses on other ranks (MiniLM zoo,
+trained at r = 4: quality R² −2.3 at r = 1). When a task's winner is rank-specific, the best rank-free candidate is
+kept too, as its *fallback* member: adapters with a module rank the training set never had (``seen_ranks``) are
+predicted by the fallback, the others by the winner. Rank is GL-invariant, so routing on it keeps the symmetry; the
+checkpoint keeps separate calibration for the fallback (``lolctl.nn.workflow.fit_checkpoint_uncertainty``).
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ DEFAULT_CANDIDATES = "glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=t
 
 @dataclass
 class CompositeConfig(ModelConfig):
-    # [{"architecture": name, "model_config": {...}, "tasks": [task names], "label": "..."}]
+    # [{"architecture": name, "model_config": {...}, "tasks": [task names], "label": "...", "fallback": bool}]
     members: list = field(default_factory=list)
+    seen_ranks: list = field(default_factory=list)  # ranks of the training adapters; others go to fallback members
 
 
 class Composite(LoraModel):
@@ -39,14 +47,35 @@ class Composite(LoraModel):
         """``members``: the models :func:`member_plan` describes, built by :func:`lolctl.nn.registry.build_model`."""
         super().__init__(config, spec, tasks)
         self.members = nn.ModuleList(members)
-        self.route: dict[str, int] = {}
-        for i, member in enumerate(members):
+        self.route: dict[str, int] = {}  # task → the member that predicts it
+        self.fallback_route: dict[str, int] = {}  # task → the member for adapters of ranks outside seen_ranks
+        for i, (member, entry) in enumerate(zip(members, config.members)):
             for t in member.tasks:
-                self.route.setdefault(t.name, i)
+                (self.fallback_route if entry.get("fallback") else self.route).setdefault(t.name, i)
         missing = [t.name for t in tasks if t.name not in self.route]
         if missing:
             raise LolctlError("L180", "composite config", f"no member predicts {missing[0]}", "retrain")
+        if self.fallback_route and not config.seen_ranks:
+            raise LolctlError("L180", "composite config", "fallback members without seen_ranks", "retrain")
         self.invariance = " and ".join(sorted({m.invariance for m in self.members}))
+        self.force_route: str | None = None  # "primary" / "fallback": every adapter one way (calibration)
+
+    @property
+    def has_fallback(self) -> bool:
+        return bool(self.fallback_route)
+
+    @property
+    def rank_free(self) -> bool:
+        """Rank-free where every task's answer at an unseen rank comes from a rank-free member."""
+        return all(self.members[self.fallback_route.get(t.name, self.route[t.name])].rank_free for t in self.tasks)
+
+    def fallback_rows(self, batch: LoraBatch) -> torch.Tensor:
+        """(B,) bool: the adapters the fallback members predict (a module rank not in ``seen_ranks``)."""
+        if self.force_route is not None or not self.has_fallback:
+            return torch.full((batch.size,), self.force_route == "fallback", device=batch.ranks.device)
+        seen = torch.as_tensor(self.config.seen_ranks, device=batch.ranks.device)
+        unseen = (batch.ranks > 0) & ~torch.isin(batch.ranks, seen)  # rank 0: a module the adapter lacks
+        return unseen.any(dim=1)
 
     @property
     def max_rank(self) -> int | None:
@@ -63,8 +92,24 @@ class Composite(LoraModel):
         return torch.cat([m.representation(batch) for m in self.members], dim=1)
 
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
-        outs = [m(batch) for m in self.members]
-        return {t.name: outs[self.route[t.name]][t.name] for t in self.tasks}
+        rows = self.fallback_rows(batch) if self.has_fallback else None
+        outs: dict[int, dict[str, torch.Tensor]] = {}
+
+        def run(i: int) -> dict[str, torch.Tensor]:
+            if i not in outs:
+                outs[i] = self.members[i](batch)
+            return outs[i]
+
+        result = {}
+        for t in self.tasks:
+            fallback = self.fallback_route.get(t.name)
+            if rows is None or fallback is None or not bool(rows.any()):
+                result[t.name] = run(self.route[t.name])[t.name]
+            elif bool(rows.all()):
+                result[t.name] = run(fallback)[t.name]
+            else:
+                result[t.name] = torch.where(rows[:, None], run(fallback)[t.name], run(self.route[t.name])[t.name])
+        return result
 
 
 def member_plan(config: CompositeConfig, tasks: tuple[TaskSpec, ...]) -> list[tuple[str, dict[str, Any],

@@ -76,6 +76,10 @@ class GLNet(LoraModel):
         if config.anchors:
             self._anchor_buffers(max(1, config.anchor_rank))
 
+    @property
+    def rank_free(self) -> bool:
+        return not self.config.singular_values  # the trunk and the anchor cosines are defined at any rank
+
     def _anchor_buffers(self, rank: int, device: torch.device | None = None) -> None:
         """Anchors per shape group: (L_g, n, K·R) and (L_g, m, K·R), each adapter's ΔW_i scaled to unit norm."""
         K = self.config.anchors

@@ -150,3 +150,24 @@ def coverage_report(y: np.ndarray, iv: np.ndarray) -> dict[str, float]:
     width = iv[:, 1] - iv[:, 0]
     return {"coverage": float(inside.mean()) if keep.any() else float("nan"), "mean_width": float(width.mean()),
             "width_p10": float(np.quantile(width, 0.1)), "width_p90": float(np.quantile(width, 0.9))}
+
+
+# -- rank fallback (lolctl.nn.composite): the fallback members' own calibration -----------------------------------
+FALLBACK_PREFIX = "fallback."  # stored residuals of the fallback members: "fallback.abs_res.<task>"
+
+
+def fallback_stored(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The stored calibration tensors as the fallback members' local intervals read them (shared features)."""
+    out = {k: v for k, v in stored.items() if not k.startswith("abs_res.") and not k.startswith(FALLBACK_PREFIX)}
+    out.update({k[len(FALLBACK_PREFIX):]: v for k, v in stored.items() if k.startswith(FALLBACK_PREFIX)})
+    return out
+
+
+def pick_rows(rows: np.ndarray, fallback: dict[str, np.ndarray], primary: dict[str, np.ndarray]) -> dict:
+    """Per task, ``fallback``'s rows where ``rows`` (N,) is True and ``primary``'s elsewhere."""
+    out = dict(primary)
+    for name, values in fallback.items():
+        if name in primary:
+            where = rows.reshape((-1,) + (1,) * (values.ndim - 1))
+            out[name] = np.where(where, values, primary[name])
+    return out

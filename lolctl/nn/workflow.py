@@ -19,8 +19,8 @@ from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint, write_config
-from lolctl.nn.checkpoint_config import CheckpointConfig
-from lolctl.nn.composite import DEFAULT_CANDIDATES, candidate_label, parse_candidates
+from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
+from lolctl.nn.composite import DEFAULT_CANDIDATES, Composite, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe
@@ -29,11 +29,11 @@ from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.spec import TaskSpec
 from lolctl.nn.train import TrainConfig, TrainResult, evaluate, fit, intervals, normalisation
 from lolctl.nn.uncertainty import (
+    FALLBACK_PREFIX,
     calibrate,
     coverage_report,
     fit_local_intervals,
     fit_temperatures,
-    local_intervals,
 )
 from lolctl.zoo.format import Zoo, load_zoo
 
@@ -101,15 +101,11 @@ def train_zoo(
         values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
         model = build_model(model_name, values, batch.spec, tasks).to(dev)
         result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
-    pred = predict(model, on_dev, norm)
     val = np.flatnonzero(split == "val")
     calib = val if val.size >= 5 else np.flatnonzero(train_rows)
-    h = embeddings(model, on_dev)
-    temperatures, spans, stored = fit_uncertainty(tasks, {k: v[calib] for k, v in pred.items()},
-                                                  {k: v[calib] for k, v in y.items()}, h[calib])
-    pred = calibrate(tasks, pred, temperatures)
-    metrics = _metrics_by_split(tasks, pred, y, split)
-    _interval_metrics(tasks, metrics, local_intervals(tasks, h, pred, spans, _as_tensors(stored)), y, split)
+    temperatures, spans, stored, fallback = fit_checkpoint_uncertainty(
+        model, on_dev.select(calib), norm, tasks, {k: v[calib] for k, v in y.items()},
+        "val" if calib is val else "train")
     scale = scale_stats(model, batch.select(np.flatnonzero(train_rows)))
     bases = info.get("base_models", [])
     base = base_model or zoo.base_model or (bases[0] if len(bases) == 1 else None)
@@ -124,8 +120,9 @@ def train_zoo(
         "base_model_aliases": sorted(set(base_model_aliases or []) | ({*bases} - {base})),
         "tasks": [t.to_dict() for t in tasks],
         "target_normalisation": norm,
-        "intervals": {k: {**v, "source": "val" if calib is val else "train"} for k, v in spans.items()},
-        "calibration": {k: {**v, "source": "val" if calib is val else "train"} for k, v in temperatures.items()},
+        "intervals": spans,
+        "calibration": temperatures,
+        "fallback": fallback,
         "ood": {
             "ranks": sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique()}),
             "scale_log_range": [float(scale.min()), float(scale.max())],
@@ -140,7 +137,7 @@ def train_zoo(
         },
         "train_config": asdict(cfg),
         "training": result.to_dict(),
-        "metrics": metrics,
+        "metrics": {},
     }
     if selection is not None:
         config["selection"] = selection
@@ -154,6 +151,13 @@ def train_zoo(
         _save_tensors(folder / "ood.safetensors", {k: v.numpy() for k, v in refs.tensors().items()})
     else:
         (folder / "ood.safetensors").unlink(missing_ok=True)  # a stale file from an --overwrite'd checkpoint
+    # measured as `lolctl eval` measures: through the saved checkpoint (its calibration, intervals, rank fallback)
+    ckpt = load_checkpoint(str(folder), str(dev))
+    pred = ckpt.predict_batch(batch)
+    metrics = _metrics_by_split(tasks, pred, y, split)
+    _interval_metrics(tasks, metrics, ckpt.interval_batch(batch, pred), y, split)
+    config["metrics"] = metrics
+    write_config(folder, {"format": FORMAT, "format_version": 1, **config})
     summary = {"checkpoint": str(folder), "model": model_name, "training": result.to_dict(), "metrics": metrics}
     return json_safe(summary)
 
@@ -169,33 +173,74 @@ def train_auto(
     progress: EpochProgress | None = None,
 ) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
     """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
-    validation loss; returns the composite of the winners, a summary TrainResult and the selection record."""
+    validation loss; when that one is rank-specific, keep the best rank-free candidate too as the task's fallback
+    for ranks the training set lacks (:mod:`lolctl.nn.composite`). Returns the composite of the kept members, a
+    summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
-    members, selection, winners = [], {}, []
+    train_rows = np.flatnonzero(split == "train")
+    seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
+    members, selection, kept, epochs_run = [], {}, [], 0
     for t in tasks:
         scores: dict[str, Any] = {}
-        best: tuple[float, str, LoraModel, str, TrainResult] | None = None
+        trained = []  # (val loss, arch, model, label, result)
         for arch, values in candidates:
             torch.manual_seed(cfg.seed)
             model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
             res = fit(model, batch, {t.name: y[t.name]}, split, norm, cfg, progress)
+            epochs_run += res.epochs_run
             label = candidate_label(arch, values)
-            scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch}
-            if best is None or res.best_val_loss < best[0]:
-                best = (res.best_val_loss, arch, model, label, res)
-        assert best is not None
+            scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch, "rank_free": model.rank_free}
+            trained.append((res.best_val_loss, arch, model, label, res))
+        best = min(trained, key=lambda c: c[0])
         selection[t.name] = {"chosen": best[3], "candidates": scores}
-        members.append({"architecture": best[1], "model_config": best[2].config.to_dict(), "tasks": [t.name],
-                        "label": best[3]})
-        winners.append(best)
-    composite = build_model("composite", {"members": members}, batch.spec, tasks).to(batch.device)
-    LoraModel.prepare(composite, batch.select(np.flatnonzero(split == "train")))  # its own input scale (OOD range)
-    for slot, (_, _, model, _, _) in zip(composite.members, winners):
+        chosen = [(best, False)]
+        if not best[2].rank_free:
+            free = [c for c in trained if c[2].rank_free]
+            if free:
+                fallback = min(free, key=lambda c: c[0])
+                selection[t.name]["fallback"] = fallback[3]
+                chosen.append((fallback, True))
+        for (_, arch, model, label, _), is_fallback in chosen:
+            members.append({"architecture": arch, "model_config": model.config.to_dict(), "tasks": [t.name],
+                            "label": label, "fallback": is_fallback})
+            kept.append(model)
+    composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
+    composite = composite.to(batch.device)
+    LoraModel.prepare(composite, batch.select(train_rows))  # its own input scale (OOD range)
+    for slot, model in zip(composite.members, kept):
         slot.load_state_dict(model.state_dict())
     composite.eval()
-    result = TrainResult(max(w[4].best_epoch for w in winners), sum(w[4].epochs_run for w in winners),
-                         float(sum(w[0] for w in winners)))
+    winners = [selection[t.name]["candidates"][selection[t.name]["chosen"]] for t in tasks]
+    result = TrainResult(max(w["best_epoch"] for w in winners), epochs_run,
+                         float(sum(w["val_loss"] for w in winners)))
     return composite, result, selection
+
+
+def fit_checkpoint_uncertainty(
+    model: LoraModel, batch: LoraBatch, norm: dict[str, Any], tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray],
+    source: str,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """(temperatures, interval spans, stored tensors, fallback entry) fitted on held-out adapters ``batch`` (of the
+    split ``source``) with targets ``y``. A composite with rank-fallback members is calibrated twice: as it predicts
+    these adapters, and as its fallback members would (own temperatures and residuals, for adapters of unseen
+    ranks)."""
+    def sourced(part: dict[str, Any]) -> dict[str, Any]:
+        return {k: {**v, "source": source} for k, v in part.items()}
+
+    h = embeddings(model, batch)
+    temperatures, spans, stored = fit_uncertainty(tasks, predict(model, batch, norm), y, h)
+    fallback: dict[str, Any] = {}
+    if isinstance(model, Composite) and model.has_fallback:
+        model.force_route = "fallback"
+        try:
+            raw = predict(model, batch, norm)
+        finally:
+            model.force_route = None
+        temps_fb, spans_fb, stored_fb = fit_uncertainty(tasks, raw, y, h)
+        fallback = {"seen_ranks": list(model.config.seen_ranks), "tasks": sorted(model.fallback_route),
+                    "calibration": sourced(temps_fb), "intervals": sourced(spans_fb)}
+        stored.update({f"{FALLBACK_PREFIX}{k}": v for k, v in stored_fb.items() if k.startswith("abs_res.")})
+    return sourced(temperatures), sourced(spans), stored, fallback
 
 
 def fit_uncertainty(
@@ -324,13 +369,14 @@ def calibrate_zoo(
     batch = batch.respec(ckpt.spec).select(rows)
     tasks = ckpt.tasks
     on_dev = batch.to(ckpt.device, torch.float32)
-    raw = predict(ckpt.model, on_dev, ckpt.config.target_normalisation)
     y = {t.name: targets(zoo, t)[rows] for t in tasks}
-    temperatures, spans, stored = fit_uncertainty(tasks, raw, y, embeddings(ckpt.model, on_dev))
+    temperatures, spans, stored, fallback = fit_checkpoint_uncertainty(
+        ckpt.model, on_dev, ckpt.config.target_normalisation, tasks, y, split)
     where = {"zoo": str(source), "split": split, "rows": how, "n": int(rows.size)}
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    config["intervals"] = {k: {**v, "source": split} for k, v in spans.items()}
-    config["calibration"] = {k: {**v, "source": split} for k, v in temperatures.items()}
+    config["intervals"], config["calibration"] = spans, temperatures
+    if fallback:
+        config["fallback"] = fallback
     config["calibrated_on"] = where
     config["metrics_note"] = (f"metrics measured before the calibration on {source} ({split}); point-prediction "
                               "metrics (R², τ, AUROC) do not change with it, accuracy, ECE and interval coverage do")
