@@ -74,6 +74,7 @@ def model_card(config: CheckpointConfig) -> str:
             json.dumps(recipe, indent=None, sort_keys=True),
             "```",
         ]
+    lines += _members(config)
     lines += ["", "## Metrics (test split)", "", "| task | metric | value |", "|---|---|---|"]
     for task, key, value in metric_rows(config.metrics.get("test", {})):
         lines.append(f"| {task} | {key} | {value} |")
@@ -127,3 +128,24 @@ def model_card(config: CheckpointConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _members(config: CheckpointConfig) -> list[str]:
+    """A composite's members per task (``lolctl train --model auto``), with its rank fallback."""
+    members = config.model_config.get("members") or []
+    if not members:
+        return []
+    lines = ["", "## Members", "", "Chosen per task by validation loss (`lolctl train --model auto`).", "",
+             "| task | member | for |", "|---|---|---|"]
+    ranks = config.model_config.get("seen_ranks") or []
+    seen = ", ".join(str(r) for r in ranks)
+    backed = {t for m in members if m.get("fallback") for t in m["tasks"]}
+    for m in members:
+        where = (f"ranks other than {seen}" if m.get("fallback") else
+                 f"rank{'s' if len(ranks) > 1 else ''} {seen}" if set(m["tasks"]) <= backed else "all ranks")
+        lines.append(f"| {', '.join(m['tasks'])} | {m.get('label') or m['architecture']} | {where} |")
+    if config.fallback:
+        lines += ["", "A fallback member is rank-free (it reads no singular-value slots); the member it stands in for "
+                  "reads σ₁…σₖ, which it learned at the training ranks only. The fallback has its own temperatures "
+                  "and intervals, fitted on the same held-out adapters."]
+    return lines
