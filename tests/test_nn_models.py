@@ -280,6 +280,46 @@ def test_glnet_anchor_cosines_are_invariant_exact_and_saved():
     assert torch.equal(as_fn(clone)(f)["quality"], as_fn(model)(f)["quality"])
 
 
+
+def test_glnet_probe_responses_are_exact_invariant_and_saved(tmp_path):
+    """probes=FILE: the head also sees log ‖ΔW_i P_g‖² − log ‖ΔW_i‖² for every module whose input width is the
+    probes' — equal to the dense value, GL-invariant with a g per module, scale-free, sensitive to a wrong action;
+    the basis is a buffer (a reloaded model needs no probe file); a file of another width probes the modules of
+    that input width; a file that is not a probe file is one L176 error."""
+    from lolctl.nn.glnet import read_probes, write_probes
+
+    gen = torch.Generator().manual_seed(8)
+    moments = [(lambda X: X.T @ X / 20)(torch.randn(20, 7, generator=gen, dtype=torch.float64)) for _ in range(3)]
+    path = write_probes(tmp_path / "p.safetensors", ["a", "b", "c"], moments, k=5, source="test")
+    names, basis = read_probes(path)
+    assert names == ["a", "b", "c"] and basis.shape == (3, 7, 5)
+    model = make("glnet", probes=str(path))
+    probed = [i for i, mod in enumerate(SPEC.modules) if mod.m == 7]
+    assert model._probed == probed and model.config.probe_groups == 3 and model.config.probe_dim == 7
+    f = factors(3)
+    resp = model.probe_responses(LoraBatch.from_factors(SPEC, f)).view(3, len(probed), 3)
+    for slot, i in enumerate(probed):
+        dw = f[i][0] @ f[i][1].mT  # (B, n, 7)
+        P = basis.double()
+        want = torch.log(torch.einsum("bnm,gmk->bgnk", dw, P).square().sum((-1, -2))) - torch.log(
+            dw.square().sum((-1, -2)))[:, None]
+        torch.testing.assert_close(resp[:, slot], want, rtol=1e-9, atol=1e-9)
+    scaled = [(U * 3.0, V) for U, V in f]
+    torch.testing.assert_close(model.probe_responses(LoraBatch.from_factors(SPEC, scaled)).view(3, -1, 3), resp)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(44))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(45))
+    values = {**model.config.to_dict(), "probes": str(tmp_path / "gone.safetensors")}  # reload: no file needed
+    clone = build_model("glnet", values, SPEC, TASKS).double().eval()
+    clone.load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(as_fn(clone)(f)["quality"], as_fn(model)(f)["quality"])
+    wide = write_probes(tmp_path / "w.safetensors", ["a"], [torch.eye(9, dtype=torch.float64)], k=2, source="test")
+    other = make("glnet", probes=str(wide))  # input width 9: only b.o
+    assert other._probed == [i for i, mod in enumerate(SPEC.modules) if mod.m == 9]
+    (tmp_path / "bad.safetensors").write_bytes(b"not a probe file")
+    with pytest.raises(LolctlError) as err:
+        read_probes(tmp_path / "bad.safetensors")
+    assert err.value.code == "L176" and "lolctl zoo probes" in err.value.remedy
+
 def test_frobenius_norms_small_and_large_batch_paths_agree(monkeypatch):
     """frobenius_norms takes one product per shape group for small batches and one per module otherwise: both
     equal the dense ‖U Vᵀ‖_F."""

@@ -138,5 +138,45 @@ def pack_cmd(
     Output(getattr(fmt, "value", fmt)).emit(Document(result, [line], csv_records=[flat]))
 
 
+PROBES_EPILOG = """
+[bold]Examples[/bold]
+
+  lolctl zoo probes data/minilm-wordnet-probes.safetensors       [dim]# recipe minilm-wordnet, k = 32[/dim]
+  lolctl train ZOO --model glnet --set probes=data/minilm-wordnet-probes.safetensors --out runs/g
+"""
+
+
+@zoo_app.command("probes", epilog=PROBES_EPILOG)
+def probes_cmd(
+    out: Annotated[Path, typer.Argument(help="The probe file to write (safetensors).")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe whose base model and data define the "
+                                        "groups.")] = "minilm-wordnet",
+    k: Annotated[int, typer.Option("--k", min=1, help="Basis columns kept per group (top eigenvectors).")] = 32,
+    sets: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="Override a recipe setting (repeat).")] = None,
+    fmt: FormatOpt = "table",  # type: ignore[assignment]
+) -> None:
+    """Write base-model probes for GL-net (`--set probes=FILE`): per input group of the recipe (each topic's texts,
+    short / long definitions, verbs), the top-k square root of the second moment of layer 0's input. GL-net then
+    feeds its head how strongly each module's ΔW acts on each group (invariant, rank-free); the basis is stored in
+    the checkpoint, so scoring needs no probe file."""
+    from lolctl.nn.glnet import write_probes
+    from lolctl.report import Output
+    from lolctl.report.reports import Document
+    from lolctl.zoo.recipes import get_recipe
+
+    chosen = get_recipe(recipe, _parse_sets(sets or []))
+    if not hasattr(chosen, "probe_moments"):
+        raise LolctlError("L180", f"--recipe {recipe}", "this recipe defines no probe groups",
+                          "use minilm-wordnet or minilm-wordnet-v2")
+    names, moments = chosen.probe_moments()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_probes(out, names, moments, k, f"lolctl zoo probes --recipe {recipe} --k {k}")
+    result = {"out": str(out), "groups": names, "dim": int(moments[0].shape[0]), "k": k,
+              "bytes": out.stat().st_size}
+    line = f"wrote {len(names)} probe groups ({', '.join(names)}) of width {result['dim']}, k = {k}, to {out}"
+    Output(getattr(fmt, "value", fmt)).emit(Document(result, [line], csv_records=[{**result, "groups": len(names)}]))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(zoo_app, name="zoo")

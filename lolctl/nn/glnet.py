@@ -14,7 +14,10 @@ all L modules are one (B, L, h, R) tensor.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +38,10 @@ class GLNetConfig(ModelConfig):
     data_init: bool = True  # first layer from the training set's principal directions of ΔW (see prepare)
     anchors: int = 0  # if > 0, also feed the head each module's cosine similarity to this many training adapters
     anchor_rank: int = 0  # set by prepare: the (padded) rank of the stored anchors
+    probes: str = ""  # a probe file (lolctl zoo probes): base-model input groups whose response to ΔW the head sees
+    probe_groups: int = 0  # set from the probe file: groups G, input width d, basis columns k (kept as buffers)
+    probe_dim: int = 0
+    probe_k: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,9 +79,47 @@ class GLNet(LoraModel):
         # modules in "slot" order: the concatenation of the shape groups' indices
         self.hid_U = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
         self.hid_V = nn.ParameterList([per_module_weight(L, h, h, gain=2**0.5) for _ in range(config.layers - 1)])
-        self.build_head(L * h * h + L * config.singular_values + L * config.anchors)
+        if config.probes and not config.probe_groups:
+            config.probe_groups, config.probe_dim, config.probe_k = probe_shape(config.probes)
+        self.build_head(L * h * h + L * config.singular_values + L * config.anchors
+                        + len(self._probed) * config.probe_groups)
         if config.anchors:
             self._anchor_buffers(max(1, config.anchor_rank))
+        if config.probe_groups:
+            G, d, k = config.probe_groups, config.probe_dim, config.probe_k
+            self.register_buffer("probe_basis", torch.zeros(G, d, k))
+            self.register_buffer("probe_mean", torch.zeros(len(self._probed) * G))
+            self.register_buffer("probe_std", torch.ones(len(self._probed) * G))
+
+    @property
+    def _probed(self) -> list[int]:
+        """Modules (spec order) whose input width is the probe groups' (the V side: ΔW = U Vᵀ reads V's space)."""
+        d = self.config.probe_dim
+        return [i for i, mod in enumerate(self.spec.modules) if d and mod.m == d]
+
+    def probe_responses(self, batch: LoraBatch) -> torch.Tensor:
+        """(B, P·G): log of how strongly each probed module's ΔW acts on each probe group's inputs, relative to its
+        size: log ‖ΔW_i P_g‖² − log ‖ΔW_i‖², with P_g P_gᵀ the group's input second moment (Σ_g, top k).
+
+        ‖ΔW P‖² = tr((UᵀU)(VᵀP)(VᵀP)ᵀ): GL-invariant (U g, V g⁻ᵀ give gᵀ(UᵀU)g and g⁻¹(VᵀP)), scale-free, and
+        defined at any rank. The response to a topic's definition tokens is the zero-parameter probe that named a
+        MiniLM LoRA's topic 90 % of the time (docs/zoo.md)."""
+        P = self._buffer("probe_basis").to(batch.dtype)  # (G, d, k)
+        G, d, k = P.shape
+        flat = P.permute(1, 0, 2).reshape(d, G * k)
+        out = []
+        for g in batch.groups:
+            for j, i in enumerate(g.indices):
+                if i not in self._probed:
+                    continue
+                U, V = g.U[:, j], g.V[:, j]  # (B, n, R), (B, d, R)
+                gram = U.mT @ U  # (B, R, R)
+                A = (V.mT @ flat).view(batch.size, -1, G, k)  # (B, R, G, k): Vᵀ P_g
+                resp = torch.einsum("brs,bsgk,brgk->bg", gram, A, A)  # tr(UᵀU A Aᵀ) per group
+                norm2 = torch.einsum("brs,brs->b", gram, V.mT @ V)  # ‖ΔW‖²
+                out.append((resp.clamp_min(1e-30).log() - norm2.clamp_min(1e-30).log()[:, None], i))
+        out.sort(key=lambda pair: pair[1])  # spec order, whatever the shape groups' order
+        return torch.cat([r for r, _ in out], dim=1)
 
     @property
     def rank_free(self) -> bool:
@@ -104,6 +149,8 @@ class GLNet(LoraModel):
         super().prepare(batch)
         if self.config.anchors:
             self._prepare_anchors(batch)
+        if self.config.probe_groups:
+            self._prepare_probes(batch)
         if not self.config.data_init:
             return
         h = self.config.hidden
@@ -138,10 +185,27 @@ class GLNet(LoraModel):
                 L_g = len(g.indices)
                 self._buffer(f"anchor_U{k}").copy_((g.U.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
                 self._buffer(f"anchor_V{k}").copy_((g.V.permute(1, 2, 0, 3) / s).reshape(L_g, -1, K * R))
-            cos = torch.cat([self.anchor_cosines(batch.select(range(i, min(batch.size, i + 256))))
-                             for i in range(0, batch.size, 256)])
-            self._buffer("anchor_mean").copy_(cos.mean(0))
-            self._buffer("anchor_std").copy_(cos.std(0).clamp_min(1e-6) if batch.size > 1 else torch.ones_like(cos[0]))
+        self._fit_standardiser(self.anchor_cosines, batch, "anchor")
+
+    @torch.no_grad()
+    def _fit_standardiser(self, feature: Any, batch: LoraBatch, prefix: str) -> None:
+        """``{prefix}_mean`` / ``{prefix}_std``: the training set's mean and std of ``feature(batch)`` (B, D)."""
+        values = torch.cat([feature(batch.select(range(i, min(batch.size, i + 256))))
+                            for i in range(0, batch.size, 256)])
+        self._buffer(f"{prefix}_mean").copy_(values.mean(0))
+        std = values.std(0).clamp_min(1e-6) if batch.size > 1 else torch.ones_like(values[0])
+        self._buffer(f"{prefix}_std").copy_(std)
+
+    def _prepare_probes(self, batch: LoraBatch) -> None:
+        """Load the probe basis from ``probes`` (when given: a reloaded checkpoint has it as a buffer already) and
+        the training set's mean and std of every response (the head sees them standardised)."""
+        if self.config.probes:
+            basis = read_probes(self.config.probes)[1]
+            if tuple(basis.shape) != tuple(self._buffer("probe_basis").shape):
+                raise LolctlError("L180", self.config.probes, f"probe basis {tuple(basis.shape)} is not the model's "
+                                  f"{tuple(self._buffer('probe_basis').shape)}", "retrain with this probe file")
+            self._buffer("probe_basis").copy_(basis)
+        self._fit_standardiser(self.probe_responses, batch, "probe")
 
     def anchor_cosines(self, batch: LoraBatch) -> torch.Tensor:
         """(B, L·K): cos(ΔW_b,i, anchor_k,i) = tr((U_bᵀ U_k)(V_kᵀ V_b)) / ‖ΔW_b,i‖, modules in slot order.
@@ -210,6 +274,9 @@ class GLNet(LoraModel):
             mean, std = self._buffer("anchor_mean").to(inv.dtype), self._buffer("anchor_std").to(inv.dtype)
             cos = (self.anchor_cosines(batch) - mean) / std
             inv = torch.cat([inv, cos], dim=1)
+        if self.config.probe_groups:  # scale-free too
+            mean, std = self._buffer("probe_mean").to(inv.dtype), self._buffer("probe_std").to(inv.dtype)
+            inv = torch.cat([inv, (self.probe_responses(batch).to(inv.dtype) - mean) / std], dim=1)
         k = self.config.singular_values
         if not k:
             return inv
@@ -225,3 +292,42 @@ class GLNet(LoraModel):
     def scaled_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         root, lognorm = self.module_scale(batch)
         return self.features(batch, root), lognorm
+
+
+# -- probe files (lolctl zoo probes) --------------------------------------------------------------------------------
+PROBES_FORMAT = "lolctl-probes/1"
+
+
+def write_probes(path: str | Path, names: list[str], moments: list[torch.Tensor], k: int, source: str) -> Path:
+    """Save the top-``k`` square roots P_g (d × k, P_g P_gᵀ ≈ Σ_g) of each group's input second moment Σ_g."""
+    from safetensors.torch import save
+
+    bases = []
+    for S in moments:
+        vals, vecs = torch.linalg.eigh(S.double())  # ascending
+        top = vals.flip(0)[:k].clamp_min(0)
+        bases.append((vecs.flip(1)[:, :k] * top.sqrt()).float())
+    path = Path(path)
+    meta = {"format": PROBES_FORMAT, "names": json.dumps(names), "source": source}
+    path.write_bytes(save({"basis": torch.stack(bases).contiguous()}, metadata=meta))
+    return path
+
+
+def read_probes(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """(group names, basis (G, d, k)) of a probe file; L176 naming the file when it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != PROBES_FORMAT:
+                raise LolctlError("L176", str(path), f"not a {PROBES_FORMAT} file", "make one with lolctl zoo probes")
+            return list(json.loads(meta["names"])), fh.get_tensor("basis").float()
+    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        raise LolctlError("L176", str(path), f"cannot read the probe file ({err})",
+                          "make one with lolctl zoo probes") from err
+
+
+def probe_shape(path: str | Path) -> tuple[int, int, int]:
+    G, d, k = read_probes(path)[1].shape
+    return int(G), int(d), int(k)

@@ -206,6 +206,37 @@ class MinilmWordnet:
         return {"base_quality": base_acc[0], "eval_pairs": len(data["eval_ids"]),
                 "pool_sizes": {f"{s.topics[k]}/{f}": len(v) for (k, f), v in data["pools"].items()}}
 
+    def probe_moments(self) -> tuple[list[str], list[torch.Tensor]]:
+        """(names, Σ_g): the second moment of layer 0's input (the frozen embeddings-layer output) over the adapted
+        side's tokens of each group — each topic's texts, short and long definitions, verb definitions (200 / 100 /
+        150 texts a group, the first of each pool). GL-net's probes (``lolctl zoo probes``) measure how strongly a
+        LoRA's ΔW acts on each group; they describe the base model's inputs, not any LoRA."""
+        from transformers import AutoTokenizer
+
+        from lolctl.zoo.basemodel import resolve_base
+        from lolctl.zoo.lean_bert import LeanBert
+
+        s = self.settings
+        rows, data = self._data()
+        folder = resolve_base(s.base_model)
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        bert = LeanBert.from_folder(folder, torch.float32)
+        groups: dict[str, list[int]] = {}
+        for (k, bucket), members in data["pools"].items():
+            groups.setdefault(s.topics[k], []).extend(members[:200])
+            groups.setdefault(bucket, []).extend(members[:100])
+        groups["verbs"] = [i for members in data["verbs"].values() for i in members[:150]]
+        names, moments = [], []
+        for name, members in groups.items():
+            texts = [rows[i].definition if s.adapted == "gloss" else rows[i].lemma for i in members]
+            width = s.gloss_query_tokens if s.adapted == "gloss" else s.lemma_tokens
+            enc = tok(texts, padding="max_length", truncation=True, max_length=width, return_tensors="pt")
+            with torch.no_grad():
+                X = bert.embed(enc["input_ids"])[enc["attention_mask"].bool()].double()
+            names.append(name)
+            moments.append(X.T @ X / len(X))
+        return names, moments
+
     def load(self, zoo: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
