@@ -16,7 +16,8 @@ import pytest
 from lolctl.report.output import write_csv
 from lolctl.report.reports import Document
 
-COMMANDS = ("inspect", "score", "scan", "gate", "train", "eval", "compare", "zoo build", "zoo info", "zoo pack")
+COMMANDS = ("inspect", "score", "scan", "gate", "train", "eval", "compare", "zoo build", "zoo info", "zoo pack",
+            "zoo probes", "calibrate")
 
 
 def _help(cmd: str) -> str:
