@@ -415,8 +415,9 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     members = config["model_config"]["members"]
     assert {m["tasks"][0]: m["label"] for m in members if not m["fallback"]} == {
         t: config["selection"][t]["chosen"] for t in ("quality", "membership")}
+    picks = config["selection"]
     assert {m["tasks"][0]: m["label"] for m in members if m["fallback"]} == {
-        t: config["selection"][t]["fallback"] for t in ("quality", "membership") if "fallback" in config["selection"][t]}
+        t: picks[t]["fallback"] for t in ("quality", "membership") if "fallback" in picks[t]}
     assert ("fallback members" in res.stderr) == any(m["fallback"] for m in members)
     assert "no candidate is rank-free" not in res.stderr
     res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--format", "json", "--device", "cpu"])

@@ -59,6 +59,13 @@ class Composite(LoraModel):
             raise LolctlError("L180", "composite config", "fallback members without seen_ranks", "retrain")
         self.invariance = " and ".join(sorted({m.invariance for m in self.members}))
         self.force_route: str | None = None  # "primary" / "fallback": every adapter one way (calibration)
+        self._sync_member_configs()
+
+    def _sync_member_configs(self) -> None:
+        """Members fill config fields as they are built and prepared (GL-net: anchor rank, probe shape); the saved
+        composite config must rebuild them with those values."""
+        for entry, member in zip(self.config.members, self.members):
+            entry["model_config"] = member.config.to_dict()
 
     @property
     def has_fallback(self) -> bool:
@@ -87,6 +94,7 @@ class Composite(LoraModel):
         super().prepare(batch)
         for m in self.members:
             m.prepare(batch)
+        self._sync_member_configs()
 
     def representation(self, batch: LoraBatch) -> torch.Tensor:
         return torch.cat([m.representation(batch) for m in self.members], dim=1)
