@@ -430,6 +430,7 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
     assert len(preds) == 3 and all(set(p["tasks"]) == {"quality", "membership"} for p in preds)
     assert (out / "ood.safetensors").is_file() and ckpt.ood_reference.n == 64  # no anchors: stored references
     for wrong, say in ((["--model", "auto", "--set", "hidden=8"], "--candidates"),
+                       (["--model", "glnet", "--ensemble", "3"], "--model auto"),
                        (["--model", "glnet", "--candidates", "mlp_svd"], "--model auto")):
         res = runner.invoke(_app(), ["train", str(zoo), *wrong, "--out", str(tmp_path / "never")])
         assert isinstance(res.exception, LolctlError) and say in res.exception.remedy + res.exception.reason
@@ -493,6 +494,31 @@ def test_train_auto_rank_fallback_predicts_and_calibrates_unseen_ranks(tmp_path)
     assert got["quality"]["r2"] == pytest.approx(config["metrics"]["test_r2"]["quality"]["r2"], abs=1e-6)
     y = targets(data, data.task("quality"))[r2]
     assert np.isfinite(y).all()
+
+
+def test_train_auto_ensemble_averages_seeded_copies(tmp_path):
+    """--ensemble 2: the chosen member is trained again with the next seed; the composite's prediction is the mean
+    of the two copies' standardised outputs, and both copies are in the config with their seeds."""
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
+
+    zoo = write_zoo(tmp_path / "zoo", 80, seed=4)
+    out = tmp_path / "ens"
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", "glnet:hidden=4",
+                                      "--ensemble", "2", "--task", "quality", "--out", str(out), "--epochs", "6",
+                                      "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    members = config["model_config"]["members"]
+    assert [(m["label"], m["seed"]) for m in members] == [("glnet hidden=4", 0), ("glnet hidden=4", 1)]
+    assert config["selection"]["quality"]["ensemble"] == 2
+    model = load_checkpoint(str(out), device="cpu").model
+    batch, _ = load_factors(load_zoo(zoo), cache=False)
+    with torch.no_grad():
+        both = [m(batch)["quality"] for m in model.members]
+        assert not torch.allclose(both[0], both[1])  # two seeds, two models
+        torch.testing.assert_close(model(batch)["quality"], (both[0] + both[1]) / 2)
 
 def test_compare_warns_when_checkpoints_come_from_different_zoos():
     from lolctl.nn.compare import mixed_zoos_warning, record, zoo_identity

@@ -149,6 +149,10 @@ def train(
         typer.Option("--candidates", help="With --model auto: the models tried per task, 'ARCH:KEY=V,KEY=V;ARCH'. "
                      "Default: glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true."),
     ] = None,
+    ensemble: Annotated[
+        int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "
+                          "seeds (seed, seed+1, ...) and average them (costs that many times the chosen members).")
+    ] = 1,
     no_cache: NoCacheOpt = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into a non-empty --out folder (its config.json, "
@@ -177,9 +181,10 @@ def train(
     if model == "auto" and sets:
         raise LolctlError("L180", f"--set {sets[0]}", "--model auto takes each candidate's settings from --candidates",
                           "e.g. --candidates 'glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true'")
-    if model != "auto" and candidates:
-        raise LolctlError("L180", "--candidates", "only --model auto tries candidates",
-                          f"add --model auto, or drop --candidates and use --set with --model {model}")
+    if model != "auto" and (candidates or ensemble > 1):
+        flag = "--candidates" if candidates else "--ensemble"
+        raise LolctlError("L180", flag, f"only --model auto takes {flag}",
+                          f"add --model auto, or drop {flag} and use --set with --model {model}")
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -207,6 +212,7 @@ def train(
             read_progress=read_cb,
             epoch_progress=epoch_cb,
             candidates=candidates,
+            ensemble=ensemble,
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")

@@ -47,11 +47,12 @@ class Composite(LoraModel):
         """``members``: the models :func:`member_plan` describes, built by :func:`lolctl.nn.registry.build_model`."""
         super().__init__(config, spec, tasks)
         self.members = nn.ModuleList(members)
-        self.route: dict[str, int] = {}  # task → the member that predicts it
-        self.fallback_route: dict[str, int] = {}  # task → the member for adapters of ranks outside seen_ranks
+        # task → the members that predict it (several: a seed ensemble, their outputs averaged)
+        self.route: dict[str, list[int]] = {}
+        self.fallback_route: dict[str, list[int]] = {}  # the same, for adapters of ranks outside seen_ranks
         for i, (member, entry) in enumerate(zip(members, config.members)):
             for t in member.tasks:
-                (self.fallback_route if entry.get("fallback") else self.route).setdefault(t.name, i)
+                (self.fallback_route if entry.get("fallback") else self.route).setdefault(t.name, []).append(i)
         missing = [t.name for t in tasks if t.name not in self.route]
         if missing:
             raise LolctlError("L180", "composite config", f"no member predicts {missing[0]}", "retrain")
@@ -74,7 +75,8 @@ class Composite(LoraModel):
     @property
     def rank_free(self) -> bool:
         """Rank-free where every task's answer at an unseen rank comes from a rank-free member."""
-        return all(self.members[self.fallback_route.get(t.name, self.route[t.name])].rank_free for t in self.tasks)
+        return all(self.members[i].rank_free for t in self.tasks
+                   for i in self.fallback_route.get(t.name, self.route[t.name]))
 
     def fallback_rows(self, batch: LoraBatch) -> torch.Tensor:
         """(B,) bool: the adapters the fallback members predict (a module rank not in ``seen_ranks``)."""
@@ -108,15 +110,19 @@ class Composite(LoraModel):
                 outs[i] = self.members[i](batch)
             return outs[i]
 
+        def mean(indices: list[int], task: str) -> torch.Tensor:  # standardised values or logits, averaged
+            outputs = [run(i)[task] for i in indices]
+            return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
+
         result = {}
         for t in self.tasks:
             fallback = self.fallback_route.get(t.name)
             if rows is None or fallback is None or not bool(rows.any()):
-                result[t.name] = run(self.route[t.name])[t.name]
+                result[t.name] = mean(self.route[t.name], t.name)
             elif bool(rows.all()):
-                result[t.name] = run(fallback)[t.name]
+                result[t.name] = mean(fallback, t.name)
             else:
-                result[t.name] = torch.where(rows[:, None], run(fallback)[t.name], run(self.route[t.name])[t.name])
+                result[t.name] = torch.where(rows[:, None], mean(fallback, t.name), mean(self.route[t.name], t.name))
         return result
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,11 @@ def train_zoo(
     read_progress: ReadProgress | None = None,
     epoch_progress: EpochProgress | None = None,
     candidates: str | None = None,
+    ensemble: int = 1,
 ) -> dict[str, Any]:
     """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``. ``auto``: per task,
-    the candidate (``candidates``, default :data:`DEFAULT_CANDIDATES`) with the lowest validation loss."""
+    the candidate (``candidates``, default :data:`DEFAULT_CANDIDATES`) with the lowest validation loss, as a seed
+    ensemble of ``ensemble`` copies."""
     from lolctl import __version__
 
     cfg = train_config or TrainConfig()
@@ -94,7 +96,7 @@ def train_zoo(
     selection = None
     if model_name == "auto":
         model, result, selection = train_auto(parse_candidates(candidates or DEFAULT_CANDIDATES), on_dev, tasks, y,
-                                              split, norm, cfg, epoch_progress)
+                                              split, norm, cfg, epoch_progress, ensemble)
         model_name = model.name
     else:
         torch.manual_seed(cfg.seed)
@@ -171,18 +173,20 @@ def train_auto(
     norm: dict[str, Any],
     cfg: TrainConfig,
     progress: EpochProgress | None = None,
+    ensemble: int = 1,
 ) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
     """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
     validation loss; when that one is rank-specific, keep the best rank-free candidate too as the task's fallback
-    for ranks the training set lacks (:mod:`lolctl.nn.composite`). Returns the composite of the kept members, a
-    summary TrainResult and the selection record."""
+    for ranks the training set lacks (:mod:`lolctl.nn.composite`). ``ensemble`` > 1: each kept member is trained
+    again with seeds seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the
+    kept members, a summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
     train_rows = np.flatnonzero(split == "train")
     seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
     members, selection, kept, epochs_run = [], {}, [], 0
     for t in tasks:
         scores: dict[str, Any] = {}
-        trained = []  # (val loss, arch, model, label, result)
+        trained = []  # (val loss, arch, model, label, candidate settings)
         for arch, values in candidates:
             torch.manual_seed(cfg.seed)
             model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
@@ -190,7 +194,7 @@ def train_auto(
             epochs_run += res.epochs_run
             label = candidate_label(arch, values)
             scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch, "rank_free": model.rank_free}
-            trained.append((res.best_val_loss, arch, model, label, res))
+            trained.append((res.best_val_loss, arch, model, label, values))
         best = min(trained, key=lambda c: c[0])
         selection[t.name] = {"chosen": best[3], "candidates": scores}
         chosen = [(best, False)]
@@ -200,10 +204,20 @@ def train_auto(
                 fallback = min(free, key=lambda c: c[0])
                 selection[t.name]["fallback"] = fallback[3]
                 chosen.append((fallback, True))
-        for (_, arch, model, label, _), is_fallback in chosen:
-            members.append({"architecture": arch, "model_config": model.config.to_dict(), "tasks": [t.name],
-                            "label": label, "fallback": is_fallback})
-            kept.append(model)
+        for (_, arch, model, label, values), is_fallback in chosen:
+            copies = [(cfg.seed, model)]
+            for extra in range(1, ensemble):
+                seeded = replace(cfg, seed=cfg.seed + extra)
+                torch.manual_seed(seeded.seed)
+                copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+                epochs_run += fit(copy, batch, {t.name: y[t.name]}, split, norm, seeded, progress).epochs_run
+                copies.append((seeded.seed, copy))
+            for seed, trained_copy in copies:
+                members.append({"architecture": arch, "model_config": trained_copy.config.to_dict(),
+                                "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed})
+                kept.append(trained_copy)
+        if ensemble > 1:
+            selection[t.name]["ensemble"] = ensemble
     composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
     composite = composite.to(batch.device)
     LoraModel.prepare(composite, batch.select(train_rows))  # its own input scale (OOD range)
