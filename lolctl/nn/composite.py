@@ -47,6 +47,7 @@ class Composite(LoraModel):
         """``members``: the models :func:`member_plan` describes, built by :func:`lolctl.nn.registry.build_model`."""
         super().__init__(config, spec, tasks)
         self.members = nn.ModuleList(members)
+        self.models: list[LoraModel] = list(members)  # the same modules, typed (nn.ModuleList items are Module)
         # task → the members that predict it (several: a seed ensemble, their outputs averaged)
         self.route: dict[str, list[int]] = {}
         self.fallback_route: dict[str, list[int]] = {}  # the same, for adapters of ranks outside seen_ranks
@@ -58,14 +59,14 @@ class Composite(LoraModel):
             raise LolctlError("L180", "composite config", f"no member predicts {missing[0]}", "retrain")
         if self.fallback_route and not config.seen_ranks:
             raise LolctlError("L180", "composite config", "fallback members without seen_ranks", "retrain")
-        self.invariance = " and ".join(sorted({m.invariance for m in self.members}))
+        self.invariance = " and ".join(sorted({m.invariance for m in members}))  # type: ignore[misc]
         self.force_route: str | None = None  # "primary" / "fallback": every adapter one way (calibration)
         self._sync_member_configs()
 
     def _sync_member_configs(self) -> None:
         """Members fill config fields as they are built and prepared (GL-net: anchor rank, probe shape); the saved
         composite config must rebuild them with those values."""
-        for entry, member in zip(self.config.members, self.members):
+        for entry, member in zip(self.config.members, self.models):
             entry["model_config"] = member.config.to_dict()
 
     @property
@@ -75,7 +76,7 @@ class Composite(LoraModel):
     @property
     def rank_free(self) -> bool:
         """Rank-free where every task's answer at an unseen rank comes from a rank-free member."""
-        return all(self.members[i].rank_free for t in self.tasks
+        return all(self.models[i].rank_free for t in self.tasks
                    for i in self.fallback_route.get(t.name, self.route[t.name]))
 
     def fallback_rows(self, batch: LoraBatch) -> torch.Tensor:
@@ -88,18 +89,18 @@ class Composite(LoraModel):
 
     @property
     def max_rank(self) -> int | None:
-        limits = [m.max_rank for m in self.members if m.max_rank is not None]
+        limits = [limit for m in self.models if (limit := m.max_rank) is not None]
         return min(limits) if limits else None
 
     @torch.no_grad()
     def prepare(self, batch: LoraBatch) -> None:
         super().prepare(batch)
-        for m in self.members:
+        for m in self.models:
             m.prepare(batch)
         self._sync_member_configs()
 
     def representation(self, batch: LoraBatch) -> torch.Tensor:
-        return torch.cat([m.representation(batch) for m in self.members], dim=1)
+        return torch.cat([m.representation(batch) for m in self.models], dim=1)
 
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
         rows = self.fallback_rows(batch) if self.has_fallback else None
@@ -107,7 +108,7 @@ class Composite(LoraModel):
 
         def run(i: int) -> dict[str, torch.Tensor]:
             if i not in outs:
-                outs[i] = self.members[i](batch)
+                outs[i] = self.models[i](batch)
             return outs[i]
 
         def mean(indices: list[int], task: str) -> torch.Tensor:  # standardised values or logits, averaged

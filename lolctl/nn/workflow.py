@@ -183,7 +183,8 @@ def train_auto(
     R = int(batch.ranks.max())
     train_rows = np.flatnonzero(split == "train")
     seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
-    members, selection, kept, epochs_run = [], {}, [], 0
+    members, kept, epochs_run = [], [], 0
+    selection: dict[str, dict[str, Any]] = {}
     for t in tasks:
         scores: dict[str, Any] = {}
         trained = []  # (val loss, arch, model, label, candidate settings)
@@ -219,9 +220,10 @@ def train_auto(
         if ensemble > 1:
             selection[t.name]["ensemble"] = ensemble
     composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
-    composite = composite.to(batch.device)
+    assert isinstance(composite, Composite)
+    composite.to(batch.device)
     LoraModel.prepare(composite, batch.select(train_rows))  # its own input scale (OOD range)
-    for slot, model in zip(composite.members, kept):
+    for slot, model in zip(composite.models, kept):
         slot.load_state_dict(model.state_dict())
     composite.eval()
     winners = [selection[t.name]["candidates"][selection[t.name]["chosen"]] for t in tasks]
