@@ -6,7 +6,8 @@
 # ZOO is a built zoo folder or a packed one (data/minilm-wordnet-train, committed: val + train packed).
 #   ZOO=data/minilm-wordnet-train SIZES="128 256 512 1024" ./scripts/learning_curve.sh
 # MODELS: model names (trained with --set unit_norm=true; auto with its default candidates) or NAME:KEY=V,KEY=V for
-# other settings (e.g. glnet:unit_norm=true,hidden=8,anchors=64); AUTO_CANDIDATES: --candidates of auto runs.
+# other settings (e.g. glnet:unit_norm=true,hidden=8,anchors=64); AUTO_CANDIDATES: --candidates of auto runs;
+# TRAIN_ARGS: more `lolctl train` options for every run (e.g. "--task membership", "--ensemble 3").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-data/minilm-wordnet-train}
@@ -49,8 +50,9 @@ PY
             out="$RUNS/$label-n$n-s$seed"
             if [[ ! -f "$out/config.json" ]]; then
                 echo "$(date -u +%H:%M:%S) train $out"
+                # shellcheck disable=SC2086
                 python3 -m lolctl train "$LABELS/labels-n$n.csv" --model "$model" --seed "$seed" "${settings[@]}" \
-                    --threads 1 --out "$out" --format json > "$out.train.json" 2> "$out.log"
+                    ${TRAIN_ARGS:-} --threads 1 --out "$out" --format json > "$out.train.json" 2> "$out.log"
             fi
             for r in test test_r1 test_r2; do
                 [[ -f "$out.$r.json" ]] || python3 -m lolctl eval "$out" "$TEST" --split "$r" --threads 1 \
