@@ -484,7 +484,10 @@ def test_train_auto_rank_fallback_predicts_and_calibrates_unseen_ranks(tmp_path)
         np.testing.assert_allclose(pred[t][r2], forced[t], rtol=1e-6, atol=1e-7)
     if "quality" in routed:
         iv = ckpt.interval_batch(batch, pred)["quality"]
-        primary = ckpt._intervals(batch, pred, ckpt.config.intervals, primary=True)["quality"]
+        from lolctl.nn.infer import embeddings
+
+        h = embeddings(model, batch)
+        primary = ckpt._intervals(pred, ckpt.config.intervals, h, ckpt._calib)["quality"]
         assert not np.allclose(iv[r2], primary[r2])  # the fallback's own residuals set the widths there
         np.testing.assert_allclose(iv[~r2], primary[~r2])
     res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--split", "test_r2", "--format", "json",

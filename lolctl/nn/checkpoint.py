@@ -131,17 +131,11 @@ class Checkpoint:
         when the checkpoint stores its validation data, else ŷ + the stored global residual quantiles. Adapters that
         a composite's rank fallback predicts get the fallback's own intervals."""
         rows = self.fallback_rows(batch)
-        if rows is None or not rows.any():
-            return self._intervals(batch, out, self.config.intervals, primary=True)
-        fallback = self._intervals(batch, out, self.config.fallback.get("intervals", {}), primary=False)
-        if rows.all():
-            return fallback
-        return pick_rows(rows, fallback, self._intervals(batch, out, self.config.intervals, primary=True))
-
-    def _intervals(self, batch: LoraBatch, out: dict[str, np.ndarray], spans: dict[str, Any],
-                   primary: bool) -> dict[str, np.ndarray]:
-        local: dict[str, np.ndarray] = {}
-        if any((v or {}).get("method") == "knn-conformal" for v in spans.values()):
+        routes = [(self.config.intervals, True)]
+        if rows is not None and rows.any():
+            routes = [(self.config.fallback.get("intervals", {}), False)] + ([] if rows.all() else routes)
+        h = None
+        if any((v or {}).get("method") == "knn-conformal" for spans, _ in routes for v in spans.values()):
             if self._calib is None:
                 from safetensors.torch import load_file
 
@@ -149,8 +143,14 @@ class Checkpoint:
                 self._calib = load_file(str(path)) if path.is_file() else False
             if self._calib:
                 h = embeddings(self.model, batch.to(self.device, torch.float32))
-                stored = self._calib if primary else fallback_stored(self._calib)
-                local = local_intervals(self.tasks, h, out, spans, stored)
+        found = [self._intervals(out, spans, h, self._calib if primary else fallback_stored(self._calib))
+                 for spans, primary in routes]
+        return found[0] if len(found) == 1 else pick_rows(rows, found[0], found[1])
+
+    def _intervals(self, out: dict[str, np.ndarray], spans: dict[str, Any], h: np.ndarray | None,
+                   stored: Any) -> dict[str, np.ndarray]:
+        """Intervals with one route's spans: local conformal where ``h`` (head features) and ``stored`` allow."""
+        local = local_intervals(self.tasks, h, out, spans, stored) if h is not None and stored else {}
         result = {}
         for t in self.tasks:
             if t.kind != "regression":
