@@ -46,7 +46,7 @@ PY
                 for kv in "${kvs[@]}"; do settings+=(--set "$kv"); done
             fi
             [[ $model == auto ]] && settings=(${AUTO_CANDIDATES:+--candidates "$AUTO_CANDIDATES"})
-            label=$(echo "$spec" | tr ':,=' '-__')
+            label=$(echo "$spec" | tr ':,=/' '-___')
             out="$RUNS/$label-n$n-s$seed"
             if [[ ! -f "$out/config.json" ]]; then
                 echo "$(date -u +%H:%M:%S) train $out"
