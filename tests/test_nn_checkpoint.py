@@ -186,7 +186,8 @@ def test_checkpoint_config_round_trips_the_shipped_config():
 
     raw = json.loads((Path(__file__).parent.parent / "models" / "minilm-wordnet-glnet" / "config.json").read_text())
     config = CheckpointConfig.from_dict(raw)
-    assert config.architecture == "glnet" and len(config.input_spec) == 12 and config.tasks[0].name == "quality"
+    assert config.architecture == "composite" and len(config.input_spec) == 12 and config.tasks[0].name == "quality"
+    assert {m["architecture"] for m in config.model_config["members"]} == {"glnet"}  # one GL-net per task
     assert config.extra["invariance"] == "GL(r) per module" and 0.01 <= config.probability_floor < 0.02
     assert config.to_dict() == raw
     with pytest.raises(KeyError, match="tasks"):

@@ -124,7 +124,6 @@ def train_zoo(
         "target_normalisation": norm,
         "intervals": spans,
         "calibration": temperatures,
-        "fallback": fallback,
         "ood": {
             "ranks": sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique()}),
             "scale_log_range": [float(scale.min()), float(scale.max())],
@@ -141,6 +140,8 @@ def train_zoo(
         "training": result.to_dict(),
         "metrics": {},
     }
+    if fallback:
+        config["fallback"] = fallback
     if selection is not None:
         config["selection"] = selection
     about = task_descriptions(config)  # what each task means (scorers show it next to the predictions)
