@@ -431,10 +431,9 @@ def deduplicated(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's model.safetensors as a state dict, its deduplicated tensors restored (:func:`deduplicated`)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
-    state = load_file(str(path))
-    with safe_open(str(path), framework="pt") as fh:
+    with safe_open(str(path), framework="pt") as fh:  # one open for the tensors and the alias table
+        state = {name: fh.get_tensor(name) for name in fh.keys()}
         aliases = json.loads((fh.metadata() or {}).get("aliases") or "{}")
     for name, same in aliases.items():
         state[name] = state[same]

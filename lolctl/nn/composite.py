@@ -104,6 +104,8 @@ class Composite(LoraModel):
 
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
         rows = self.fallback_rows(batch) if self.has_fallback else None
+        some = rows is not None and bool(rows.any())  # any adapter (all of them: every) for the fallback
+        every = some and rows is not None and bool(rows.all())
         outs: dict[int, dict[str, torch.Tensor]] = {}
 
         def run(i: int) -> dict[str, torch.Tensor]:
@@ -118,11 +120,12 @@ class Composite(LoraModel):
         result = {}
         for t in self.tasks:
             fallback = self.fallback_route.get(t.name)
-            if rows is None or fallback is None or not bool(rows.any()):
+            if fallback is None or not some:
                 result[t.name] = mean(self.route[t.name], t.name)
-            elif bool(rows.all()):
+            elif every:
                 result[t.name] = mean(fallback, t.name)
             else:
+                assert rows is not None
                 result[t.name] = torch.where(rows[:, None], mean(fallback, t.name), mean(self.route[t.name], t.name))
         return result
 

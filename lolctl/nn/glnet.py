@@ -107,10 +107,11 @@ class GLNet(LoraModel):
         P = self._buffer("probe_basis").to(batch.dtype)  # (G, d, k)
         G, d, k = P.shape
         flat = P.permute(1, 0, 2).reshape(d, G * k)
+        probed = set(self._probed)
         out = []
         for g in batch.groups:
             for j, i in enumerate(g.indices):
-                if i not in self._probed:
+                if i not in probed:
                     continue
                 U, V = g.U[:, j], g.V[:, j]  # (B, n, R), (B, d, R)
                 gram = U.mT @ U  # (B, R, R)
