@@ -538,6 +538,24 @@ def test_compare_warns_when_checkpoints_come_from_different_zoos():
     assert warning and "smollm2" in warning and "minilm-wordnet" in warning and "do not compare" in warning
 
 
+
+def test_compare_names_composites_by_members_and_keeps_coverage():
+    """A --model auto checkpoint is one comparison row named by its distinct member models (not by its whole member
+    list), and a regression task's 90 % interval coverage and the split size travel with the row."""
+    from lolctl.nn.compare import record, variant
+
+    member = {"architecture": "glnet", "label": "glnet anchors=64"}
+    a = {"architecture": "composite", "model_config": {"members": [dict(member, tasks=["quality"]),
+                                                                   dict(member, tasks=["noise"])]}}
+    b = {"architecture": "composite", "model_config": {"members": [member, {"architecture": "mlp_svd"}]}}
+    assert variant(a) == "composite [glnet anchors=64]"
+    assert variant(b) == "composite [glnet anchors=64 | mlp_svd]"
+    metrics = {"quality": {"kind": "regression", "r2": 0.8, "n": 7, "interval90": {"coverage": 0.875}},
+               "noise": {"kind": "multiclass", "accuracy": 0.9, "n": 7}}
+    row = record(a, metrics, "a")
+    assert (row["n"], row["quality.r2"], row["quality.coverage90"], row["noise.accuracy"]) == (7, 0.8, 0.875, 0.9)
+    assert "noise.coverage90" not in row
+
 def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
     """calibrate: temperatures and local intervals refitted on held-out rows (here the zoo's extra split), point
     predictions unchanged, stored metrics marked stale until eval --store refreshes them; training and test rows

@@ -24,8 +24,13 @@ AUTO_FIELDS = ("rank", "max_rank", "anchor_rank")  # set from the zoo when train
 
 
 def variant(config: dict[str, Any]) -> str:
-    """``architecture`` plus the model config fields that differ from their defaults, e.g. ``glnet hidden=64``."""
+    """``architecture`` plus the model config fields that differ from their defaults, e.g. ``glnet hidden=64``; a
+    composite (``--model auto``) is named by its distinct member models, e.g. ``composite [glnet anchors=64]``."""
     arch = config.get("architecture", "?")
+    if arch == "composite":
+        members = config.get("model_config", {}).get("members", [])
+        labels = dict.fromkeys(m.get("label") or m.get("architecture", "?") for m in members)
+        return f"composite [{' | '.join(labels)}]"
     try:
         defaults = model_class(arch).config_class()
     except LolctlError:
@@ -74,8 +79,11 @@ def record(config: dict[str, Any], metrics: dict[str, Any], folder: str | Path) 
         "zoo": zoo_identity(config),
     }
     for task, m in metrics.items():
+        row.setdefault("n", m.get("n"))
         for key in KEY_METRICS.get(m.get("kind", ""), ()):
             row[f"{task}.{key}"] = m.get(key)
+        if "interval90" in m:
+            row[f"{task}.coverage90"] = m["interval90"].get("coverage")
     return row
 
 
