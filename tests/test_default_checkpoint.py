@@ -48,6 +48,12 @@ def test_checkpoint_reproduces_its_card(split: str) -> None:
             assert have[key] == pytest.approx(value, abs=TOLERANCE), f"{split} {task}.{key}"
             compared += 1
     assert compared >= 15  # 3 regression tasks x 3 metrics + 4 classification tasks x 3 metrics, minus undefined
+    from lolctl.nn.metrics import ece_of
+
+    for task, diagram in got["reliability"].items():  # the reliability bins eval reports are the ones ECE sums
+        assert sum(b["n"] for b in diagram) > 0 and ece_of(diagram) == pytest.approx(stored[split][task]["ece"],
+                                                                                       abs=TOLERANCE), task
+    assert set(got["reliability"]) == {"membership", "noise", "gloss_length", "pos_mix"}
 
 
 def test_interval_widths_follow_the_adapter_and_cover_the_test_split() -> None:

@@ -35,6 +35,19 @@ def test_auroc_accuracy_ece():
     assert metrics.ece([1, 0], [1.0, 0.0]) == pytest.approx(0.0)  # p = 1 falls in the last bin
 
 
+def test_reliability_bins_are_what_ece_sums():
+    bins = metrics.reliability([1, 0, 1, 1, float("nan")], [0.95, 0.91, 0.15, 0.05, 0.5])
+    assert [(b["lo"], b["n"]) for b in bins] == [(0.0, 1), (0.1, 1), (0.9, 2)]  # the unknown label left out
+    assert bins[2]["probability"] == pytest.approx(0.93) and bins[2]["frequency"] == pytest.approx(0.5)
+    assert metrics.ece_of(bins) == pytest.approx(metrics.ece([1, 0, 1, 1], [0.95, 0.91, 0.15, 0.05]))
+    # multiclass: the top label's probability against being right; multilabel: every known pair
+    P = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    top = metrics.reliability_of("multiclass", P, np.array([0, 0, -1]))
+    assert [(b["n"], b["frequency"]) for b in top] == [(1, 0.0), (1, 1.0)]
+    pairs = metrics.reliability_of("multilabel", P, np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 0.0]]))
+    assert sum(b["n"] for b in pairs) == 5
+
+
 def test_multilabel_and_multiclass_summaries():
     Y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=float)
     P = np.array([[0.9, 0.2], [0.1, 0.7], [0.8, 0.4], [0.3, 0.1]])

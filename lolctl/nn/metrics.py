@@ -79,18 +79,41 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def ece(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of binary probabilities: Σ_bins (|bin|/N) · |mean(y) − mean(prob)|."""
+def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Reliability diagram of binary probabilities: per equal-width bin of ``prob`` that holds any, its range, count,
+    mean probability and observed frequency of y = 1 (a calibrated model has frequency ≈ probability)."""
     y, prob = _valid(y, prob)
-    if not y.size:
-        return float("nan")
     idx = np.minimum((prob * bins).astype(int), bins - 1)
-    total = 0.0
+    out = []
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            total += sel.mean() * abs(float(y[sel].mean()) - float(prob[sel].mean()))
-    return float(total)
+            out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()),
+                        "probability": float(prob[sel].mean()), "frequency": float(y[sel].mean())})
+    return out
+
+
+def ece(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of binary probabilities: Σ_bins (|bin|/N) · |mean(y) − mean(prob)|."""
+    return ece_of(reliability(y, prob, bins))
+
+
+def ece_of(diagram: list[dict[str, float]]) -> float:
+    """The expected calibration error of a :func:`reliability` diagram (NaN for an empty one)."""
+    total = sum(b["n"] for b in diagram)
+    if not total:
+        return float("nan")
+    return float(sum(b["n"] / total * abs(b["frequency"] - b["probability"]) for b in diagram))
+
+
+def reliability_of(kind: str, probs: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """The reliability diagram of a classification task, as its ECE is measured: every known (adapter, label) pair
+    for multilabel, the top label's probability against being right for multiclass."""
+    if kind == "multilabel":
+        keep = ~np.isnan(y)
+        return reliability(y[keep], probs[keep], bins)
+    keep = y >= 0
+    return reliability((probs[keep].argmax(1) == y[keep]).astype(float), probs[keep].max(1), bins)
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

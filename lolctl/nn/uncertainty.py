@@ -47,11 +47,7 @@ def _nll(kind: str, probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def _ece(kind: str, probs: np.ndarray, y: np.ndarray) -> float:
-    if kind == "multilabel":
-        keep = ~np.isnan(y)
-        return metrics.ece(y[keep], probs[keep])
-    keep = y >= 0
-    return metrics.ece((probs[keep].argmax(1) == y[keep]).astype(float), probs[keep].max(1))
+    return metrics.ece_of(metrics.reliability_of(kind, probs, y))
 
 
 def fit_temperatures(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:

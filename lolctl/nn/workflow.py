@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,12 @@ from lolctl.errors import LolctlError
 from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
-from lolctl.nn.checkpoint import load_checkpoint, resolve_device, save_checkpoint, write_config
+from lolctl.nn.checkpoint import Checkpoint, load_checkpoint, resolve_device, save_checkpoint, write_config
 from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
 from lolctl.nn.composite import DEFAULT_CANDIDATES, Composite, candidate_label, parse_candidates
 from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.infer import embeddings, predict, scale_stats
-from lolctl.nn.metrics import json_safe
+from lolctl.nn.metrics import json_safe, reliability_of
 from lolctl.nn.ood import OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.spec import TaskSpec
@@ -309,15 +309,29 @@ def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str
     return out
 
 
-def eval_zoo(
+@dataclass
+class ZooPredictions:
+    """A checkpoint's predictions on a zoo's split, with the targets: what eval_zoo measures, per adapter."""
+
+    checkpoint: Checkpoint
+    tasks: tuple[TaskSpec, ...]  # the checkpoint's tasks whose columns the zoo has
+    skipped: list[str]  # the others
+    rows: np.ndarray  # indices into the zoo's rows
+    how: str  # how the rows were chosen ("split column = test")
+    pred: dict[str, np.ndarray]  # calibrated, in the targets' units
+    intervals: dict[str, np.ndarray]  # regression tasks: (n, columns, 2)
+    y: dict[str, np.ndarray]
+
+
+def predict_zoo(
     ref: str,
     source: str | Path,
     split: str = "test",
     device: str = "auto",
     cache: bool = True,
     read_progress: ReadProgress | None = None,
-) -> dict[str, Any]:
-    """Metrics of a checkpoint on a zoo's ``split`` rows ("test", "val", "train" or "all")."""
+) -> ZooPredictions:
+    """Run a checkpoint on a zoo's ``split`` rows and pair its predictions with the zoo's targets."""
     ckpt = load_checkpoint(ref, device)
     zoo = load_zoo(source)
     header = zoo.rows[0]
@@ -335,18 +349,34 @@ def eval_zoo(
     batch = batch.respec(ckpt.spec).select(rows)
     pred = ckpt.predict_batch(batch)
     y = {t.name: targets(zoo, t)[rows] for t in tasks}
-    found = evaluate(tasks, pred, y)
-    iv = ckpt.interval_batch(batch, pred)
-    _interval_metrics(tasks, {split: found}, {k: v for k, v in iv.items() if k in y}, y, np.full(len(rows), split))
+    return ZooPredictions(ckpt, tasks, skipped, rows, how, pred, ckpt.interval_batch(batch, pred), y)
+
+
+def eval_zoo(
+    ref: str,
+    source: str | Path,
+    split: str = "test",
+    device: str = "auto",
+    cache: bool = True,
+    read_progress: ReadProgress | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on a zoo's ``split`` rows ("test", "val", "train" or "all")."""
+    ev = predict_zoo(ref, source, split, device, cache, read_progress)
+    found = evaluate(ev.tasks, ev.pred, ev.y)
+    _interval_metrics(ev.tasks, {split: found}, {k: v for k, v in ev.intervals.items() if k in ev.y}, ev.y,
+                      np.full(len(ev.rows), split))
     result = {
-        "checkpoint": ckpt.name,
-        "architecture": ckpt.config.architecture,
+        "checkpoint": ev.checkpoint.name,
+        "architecture": ev.checkpoint.config.architecture,
         "zoo": str(source),
         "split": split,
-        "rows": how,
-        "n": int(len(rows)),
-        "skipped_tasks": skipped,
+        "rows": ev.how,
+        "n": int(len(ev.rows)),
+        "skipped_tasks": ev.skipped,
         "metrics": found,
+        # per classification task: probability bins against observed frequency (docs/models.md, calibration)
+        "reliability": {t.name: reliability_of(t.kind, ev.pred[t.name], ev.y[t.name]) for t in ev.tasks
+                        if t.kind != "regression"},
     }
     return json_safe(result)
 
