@@ -71,6 +71,11 @@ def test_roundtrip_predict_contract(tmp_path):
     probs = preds[0]["tasks"]["membership"]["probs"]
     assert set(probs) == {"x", "y"} and all(0 < p < 1 for p in probs.values())
     assert preds == load_checkpoint(str(folder), device="cpu").predict([adapter(seed=1), adapter(seed=2)])
+    config["calibration"] = {"membership": {"temperature": 0.05, "n": 40, "shown": [0.2, 0.7]}}  # very sharp
+    (folder / "config.json").write_text(json.dumps(config))
+    shown = [p for pred in load_checkpoint(str(folder), device="cpu").predict([adapter(seed=s) for s in range(6)])
+             for p in pred["tasks"]["membership"]["probs"].values()]
+    assert all(0.2 <= p <= 0.7 for p in shown) and {0.2, 0.7} & set(shown)  # the limits bind
 
 
 def test_ood_reasons(tmp_path):

@@ -15,7 +15,9 @@ from lolctl.nn.uncertainty import (
     coverage_report,
     fit_local_intervals,
     fit_temperatures,
+    limit_probabilities,
     local_intervals,
+    shown_limits,
 )
 from lolctl.testing import assert_invariant, assert_sensitive
 
@@ -48,6 +50,32 @@ def test_temperature_undoes_a_known_overconfidence():
     got = fit_temperatures((TaskSpec("c", "multiclass", ("c",), ("x", "y", "z")),),
                            {"c": apply_temperature("multiclass", probs, 0.5)}, {"c": labels})["c"]
     assert got["temperature"] == pytest.approx(2.0, rel=0.15)
+
+
+def test_shown_limits_come_from_the_confident_ends_that_were_wrong():
+    """Issue 11: no probability shown as more certain than validation supports. A model that says 0.99 and is
+    right 4 times in 5 may show at most 0.8; one that says 0.01 for pairs that are members 1 time in 10 shows at
+    least 0.1; a calibrated end (or a bin too small to measure) leaves the end open."""
+    rng = np.random.default_rng(3)
+    n = 200
+    y = (rng.uniform(size=n) < 0.8).astype(int)  # multiclass truth: label 0 for 80 % of the adapters
+    probs = np.tile([0.99, 0.01], (n, 1))  # always 0.99 for label 0
+    low, high = shown_limits("multiclass", probs, y * 0 + (1 - y))  # right when the truth is 0
+    assert (low, high) == (0.0, pytest.approx(((1 - y) == 0).mean()))
+    assert shown_limits("multiclass", probs, np.zeros(n, dtype=int)) == [0.0, 1.0]  # always right: open
+    assert shown_limits("multiclass", probs[:5], np.ones(5, dtype=int)) == [0.0, 1.0]  # 5 < LIMIT_BIN: open
+    pairs = np.column_stack([np.full(n, 0.01), np.full(n, 0.95)])
+    truth = np.column_stack([(np.arange(n) % 10 == 0), np.ones(n)]).astype(float)  # 1 in 10 of the "0.01" pairs
+    assert shown_limits("multilabel", pairs, truth) == pytest.approx([0.1, 1.0])
+
+
+def test_limit_probabilities_keeps_a_distribution():
+    p = limit_probabilities("multiclass", np.array([0.98, 0.015, 0.005]), [0.0, 0.8], floor=0.01)
+    assert p[0] == pytest.approx(0.8) and p.sum() == pytest.approx(1.0) and p[1] > p[2] >= 0.01
+    assert p[1] / p[2] == pytest.approx(0.015 / 0.005)  # the excess shared in proportion
+    m = limit_probabilities("multilabel", np.array([0.999, 0.0001, 0.5]), [0.05, 0.9], floor=0.01)
+    assert m.tolist() == pytest.approx([0.9, 0.05, 0.5])
+    assert limit_probabilities("multilabel", np.array([1.0, 0.0]), None, floor=0.01).tolist() == [0.99, 0.01]
 
 
 def test_local_intervals_follow_difficulty_and_cover():

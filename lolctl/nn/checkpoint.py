@@ -37,7 +37,7 @@ from lolctl.nn.metrics import json_safe
 from lolctl.nn.ood import Verdict, inert_prediction, is_inert, numerical_rank, rank_reasons
 from lolctl.nn.registry import build_model
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.uncertainty import calibrate, fallback_stored, local_intervals, pick_rows
+from lolctl.nn.uncertainty import calibrate, fallback_stored, limit_probabilities, local_intervals, pick_rows
 
 FILES = ("config.json", "model.safetensors", "README.md")
 OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
@@ -297,6 +297,8 @@ class Checkpoint:
         scores = np.array([v.score for v in verdicts], dtype=np.float64)
         spans = self.interval_batch(batch, out)
         floor = self.config.probability_floor
+        fallback = self.fallback_rows(batch)
+        calib = (self.config.calibration, self.config.fallback.get("calibration", {}))
         results = []
         for i, why in enumerate(reasons):
             ood = {"flag": bool(why), "reasons": why,
@@ -317,8 +319,11 @@ class Checkpoint:
                         if bounds and bounds[2]:
                             tasks[key]["unit"] = bounds[2]
                 else:
-                    probs = {lab: shown_probability(p, floor) for lab, p in zip(t.labels, out[t.name][i])}
-                    tasks[t.name] = {"kind": t.kind, "probs": probs}
+                    part = calib[int(fallback is not None and bool(fallback[i]))]
+                    shown = limit_probabilities(t.kind, out[t.name][i], (part.get(t.name) or {}).get("shown"),
+                                                floor)
+                    tasks[t.name] = {"kind": t.kind, "probs": {lab: round(float(p), 2)
+                                                               for lab, p in zip(t.labels, shown)}}
             results.append({"checkpoint": self.name, "tasks": tasks, "ood": ood, "about": self.about})
         return results
 
@@ -342,10 +347,6 @@ INERT_REASON = (
     "inert adapter: ΔW = 0 in every module, so it is the base model; the base model's recorded facts are given"
 )
 
-
-def shown_probability(p: float, floor: float) -> float:
-    """``p`` clipped to [floor, 1 − floor] and rounded to two decimals."""
-    return round(min(max(float(p), floor), 1.0 - floor), 2)
 
 
 

@@ -62,9 +62,48 @@ def fit_temperatures(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y
         P, Y = pred[t.name][known], y[t.name][known]
         losses = [_nll(t.kind, apply_temperature(t.kind, P, T), Y) for T in TEMPERATURES]
         T = float(TEMPERATURES[int(np.argmin(losses))])
+        after = apply_temperature(t.kind, P, T)
         out[t.name] = {"temperature": T, "n": int(known.sum()), "ece_before": _ece(t.kind, P, Y),
-                       "ece_after": _ece(t.kind, apply_temperature(t.kind, P, T), Y)}
+                       "ece_after": _ece(t.kind, after, Y), "shown": shown_limits(t.kind, after, Y)}
     return out
+
+
+LIMIT_BIN = 10  # adapters (or pairs) an end bin needs before its observed frequency limits what is shown
+
+
+def shown_limits(kind: str, probs: np.ndarray, y: np.ndarray) -> list[float]:
+    """[low, high]: the most extreme probabilities the validation split supports. Where the calibrated model's most
+    confident bin (p ≥ 0.9; for multiclass the top label) was right less often than it claimed, ``high`` is the
+    frequency it was right; for multilabel, ``low`` likewise from the least confident bin (p < 0.1). Bins of fewer
+    than LIMIT_BIN leave the end unlimited (0 or 1); the probability floor still applies."""
+    bins = metrics.reliability_of(kind, probs, y)
+    low, high = 0.0, 1.0
+    top, bottom = bins[-1] if bins else None, bins[0] if bins else None
+    if top and top["lo"] >= 0.9 and top["n"] >= LIMIT_BIN and top["frequency"] < top["probability"]:
+        high = max(0.5, top["frequency"])
+    if kind == "multilabel" and bottom and bottom["hi"] <= 0.1 and bottom["n"] >= LIMIT_BIN \
+            and bottom["frequency"] > bottom["probability"]:
+        low = min(0.5, bottom["frequency"])
+    return [float(low), float(high)]
+
+
+def limit_probabilities(kind: str, probs: np.ndarray, shown: list[float] | None, floor: float) -> np.ndarray:
+    """One prediction's probabilities as they may be shown: inside [floor, 1 − floor] and the task's measured
+    ``shown`` limits. Multilabel: each label clipped. Multiclass: the top label lowered to the limit and the excess
+    shared by the others in proportion, so the probabilities still sum to 1."""
+    low, high = shown or (0.0, 1.0)
+    low, high = max(low, floor), min(high, 1.0 - floor)
+    p = np.asarray(probs, dtype=np.float64).copy()
+    if kind == "multilabel":
+        return np.clip(p, low, high)
+    top = int(p.argmax())
+    if p[top] > high:
+        rest = p.sum() - p[top]
+        excess = p[top] - high
+        p[top] = high
+        others = np.arange(p.size) != top
+        p[others] = p[others] + excess * (p[others] / rest if rest > 0 else 1.0 / max(1, others.sum()))
+    return np.clip(p, floor, 1.0 - floor)
 
 
 def calibrate(tasks: tuple[TaskSpec, ...], out: dict[str, np.ndarray], calib: dict[str, Any]) -> dict:
