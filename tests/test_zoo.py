@@ -169,6 +169,36 @@ def test_resume_with_other_settings_is_refused(reference: Path, tiny_bert: Path)
     assert "seed is 0 in the zoo, 7 now" in err.value.reason  # it names the setting that differs
 
 
+def test_train_split_grows_without_renumbering(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    """Issue 11 (grow the train split from the learning curve): a built zoo resumed with a larger n_train_more gets
+    new train LoRAs after every planned one — the built LoRAs untouched, their description unchanged while 0 — its
+    pack takes the new rows with --append, and a smaller value (shrinking) is refused."""
+    import shutil
+
+    from lolctl.zoo.format import load_zoo
+    from lolctl.zoo.pack import pack
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(reference, zoo)
+    packed = tmp_path / "packed"
+    pack(zoo, packed, ["train"])
+    assert "n_train_more" not in json.loads((zoo / "manifest.json").read_text())["recipe"]  # old zoos stay valid
+    settings = {**SMALL, "base_model": str(tiny_bert)}
+    result = build(get_recipe("tiny", {**settings, "n_train_more": "1"}), zoo, workers=1, splits=["train"])
+    assert result["status"] == "complete" and result["total"] == 9
+    rows = _rows(zoo)
+    assert (rows[-1]["id"], rows[-1]["split"]) == ("lora-00008", "train")  # after val, test, train, test_r2
+    for ref in sorted((reference / "adapters").glob("lora-*")):
+        assert (zoo / "adapters" / ref.name / "adapter_model.safetensors").read_bytes() == (
+            ref / "adapter_model.safetensors").read_bytes()
+    assert json.loads((zoo / "manifest.json").read_text())["recipe"]["n_train_more"] == 1
+    assert pack(zoo, packed, ["train"], append=True)["adapters"] == 1
+    grown = load_zoo(packed)
+    assert grown.ids[-1] == "lora-00008" and grown.manifest["recipe"]["n_train_more"] == 1
+    with pytest.raises(LolctlError) as err:
+        build(get_recipe("tiny", settings), zoo, workers=1)
+    assert err.value.code == "L176" and "n_train_more is 1 in the zoo" in err.value.reason
+
 def test_bad_recipe_and_setting_are_usage_errors() -> None:
     with pytest.raises(LolctlError) as err:
         get_recipe("no-such-recipe")

@@ -20,7 +20,7 @@ from typing import Any
 
 from lolctl.errors import LolctlError
 from lolctl.zoo import format as fmt
-from lolctl.zoo.recipes.base import Job
+from lolctl.zoo.recipes.base import Job, grows
 
 
 def versions() -> dict[str, str]:
@@ -49,7 +49,7 @@ def check_resume(zoo: Path, recipe: Any) -> None:
         return
     old = fmt.read_manifest(path).get("recipe")
     new = json.loads(json.dumps(recipe.describe()))
-    if old != new:
+    if not grows(old, new):
         diffs = _differences(old, new)
         shown = "; ".join(f"{key} is {a} in the zoo, {b} now" for key, a, b in diffs[:3])
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""

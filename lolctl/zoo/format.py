@@ -369,6 +369,9 @@ def write_packed(out: Path, zoo: Zoo, source: str, rows: Sequence[dict[str, str]
               "splits": split_counts(row["split"] for row in all_rows), "adapters": hashes}
     packed.update({"files": files + [name]} if files else {"file": name})
     manifest = {**base, "status": zoo.manifest.get("status", base.get("status")), "packed": packed}
+    for key in ("recipe", "splits"):  # a grown source (recipes.base.grows) describes the larger plan
+        if key in zoo.manifest:
+            manifest[key] = zoo.manifest[key]
     # labels before manifest: a reader of the old manifest finds every old row (in the old file) either way
     write_atomic(out / LABELS, text.getvalue())
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -19,6 +19,7 @@ from lolctl.errors import LolctlError
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.data import load_factors
 from lolctl.zoo.format import MANIFEST, Zoo, load_zoo, split_counts, write_packed
+from lolctl.zoo.recipes.base import grows
 
 
 def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite: bool = False,
@@ -35,7 +36,7 @@ def pack(zoo_dir: str | Path, out: str | Path, splits: Sequence[str], overwrite:
     previous = None
     if append and (out / MANIFEST).is_file():
         previous = load_zoo(out)
-        if not previous.packed or previous.manifest.get("recipe") != zoo.manifest.get("recipe"):
+        if not previous.packed or not grows(previous.manifest.get("recipe"), zoo.manifest.get("recipe")):
             raise LolctlError("L176", str(out), "not a packed zoo of the same recipe",
                               "append to a folder packed from this zoo, or pack into a new folder")
         have = set(previous.ids)

@@ -16,6 +16,18 @@ from typing import Any, Protocol
 
 import torch
 
+# Settings that only append LoRAs to the end of a recipe's plan (no LoRA already planned changes): a zoo built with a
+# smaller value may be resumed, and its pack appended to, with a larger one. Left out of a description while 0.
+GROWABLE = ("n_train_more",)
+
+
+def grows(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """True when recipe description ``new`` is ``old`` itself or ``old`` with growable settings raised."""
+    if old is None or new is None:
+        return old == new
+    rest = {k: v for k, v in old.items() if k not in GROWABLE} == {k: v for k, v in new.items() if k not in GROWABLE}
+    return rest and all(int(new.get(k, 0)) >= int(old.get(k, 0)) for k in GROWABLE)
+
 
 @dataclass(frozen=True)
 class Job:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lolctl.zoo.recipes.base import Job, Trained
+from lolctl.zoo.recipes.base import GROWABLE, Job, Trained
 
 TOPICS = (
     "noun.animal", "noun.plant", "noun.food", "noun.artifact", "noun.person",
@@ -77,16 +77,26 @@ class WordnetSettings:
     noise_max: float = 0.8
     temperature: float = 0.05
     subset: str = ""  # a synsets.tsv.gz of the same form; empty = the one shipped with lolctl
+    # more train LoRAs, planned after every other split: a built zoo's train split grows without renumbering
+    # anything (resume with --set n_train_more=N; docs/zoo.md). Left out of the recipe description while 0.
+    n_train_more: int = 0
 
 
 def plan_splits(s: Any) -> list[Job]:
-    """Build order = index order: val, test, train (r = s.rank), then one test split per other rank."""
+    """Build order = index order: val, test, train (r = s.rank), one test split per other rank, then the
+    ``n_train_more`` train LoRAs that grow the train split."""
     jobs: list[Job] = []
     for split, n, rank in [("val", s.n_val, s.rank), ("test", s.n_test, s.rank), ("train", s.n_train, s.rank)] + [
         (f"test_r{r}", s.n_per_rank, r) for r in s.other_ranks
-    ]:
+    ] + [("train", getattr(s, "n_train_more", 0), s.rank)]:
         jobs += [Job(len(jobs) + i, split, rank) for i in range(n)]
     return jobs
+
+
+def describe_settings(name: str, settings: Any) -> dict[str, Any]:
+    """The recipe description a manifest records: the settings, growable ones only when set (so zoos built before
+    they existed describe themselves as they always did)."""
+    return {"name": name, **{k: v for k, v in asdict(settings).items() if not (k in GROWABLE and v == 0)}}
 
 
 def _hash_order(key: str) -> str:
@@ -363,7 +373,7 @@ class MinilmWordnet:
         return float(hit.mean()), float(hit[mine].mean()) if mine.any() else float("nan")
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.settings)}
+        return describe_settings(self.name, self.settings)
 
 
 @dataclass(frozen=True)
