@@ -147,7 +147,8 @@ def train(
     candidates: Annotated[
         str | None,
         typer.Option("--candidates", help="With --model auto: the models tried per task, 'ARCH:KEY=V,KEY=V;ARCH'. "
-                     "Default: glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true."),
+                     "Default: GL-net hidden=8 with anchors (rank-free), GL-net with singular_values=4, MLP+SVD "
+                     "(docs/models.md); add probes=FILE from `lolctl zoo probes` to a GL-net."),
     ] = None,
     ensemble: Annotated[
         int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "

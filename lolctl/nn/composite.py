@@ -27,7 +27,11 @@ from lolctl.nn.base import LoraModel, ModelConfig
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.spec import InputSpec, TaskSpec
 
-DEFAULT_CANDIDATES = "glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true"
+# The shipped model's GL-net (rank-free: every rank-specific winner gets it as fallback; its base-model probes are left
+# out, they need the base model's own text — add probes=FILE from `lolctl zoo probes`), GL-net with singular values
+# and MLP+SVD (spectra carry quality).
+DEFAULT_CANDIDATES = ("glnet:unit_norm=true,hidden=8,anchors=64,equiv_dropout=0.2;"
+                      "glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true")
 
 
 @dataclass
