@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Run one benchmark command on a quiet machine: pause a background zoo build (SIGSTOP to it and its worker
-# processes; a build started during the run is paused too), wait 3 s, refuse to run if anything else is busy, run,
+# Run one benchmark command on a quiet machine: pause background long jobs — zoo builds and `lolctl train` runs
+# (SIGSTOP to each and its worker processes; one started during the run is paused too) —, wait 3 s, refuse to run if anything else is busy, run,
 # and ALWAYS resume what was paused (SIGCONT, via trap).
 #
 #   benchmarks/paused.sh python -m benchmarks.large_adapter
 #
 # Set BENCH_FORCE=1 to run even when other processes are busy (then do not publish the numbers).
 set -u
-PATTERN="zoo build|lolctl.zoo"
+PATTERN=${BENCH_PAUSE:-"zoo build|lolctl.zoo|lolctl train"}  # pgrep -f pattern of the jobs to pause
 state=$(mktemp)
 watcher=""
 

@@ -230,3 +230,18 @@ def test_repeated_tensors_are_stored_once_and_restored(tmp_path):
     probe = LoraBatch.from_adapters([adapter(r=2, seed=99)], SPEC)
     model.eval()
     assert torch.equal(loaded.model(probe)["quality"], model(probe)["quality"])
+    # the repeated buffers are one tensor after loading, so the members compute their anchor cosines once per batch
+    first, second = loaded.model.models[0], loaded.model.models[1]
+    assert second.anchor_U0 is first.anchor_U0 and second.anchor_V0 is first.anchor_V0
+    calls = []
+    original = type(first)._anchor_cosines
+    type(first)._anchor_cosines = lambda self, batch: calls.append(1) or original(self, batch)
+    try:
+        fresh = LoraBatch.from_adapters([adapter(r=2, seed=99)], SPEC)
+        out = loaded.model(fresh)
+        assert len(calls) == 1 and torch.equal(out["quality"], model(probe)["quality"])
+        first.anchor_U0.mul_(2.0)  # changed in place: the batch's cached cosines are stale and recomputed
+        loaded.model(fresh)
+        assert len(calls) == 2
+    finally:
+        type(first)._anchor_cosines = original

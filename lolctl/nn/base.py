@@ -60,7 +60,12 @@ def frobenius_norms(batch: LoraBatch) -> torch.Tensor:
     """‖ΔW_i‖_F per module (B, L) from the r × r Gram matrices: ‖U Vᵀ‖² = tr((UᵀU)(VᵀV)); ΔW is never formed.
 
     One bmm per module: a module's (B, n, R) slice is a strided view in either batch layout, never copied; for a
-    batch of at most SMALL_BATCH adapters one product per shape group instead (scoring one adapter at a time)."""
+    batch of at most SMALL_BATCH adapters one product per shape group instead (scoring one adapter at a time).
+    Computed once per batch (``LoraBatch.cached``)."""
+    return batch.cached("frobenius_norms", (), lambda: _frobenius_norms(batch))
+
+
+def _frobenius_norms(batch: LoraBatch) -> torch.Tensor:
     out = torch.zeros(batch.size, len(batch.spec), dtype=batch.dtype, device=batch.device)
     for g in batch.groups:
         if batch.size <= SMALL_BATCH:  # a few adapters (scoring): one product per group beats L tiny ones

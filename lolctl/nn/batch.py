@@ -11,8 +11,9 @@ construction of their features; O-Align for generic inputs). ``ranks`` (B, L) ke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,18 @@ class LoraBatch:
     spec: InputSpec
     groups: tuple[GroupFactors, ...]
     ranks: torch.Tensor  # (B, L) true rank of each module
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)  # see cached()
+
+    def cached(self, name: str, tensors: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``, once per batch for one ``name`` and the same ``tensors`` (the same objects, not changed in
+        place since): parameter-free features of the batch that several models read — a composite's members share
+        their anchor adapters and probe basis (``load_checkpoint`` makes repeated buffers one tensor), so a 7-member
+        checkpoint computes them once, not 7 times."""
+        key = (name, *((id(t), t._version) for t in tensors))
+        hit = self.memo.get(key)
+        if hit is None:  # the entry holds the tensors, so their ids cannot be reused while it lives
+            hit = self.memo[key] = (tuple(tensors), compute())
+        return hit[1]
 
     @property
     def size(self) -> int:

@@ -377,6 +377,7 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
         msg = str(err).splitlines()[0]
         raise LolctlError("L170", str(weights), f"weights do not fit the config ({msg})", "retrain") from err
     model.to(dev).eval()
+    share_buffers(model)
     return Checkpoint(path, typed, model, dev)
 
 
@@ -439,6 +440,23 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     for name, same in aliases.items():
         state[name] = state[same]
     return state
+
+
+def share_buffers(model: torch.nn.Module) -> None:
+    """Make buffers with equal dtype, shape and values one tensor: a composite's members then hold one copy of their
+    anchor adapters and probe basis, and compute the features they give once per batch (``LoraBatch.cached``).
+    Parameters are left separate."""
+    seen: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+    for mod in model.modules():
+        for name, buf in mod._buffers.items():
+            if buf is None or not buf.numel():
+                continue
+            key = (buf.dtype, buf.device, tuple(buf.shape), float(buf.double().sum()))
+            same = next((t for t in seen.get(key, []) if torch.equal(t, buf)), None)
+            if same is None:
+                seen.setdefault(key, []).append(buf)
+            else:
+                mod._buffers[name] = same
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> None:

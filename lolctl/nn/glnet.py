@@ -103,8 +103,12 @@ class GLNet(LoraModel):
 
         ‖ΔW P‖² = tr((UᵀU)(VᵀP)(VᵀP)ᵀ): GL-invariant (U g, V g⁻ᵀ give gᵀ(UᵀU)g and g⁻¹(VᵀP)), scale-free, and
         defined at any rank. The response to a topic's definition tokens is the zero-parameter probe that named a
-        MiniLM LoRA's topic 90 % of the time (docs/zoo.md)."""
-        P = self._buffer("probe_basis").to(batch.dtype)  # (G, d, k)
+        MiniLM LoRA's topic 90 % of the time (docs/zoo.md). Computed once per batch and probe basis."""
+        basis = self._buffer("probe_basis")
+        return batch.cached(f"probe_responses{self._probed}", (basis,), lambda: self._probe_responses(batch, basis))
+
+    def _probe_responses(self, batch: LoraBatch, basis: torch.Tensor) -> torch.Tensor:
+        P = basis.to(batch.dtype)  # (G, d, k)
         G, d, k = P.shape
         flat = P.permute(1, 0, 2).reshape(d, G * k)
         probed = set(self._probed)
@@ -211,7 +215,13 @@ class GLNet(LoraModel):
     def anchor_cosines(self, batch: LoraBatch) -> torch.Tensor:
         """(B, L·K): cos(ΔW_b,i, anchor_k,i) = tr((U_bᵀ U_k)(V_kᵀ V_b)) / ‖ΔW_b,i‖, modules in slot order.
 
-        GL-invariant: U_b g and V_b g⁻ᵀ give gᵀ(U_bᵀU_k) and (V_kᵀV_b)g⁻ᵀ, whose product has the same trace."""
+        GL-invariant: U_b g and V_b g⁻ᵀ give gᵀ(U_bᵀU_k) and (V_kᵀV_b)g⁻ᵀ, whose product has the same trace.
+        Computed once per batch and anchor set."""
+        anchors = [self._buffer(f"anchor_{side}{k}") for k in range(len(self.spec.groups)) for side in "UV"]
+        key = f"anchor_cosines{self._slots}{self.config.anchors},{self.config.anchor_rank}"
+        return batch.cached(key, anchors, lambda: self._anchor_cosines(batch))
+
+    def _anchor_cosines(self, batch: LoraBatch) -> torch.Tensor:
         K, Ra = self.config.anchors, self.config.anchor_rank
         B, R = batch.size, batch.max_rank
         out = []
