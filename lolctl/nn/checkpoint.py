@@ -145,7 +145,10 @@ class Checkpoint:
                 h = embeddings(self.model, batch.to(self.device, torch.float32))
         found = [self._intervals(out, spans, h, self._calib if primary else fallback_stored(self._calib))
                  for spans, primary in routes]
-        return found[0] if len(found) == 1 else pick_rows(rows, found[0], found[1])
+        if len(found) == 1:
+            return found[0]
+        assert rows is not None  # two routes only when some rows go to the fallback
+        return pick_rows(rows, found[0], found[1])
 
     def _intervals(self, out: dict[str, np.ndarray], spans: dict[str, Any], h: np.ndarray | None,
                    stored: Any) -> dict[str, np.ndarray]:
