@@ -17,7 +17,10 @@ SHOW_SKIPPED = 10  # skipped files listed in a scan summary table; --format json
 
 
 def prediction_table(pred: dict[str, Any]) -> Table:
-    table = Table(title=f"predictions ({pred.get('checkpoint')})", title_justify="left")
+    ood = (pred.get("ood") or {}).get("flag")
+    title = f"predictions ({pred.get('checkpoint')})" + (
+        " — extrapolated: the adapter is out of distribution, its card's measurements do not cover it" if ood else "")
+    table = Table(title=title, title_justify="left", title_style="yellow" if ood else None)
     table.add_column("task", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("prediction", overflow="fold")
@@ -79,11 +82,11 @@ def score_renderables(rec: ScoreRecord) -> list[RenderableType]:
     """One adapter as `lolctl score` shows it: health, then its predictions or why there are none."""
     out = health_renderables(rec)
     pred = rec.prediction
-    if pred:
-        out.append(prediction_table(pred))
+    if pred:  # an out-of-distribution reason comes before the figures it qualifies
         if rec.ood:
             out.append(Text("out of distribution: ", "yellow") + Text("; ".join(pred["ood"].get("reasons") or [])))
-        else:
+        out.append(prediction_table(pred))
+        if not rec.ood:
             out.append("[green]in distribution[/green] for this checkpoint")
     elif rec.notes:
         out.append(Text("no prediction: ", "yellow") + Text("; ".join(rec.notes)))
