@@ -2,18 +2,19 @@
 # The comparison table of docs/comparison.md: every model x 3 seeds trained on the committed training data of the
 # minilm-wordnet zoo (data/minilm-wordnet-train: r = 4 train split, early stopping on val), then
 # scripts/comparison_report.py scores every checkpoint on the committed test splits (tests/data/minilm-wordnet-test:
-# test, test_r1, test_r2) and, with SECOND set, on a test zoo built with another seed, and writes the tables and the
+# test, test_r1, test_r2) and on a test zoo built with another seed (SECOND, default data/minilm-wordnet-test-s1 when
+# present), and writes the tables and the
 # rank-generalisation plot. `shipped` is the model of scripts/train_default_checkpoint.sh (same candidates).
 # Resumable: a run whose checkpoint exists is skipped; a run another instance is doing (a live claim) too, so a second
 # instance can be started when a core frees up. One thread per run.
 #   ./scripts/comparison.sh                                  # all models, seeds 0 1 2 (log: runs/comparison.log)
 #   MODELS="shipped mlp_svd" SEEDS=0 ./scripts/comparison.sh
-#   SECOND=/work/zoos/mw-s1 ./scripts/comparison.sh          # also the second-seed test zoo (docs/zoo.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-data/minilm-wordnet-train}
 TEST=${TEST:-tests/data/minilm-wordnet-test}
-SECOND=${SECOND:-}
+SECOND=${SECOND:-data/minilm-wordnet-test-s1}
+[[ -e "$SECOND" ]] || SECOND=""
 RUNS=${RUNS:-runs/comparison}
 MODELS=${MODELS:-"shipped mlp_svd mlp_oalign mlp_dense glnet transformer mlp"}
 SEEDS=${SEEDS:-"0 1 2"}
