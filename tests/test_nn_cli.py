@@ -438,6 +438,40 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
 
 
 
+def test_auto_candidate_training_settings():
+    """A candidate's tasks=, epochs= and patience= are its own training settings, not model settings; bad ones are
+    refused with the candidate named."""
+    from lolctl.nn.spec import TaskSpec
+    from lolctl.nn.train import TrainConfig
+    from lolctl.nn.workflow import candidate_training
+
+    TASKS = (TaskSpec("membership", "multilabel", ("m[a]", "m[b]"), ("a", "b")),
+             TaskSpec("noise", "multiclass", ("noise",), ("clean", "noisy")))
+    cfg = TrainConfig(epochs=300, patience=30)
+    values, run, only, label = candidate_training(
+        "mlp_dense", {"head_hidden": "32", "tasks": "noise+membership", "epochs": "40", "patience": "8"}, cfg, TASKS)
+    assert values == {"head_hidden": "32"} and only == {"noise", "membership"}
+    assert (run.epochs, run.patience, run.lr) == (40, 8, cfg.lr) and (cfg.epochs, cfg.patience) == (300, 30)
+    assert label == "mlp_dense head_hidden=32 tasks=noise+membership epochs=40 patience=8"
+    assert candidate_training("glnet", {"hidden": "8"}, cfg, TASKS)[1:3] == (cfg, None)
+    for bad, say in (({"tasks": "noise+nosuch"}, "'nosuch'"), ({"epochs": "many"}, "epochs=many")):
+        with pytest.raises(LolctlError) as err:
+            candidate_training("glnet", bad, cfg, TASKS)
+        assert err.value.code == "L180" and say in err.value.reason and "glnet" in err.value.where
+
+
+def test_train_auto_tries_a_candidate_only_on_its_tasks(tmp_path):
+    zoo = write_zoo(tmp_path / "zoo", 120, seed=3)
+    out = tmp_path / "auto"
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates",
+                                      "glnet:hidden=4,epochs=3;mlp_svd:tasks=quality,patience=2", "--out", str(out),
+                                      "--epochs", "6", "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    picks = json.loads((out / "config.json").read_text())["selection"]
+    assert set(picks["membership"]["candidates"]) == {"glnet hidden=4 epochs=3"}
+    assert set(picks["quality"]["candidates"]) == {"glnet hidden=4 epochs=3", "mlp_svd tasks=quality patience=2"}
+    assert picks["membership"]["candidates"]["glnet hidden=4 epochs=3"]["best_epoch"] <= 3
+
 def test_train_auto_rank_fallback_predicts_and_calibrates_unseen_ranks(tmp_path):
     """Trained on rank-4 adapters only, auto keeps a rank-free fallback beside a rank-specific winner: rank-2
     adapters get the fallback's predictions and its own temperatures and intervals (fitted on val as the fallback

@@ -186,17 +186,22 @@ def train_auto(
     seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
     members, kept, epochs_run = [], [], 0
     selection: dict[str, dict[str, Any]] = {}
+    plans = [(arch, *candidate_training(arch, values, cfg, tasks)) for arch, values in candidates]
     for t in tasks:
         scores: dict[str, Any] = {}
-        trained = []  # (val loss, arch, model, label, candidate settings)
-        for arch, values in candidates:
-            torch.manual_seed(cfg.seed)
+        trained = []  # (val loss, arch, model, label, model settings, training settings)
+        for arch, values, run_cfg, only, label in plans:
+            if only is not None and t.name not in only:
+                continue
+            torch.manual_seed(run_cfg.seed)
             model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
-            res = fit(model, batch, {t.name: y[t.name]}, split, norm, cfg, progress)
+            res = fit(model, batch, {t.name: y[t.name]}, split, norm, run_cfg, progress)
             epochs_run += res.epochs_run
-            label = candidate_label(arch, values)
             scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch, "rank_free": model.rank_free}
-            trained.append((res.best_val_loss, arch, model, label, values))
+            trained.append((res.best_val_loss, arch, model, label, values, run_cfg))
+        if not trained:
+            raise LolctlError("L180", "--candidates", f"no candidate is given task {t.name!r}",
+                              "leave tasks= off one candidate, or name the task in it")
         best = min(trained, key=lambda c: c[0])
         selection[t.name] = {"chosen": best[3], "candidates": scores}
         chosen = [(best, False)]
@@ -206,10 +211,10 @@ def train_auto(
                 fallback = min(free, key=lambda c: c[0])
                 selection[t.name]["fallback"] = fallback[3]
                 chosen.append((fallback, True))
-        for (_, arch, model, label, values), is_fallback in chosen:
-            copies = [(cfg.seed, model)]
+        for (_, arch, model, label, values, run_cfg), is_fallback in chosen:
+            copies = [(run_cfg.seed, model)]
             for extra in range(1, ensemble):
-                seeded = replace(cfg, seed=cfg.seed + extra)
+                seeded = replace(run_cfg, seed=run_cfg.seed + extra)
                 torch.manual_seed(seeded.seed)
                 copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
                 epochs_run += fit(copy, batch, {t.name: y[t.name]}, split, norm, seeded, progress).epochs_run
@@ -295,6 +300,35 @@ def _interval_metrics(tasks, metrics: dict[str, Any], iv: dict[str, np.ndarray],
             for j, col in enumerate(t.columns):
                 key = t.name if len(t.columns) == 1 else f"{t.name}.{col}"
                 metrics[name][key]["interval90"] = coverage_report(y[t.name][rows, j], iv[t.name][rows, j])
+
+
+CANDIDATE_TRAINING = {"tasks": "the tasks it is tried on, joined by '+'", "epochs": "its epoch limit",
+                      "patience": "its early-stopping patience"}  # candidate keys that are not model settings
+
+
+def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, tasks: tuple[TaskSpec, ...]
+                       ) -> tuple[dict[str, Any], TrainConfig, set[str] | None, str]:
+    """Split an ``auto`` candidate's settings into (model settings, its training config, the task names it is tried
+    on — None for all —, its label): ``tasks=noise+pos_mix``, ``epochs=40`` and ``patience=8`` are the candidate's
+    own, e.g. an expensive model tried only where it may win, with a shorter schedule."""
+    values = dict(values)
+    label = candidate_label(arch, values)
+    only = None
+    if "tasks" in values:
+        only = {name.strip() for name in str(values.pop("tasks")).split("+") if name.strip()}
+        unknown = sorted(only - {t.name for t in tasks})
+        if unknown or not only:
+            raise LolctlError("L180", f"--candidates {label}", f"no task {unknown[0]!r}" if unknown else "no tasks",
+                              f"tasks=NAME+NAME of {', '.join(t.name for t in tasks)}")
+    run = {}
+    for key in ("epochs", "patience"):
+        if key in values:
+            text = str(values.pop(key))
+            if not text.isdigit() or int(text) < 1:
+                raise LolctlError("L180", f"--candidates {label}", f"{key}={text} is not a positive integer",
+                                  f"e.g. {key}=40")
+            run[key] = int(text)
+    return values, replace(cfg, **run) if run else cfg, only, label
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
