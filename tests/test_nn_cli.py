@@ -639,6 +639,15 @@ def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["metrics"]["test"] == json.loads(res.stdout)["metrics"]
     assert "test:" not in config["metrics_note"] and "val" in config["metrics_note"]  # the others still stale
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--split", "test_extra", "--store", "--store-as",
+                                 "test_seed1", "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    stored = json.loads((out / "config.json").read_text())["metrics"]
+    assert stored["test_seed1"] == json.loads(res.stdout)["metrics"] and stored["test"] == config["metrics"]["test"]
+    assert "test_seed1" in (out / "README.md").read_text()
+    for wrong in (["--store-as", "x"], ["--store", "--store-as", "val"], ["--store", "--store-as", "a b"]):
+        res = runner.invoke(_app(), ["eval", str(out), str(zoo), *wrong])
+        assert isinstance(res.exception, LolctlError) and res.exception.code == "L180", wrong
     copy = tmp_path / "copy.csv"
     shutil.copy(zoo / "labels.csv", copy)
     res = runner.invoke(_app(), ["eval", "minilm-wordnet-glnet", str(zoo), "--store"])

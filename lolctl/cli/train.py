@@ -273,6 +273,10 @@ def evaluate(
         bool, typer.Option("--store", help="Write these metrics into the checkpoint's config.json and model card "
                            "(a local checkpoint folder), replacing that split's stored figures.")
     ] = False,
+    store_as: Annotated[
+        str | None, typer.Option("--store-as", metavar="NAME", help="With --store: keep them under this name instead "
+                                 "of the split's, e.g. test_seed1 for the test split of another zoo.")
+    ] = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -281,15 +285,19 @@ def evaluate(
     """Evaluate a checkpoint on a zoo: R², Kendall τ and MAE for regression; accuracy, AUROC and expected
     calibration error for classification (mean and, with --per-label, per label).
     """
+    from lolctl.errors import LolctlError
     from lolctl.nn.workflow import eval_zoo
     from lolctl.report import Output
     from lolctl.report.records import EVAL
     from lolctl.report.reports import Document
 
     out = Output(fmt.value)
-    if store and not (Path(checkpoint) / "config.json").is_file():  # before any work
-        from lolctl.errors import LolctlError
-
+    if store_as is not None and not store:  # before any work
+        raise LolctlError("L180", f"--store-as {store_as}", "names the stored metrics of --store", "add --store")
+    if store_as is not None and (store_as in ("train", "val") or not store_as.replace("_", "").isalnum()):
+        raise LolctlError("L180", f"--store-as {store_as}", "not a name for held-out metrics",
+                          "letters, digits and _, not train or val, e.g. test_seed1")
+    if store and not (Path(checkpoint) / "config.json").is_file():
         raise LolctlError("L180", f"--store {checkpoint}", "only a local checkpoint folder can be updated",
                           "pass the folder lolctl train wrote")
     _threads(threads)
@@ -301,8 +309,9 @@ def evaluate(
     if store:
         from lolctl.nn.workflow import store_metrics
 
-        store_metrics(checkpoint, {split: result["metrics"]})
-        out.log(f"stored as the {split} metrics of {checkpoint} (config.json, README.md)")
+        name = store_as or split
+        store_metrics(checkpoint, {name: result["metrics"]})
+        out.log(f"stored as the {name} metrics of {checkpoint} (config.json, README.md)")
     tables = [metrics_table(result["metrics"], title=f"{result['checkpoint']} on {zoo} — {split}")]
     if per_label:
         tables += [metrics_table(m["per_label"], title=f"{task} per label", first="label")

@@ -86,7 +86,8 @@ def model_card(config: CheckpointConfig) -> str:
             "## Metrics on extra held-out splits",
             "",
             "R² for regression tasks, accuracy for classification tasks (e.g. `test_r8`: adapters of rank 8, never "
-            "seen in training).",
+            "seen in training; `test_seed1`: the test split of a zoo built with another seed, stored with "
+            "`lolctl eval --store --store-as`).",
             "",
             "| split | n | " + " | ".join(tasks) + " |",
             "|---|---|" + "---|" * len(tasks),
