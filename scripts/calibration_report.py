@@ -129,7 +129,7 @@ def plot(runs: list[tuple[str, ZooPredictions]], classes: list, path: Path) -> N
         ax.set_xlabel("predicted probability")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("observed frequency")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
