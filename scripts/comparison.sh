@@ -51,5 +51,6 @@ for model in $MODELS; do  # model-major: the important rows finish first
         run "$model" "$seed" &
     done
 done
-wait
+# `wait` also returns when a job is stopped and continued (benchmarks/paused.sh pauses training runs): until none is left
+while [[ -n "$(jobs -p)" ]]; do wait || true; done
 python3 scripts/comparison_report.py "$RUNS" --zoo "$TEST" ${SECOND:+--second "$SECOND"}

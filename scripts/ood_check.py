@@ -8,12 +8,13 @@ Kinds (each made from, or shaped like, the test split's adapters; seeded):
   scaled_x10 / scaled_x0.1 / scaled_x100   a test adapter with every ΔW multiplied
   padded_zero   a test adapter at rank 8 with 4 zero columns (ΔW unchanged)
   padded_noise  a test adapter at rank 8, the 4 extra columns random at 1 % of its norm
-  other_zoo     adapters of another zoo (--other ZOO, e.g. the v2 recipe)
+  other:NAME    adapters of another zoo (--other NAME=ZOO, repeatable: e.g. LoRAs on the other side of the model,
+                the v2 recipe); with their own labels, also how well the checkpoint predicts them
 Reports, per kind: AUROC of the OOD score against the test split, the share flagged by `check` and the most
 common reason; and what `predict` says for one adapter of each kind. LoRAs on other modules never reach the score:
 `check` refuses them with L171 (shown too).
 
-    python scripts/ood_check.py CHECKPOINT PACKED_OR_ZOO [--split test] [--other ZOO2] [--n 64]
+    python scripts/ood_check.py CHECKPOINT PACKED_OR_ZOO [--split test] [--other NAME=ZOO2 ...] [--n 64]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lolctl.nn.batch import LoraBatch
 from lolctl.nn.checkpoint import load_checkpoint
 from lolctl.nn.data import load_factors
 from lolctl.nn.metrics import auroc
+from lolctl.nn.workflow import eval_zoo
 from lolctl.zoo.format import load_zoo
 
 
@@ -90,7 +92,8 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("zoo", type=Path)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--other", type=Path, help="another zoo whose adapters count as a shifted distribution")
+    ap.add_argument("--other", action="append", default=[], metavar="NAME=ZOO",
+                    help="another zoo whose adapters count as a shifted distribution (repeatable)")
     ap.add_argument("--n", type=int, default=64, help="adapters per OOD kind")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -101,11 +104,15 @@ def main() -> None:
     test = to_adapters(batch.respec(ckpt.spec).select(rows), ckpt.base_model, "test")
     gen = torch.Generator().manual_seed(0)
     kinds = variants(test, args.n, gen)
-    if args.other:
-        oz = load_zoo(args.other)
-        ob, _ = load_factors(oz)
-        kinds["other_zoo"] = to_adapters(ob.respec(ckpt.spec).select(range(min(args.n, ob.size))), ckpt.base_model,
-                                         "other")
+    accuracy = {}
+    for item in args.other:
+        name, _, path = item.partition("=")
+        ob, _ = load_factors(load_zoo(path))
+        kinds[f"other:{name}"] = to_adapters(ob.respec(ckpt.spec).select(range(min(args.n, ob.size))),
+                                             ckpt.base_model, "other")
+        found = eval_zoo(args.checkpoint, path, split="all", device="cpu")["metrics"]
+        accuracy[f"other:{name}"] = {t: round(m.get("r2", m.get("auroc")), 3) for t, m in found.items()
+                                     if t in ("quality", "membership", "noise")}
     s_id, why_id = score(ckpt, test)
     report: dict = {"checkpoint": ckpt.name, "in_distribution": {
         "n": len(test), "flagged": round(float(np.mean([bool(w) for w in why_id])), 3),
@@ -122,6 +129,8 @@ def main() -> None:
                             max(v["probs"].items(), key=lambda kv: kv[1]) if v["probs"] else None)
                         for k, v in pred["tasks"].items()},
         }
+        if kind in accuracy:  # quality R², membership / noise AUROC of the checkpoint on these adapters
+            report[kind]["predicted_as_well_as"] = accuracy[kind]
     other = Adapter("other-modules", AdapterMeta("peft", base_model=ckpt.base_model),
                     [ModuleFactors(m.name.replace("query", "key"), m.U, m.V, m.scale, m.scale_source)
                      for m in test[0].modules])
