@@ -302,7 +302,7 @@ def evaluate(
                           "pass the folder lolctl train wrote")
     _threads(threads)
     with _progress(out) as (read_cb, _):
-        result = eval_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
+        result = eval_zoo(checkpoint, zoo, split, device=device.value, cache=not no_cache, read_progress=read_cb)
     out.log(f"{result['n']} adapters ({result['rows']})")
     for name in result["skipped_tasks"]:
         out.warn(f"task {name} skipped: its columns are not in the labels")

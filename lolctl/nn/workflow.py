@@ -386,16 +386,10 @@ def predict_zoo(
     return ZooPredictions(ckpt, tasks, skipped, rows, how, pred, ckpt.interval_batch(batch, pred), y)
 
 
-def eval_zoo(
-    ref: str,
-    source: str | Path,
-    split: str = "test",
-    device: str = "auto",
-    cache: bool = True,
-    read_progress: ReadProgress | None = None,
-) -> dict[str, Any]:
-    """Metrics of a checkpoint on a zoo's ``split`` rows ("test", "val", "train" or "all")."""
-    ev = predict_zoo(ref, source, split, device, cache, read_progress)
+def eval_zoo(ref: str, source: str | Path, split: str = "test", **options: Any) -> dict[str, Any]:
+    """Metrics of a checkpoint on a zoo's ``split`` rows ("test", "val", "train" or "all"); ``options`` are
+    :func:`predict_zoo`'s (device, cache, read_progress)."""
+    ev = predict_zoo(ref, source, split, **options)
     found = evaluate(ev.tasks, ev.pred, ev.y)
     _interval_metrics(ev.tasks, {split: found}, {k: v for k, v in ev.intervals.items() if k in ev.y}, ev.y,
                       np.full(len(ev.rows), split))
