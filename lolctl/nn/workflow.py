@@ -320,7 +320,7 @@ def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, task
         if unknown or not only:
             raise LolctlError("L180", f"--candidates {label}", f"no task {unknown[0]!r}" if unknown else "no tasks",
                               f"tasks=NAME+NAME of {', '.join(t.name for t in tasks)}")
-    run = {}
+    run: dict[str, int] = {}
     for key in ("epochs", "patience"):
         if key in values:
             text = str(values.pop(key))
@@ -328,7 +328,8 @@ def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, task
                 raise LolctlError("L180", f"--candidates {label}", f"{key}={text} is not a positive integer",
                                   f"e.g. {key}=40")
             run[key] = int(text)
-    return values, replace(cfg, **run) if run else cfg, only, label
+    own = replace(cfg, epochs=run.get("epochs", cfg.epochs), patience=run.get("patience", cfg.patience))
+    return values, own if run else cfg, only, label
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
