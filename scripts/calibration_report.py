@@ -17,18 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from comparison_report import ROOT, pyplot, shown  # scripts/, beside this file
 
 from lolctl.nn.metrics import ece_of, reliability_of
 from lolctl.nn.workflow import ZooPredictions, predict_zoo
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def interval_rows(ev: ZooPredictions, name: str) -> list[str]:
@@ -110,13 +102,8 @@ def main() -> int:
 
 
 def plot(runs: list[tuple[str, ZooPredictions]], classes: list, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing (pip install -e .[dev]): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.6), squeeze=False)
     for ax, t in zip(axes[0], classes):

@@ -14,6 +14,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from lolctl.errors import LolctlError
 from lolctl.nn.compare import aggregate, collect
@@ -283,7 +284,8 @@ def second_zoo(folders: list[Path], zoo: Path, test: dict[str, dict], models: li
     return lines
 
 
-def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None (saying so) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -291,6 +293,13 @@ def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib missing (pip install -e .[dev]): no plot", file=sys.stderr)
+        return None
+    return plt
+
+
+def plot(by_split: dict[int, dict], models: list[str], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(RANK_METRICS), figsize=(4.2 * len(RANK_METRICS), 3.6))
     for ax, (col, title) in zip(axes, RANK_METRICS):

@@ -9,6 +9,7 @@ import torch
 from test_nn_models import GL_INVARIANT, SPEC, factors, make
 
 from lolctl.nn.batch import LoraBatch
+from lolctl.nn.metrics import reliability_of
 from lolctl.nn.spec import TaskSpec
 from lolctl.nn.uncertainty import (
     apply_temperature,
@@ -60,13 +61,15 @@ def test_shown_limits_come_from_the_confident_ends_that_were_wrong():
     n = 200
     y = (rng.uniform(size=n) < 0.8).astype(int)  # multiclass truth: label 0 for 80 % of the adapters
     probs = np.tile([0.99, 0.01], (n, 1))  # always 0.99 for label 0
-    low, high = shown_limits("multiclass", probs, y * 0 + (1 - y))  # right when the truth is 0
+    low, high = shown_limits("multiclass", reliability_of("multiclass", probs, y * 0 + (1 - y)))  # right: truth 0
     assert (low, high) == (0.0, pytest.approx(((1 - y) == 0).mean()))
-    assert shown_limits("multiclass", probs, np.zeros(n, dtype=int)) == [0.0, 1.0]  # always right: open
-    assert shown_limits("multiclass", probs[:5], np.ones(5, dtype=int)) == [0.0, 1.0]  # 5 < LIMIT_BIN: open
+    always_right = reliability_of("multiclass", probs, np.zeros(n, dtype=int))
+    assert shown_limits("multiclass", always_right) == [0.0, 1.0]  # always right: open
+    few = reliability_of("multiclass", probs[:5], np.ones(5, dtype=int))
+    assert shown_limits("multiclass", few) == [0.0, 1.0]  # 5 < LIMIT_BIN: open
     pairs = np.column_stack([np.full(n, 0.01), np.full(n, 0.95)])
     truth = np.column_stack([(np.arange(n) % 10 == 0), np.ones(n)]).astype(float)  # 1 in 10 of the "0.01" pairs
-    assert shown_limits("multilabel", pairs, truth) == pytest.approx([0.1, 1.0])
+    assert shown_limits("multilabel", reliability_of("multilabel", pairs, truth)) == pytest.approx([0.1, 1.0])
 
 
 def test_limit_probabilities_keeps_a_distribution():

@@ -351,9 +351,6 @@ INERT_REASON = (
 )
 
 
-
-
-
 def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
     from safetensors import SafetensorError
 

@@ -62,21 +62,21 @@ def fit_temperatures(tasks: tuple[TaskSpec, ...], pred: dict[str, np.ndarray], y
         P, Y = pred[t.name][known], y[t.name][known]
         losses = [_nll(t.kind, apply_temperature(t.kind, P, T), Y) for T in TEMPERATURES]
         T = float(TEMPERATURES[int(np.argmin(losses))])
-        after = apply_temperature(t.kind, P, T)
+        after = metrics.reliability_of(t.kind, apply_temperature(t.kind, P, T), Y)
         out[t.name] = {"temperature": T, "n": int(known.sum()), "ece_before": _ece(t.kind, P, Y),
-                       "ece_after": _ece(t.kind, after, Y), "shown": shown_limits(t.kind, after, Y)}
+                       "ece_after": metrics.ece_of(after), "shown": shown_limits(t.kind, after)}
     return out
 
 
 LIMIT_BIN = 10  # adapters (or pairs) an end bin needs before its observed frequency limits what is shown
 
 
-def shown_limits(kind: str, probs: np.ndarray, y: np.ndarray) -> list[float]:
-    """[low, high]: the most extreme probabilities the validation split supports. Where the calibrated model's most
-    confident bin (p ≥ 0.9; for multiclass the top label) was right less often than it claimed, ``high`` is the
-    frequency it was right; for multilabel, ``low`` likewise from the least confident bin (p < 0.1). Bins of fewer
-    than LIMIT_BIN leave the end unlimited (0 or 1); the probability floor still applies."""
-    bins = metrics.reliability_of(kind, probs, y)
+def shown_limits(kind: str, bins: list[dict[str, float]]) -> list[float]:
+    """[low, high]: the most extreme probabilities the validation split supports, from the calibrated model's
+    reliability diagram there (``metrics.reliability_of``). Where its most confident bin (p ≥ 0.9; for multiclass
+    the top label) was right less often than it claimed, ``high`` is the frequency it was right; for multilabel,
+    ``low`` likewise from the least confident bin (p < 0.1). Bins of fewer than LIMIT_BIN leave the end unlimited
+    (0 or 1); the probability floor still applies."""
     low, high = 0.0, 1.0
     top, bottom = bins[-1] if bins else None, bins[0] if bins else None
     if top and top["lo"] >= 0.9 and top["n"] >= LIMIT_BIN and top["frequency"] < top["probability"]:

@@ -302,10 +302,6 @@ def _interval_metrics(tasks, metrics: dict[str, Any], iv: dict[str, np.ndarray],
                 metrics[name][key]["interval90"] = coverage_report(y[t.name][rows, j], iv[t.name][rows, j])
 
 
-CANDIDATE_TRAINING = {"tasks": "the tasks it is tried on, joined by '+'", "epochs": "its epoch limit",
-                      "patience": "its early-stopping patience"}  # candidate keys that are not model settings
-
-
 def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, tasks: tuple[TaskSpec, ...]
                        ) -> tuple[dict[str, Any], TrainConfig, set[str] | None, str]:
     """Split an ``auto`` candidate's settings into (model settings, its training config, the task names it is tried
