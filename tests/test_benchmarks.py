@@ -123,3 +123,11 @@ def test_dedup_cost_reduced() -> None:
                      "--index", "100", "--rounds", "1")
     assert "## Duplicate detection: cost per adapter" in out
     assert len(table_rows(out, "MiniLM (12 modules 384x384, r=4)")) == 1
+
+
+@pytest.mark.slow
+def test_composite_predict_reduced() -> None:
+    """Both ways run on the shipped checkpoint and give the same predictions (the script asserts it)."""
+    out = run_script("benchmarks.composite_predict", "--adapters", "8", "--repeat", "1")
+    assert [row[:2] for row in table_rows(out, "shared (load_checkpoint)")] == [["shared (load_checkpoint)", "8"]]
+    assert len(table_rows(out, "separate (every buffer cloned)")) == 1
