@@ -19,7 +19,7 @@ RUNS=${RUNS:-runs/comparison}
 MODELS=${MODELS:-"shipped mlp_svd mlp_oalign mlp_dense glnet transformer mlp"}
 SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-1}
-PROBES=${PROBES:-data/minilm-wordnet-probes.safetensors}
+source scripts/default_candidates.sh
 mkdir -p "$RUNS"
 
 # Shared by every baseline: each module's ΔW scaled to unit norm, its log-norm given to the head (docs/models.md).
@@ -27,7 +27,7 @@ COMMON=(--threads 1 --format json)
 # MLP+Dense: the default 128-wide first layer on 12 x 384 x 384 inputs needs 3.6 GB for training (L173 refuses);
 # 32 wide (57M parameters) fits. Each epoch pushes every adapter's 1.77M-entry ΔW through it: fewer epochs.
 declare -A ARGS=(
-    [shipped]="--model auto --candidates glnet:unit_norm=true,hidden=8,anchors=64,equiv_dropout=0.2,probes=$PROBES"
+    [shipped]="--model auto --candidates $DEFAULT_CANDIDATES"
     [mlp_dense]="--model mlp_dense --set unit_norm=true --set head_hidden=32 --epochs 40 --patience 8"
 )
 

@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 ZOO=${ZOO:-data/minilm-wordnet-train}
 TEST=${TEST:-tests/data/minilm-wordnet-test}
 OUT=${OUT:-models/minilm-wordnet-glnet}
-PROBES=${PROBES:-data/minilm-wordnet-probes.safetensors}
-CANDIDATES=${CANDIDATES:-"glnet:unit_norm=true,hidden=8,anchors=64,equiv_dropout=0.2,probes=$PROBES"}
+source scripts/default_candidates.sh
+CANDIDATES=${CANDIDATES:-$DEFAULT_CANDIDATES}
 mkdir -p runs
 [[ -f "$PROBES" ]] || HF_HUB_OFFLINE=1 python3 -m lolctl zoo probes "$PROBES"
 python3 -m lolctl train "$ZOO" --model auto --candidates "$CANDIDATES" --seed "${SEED:-0}" --threads "${THREADS:-1}" \

@@ -472,6 +472,34 @@ def test_train_auto_tries_a_candidate_only_on_its_tasks(tmp_path):
     assert set(picks["quality"]["candidates"]) == {"glnet hidden=4 epochs=3", "mlp_svd tasks=quality patience=2"}
     assert picks["membership"]["candidates"]["glnet hidden=4 epochs=3"]["best_epoch"] <= 3
 
+def test_train_auto_with_a_factored_dense_member(tmp_path):
+    """An MLP+Dense candidate with store_rank: the member is chosen on the validation loss of its stored (factored)
+    form, the checkpoint holds the factors and no dense first layer, and eval reproduces the metrics train stored."""
+    from safetensors import safe_open
+
+    zoo = write_zoo(tmp_path / "zoo", 120, seed=3)
+    out = tmp_path / "auto"
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates",
+                                 "mlp_dense:unit_norm=true,head_hidden=8,store_rank=2", "--task", "quality",
+                                 "--out", str(out), "--epochs", "6", "--format", "json", "--device", "cpu",
+                                 "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    member = config["model_config"]["members"][0]
+    assert member["architecture"] == "mlp_dense" and member["model_config"]["factored"] is True
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        shapes = {k: fh.get_slice(k).get_shape() for k in fh.keys()}
+    spec = config["input_spec"]["modules"]
+    assert sum(s[0] * s[1] * s[2] for k, s in shapes.items() if ".first_" in k) == 8 * 2 * sum(
+        m["n"] + m["m"] for m in spec)
+    assert shapes["members.0.head.0.weight"] == [8, len(spec)]  # the dense layer is gone: head[0] reads log-norms
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)["metrics"]["quality"]["r2"]
+    assert got == pytest.approx(config["metrics"]["test"]["quality"]["r2"], abs=1e-6)
+
+
 def test_train_auto_rank_fallback_predicts_and_calibrates_unseen_ranks(tmp_path):
     """Trained on rank-4 adapters only, auto keeps a rank-free fallback beside a rank-specific winner: rank-2
     adapters get the fallback's predictions and its own temperatures and intervals (fitted on val as the fallback

@@ -362,3 +362,62 @@ def test_composite_rank_fallback_routes_by_rank_and_stays_invariant():
     with pytest.raises(LolctlError) as err:
         build_model("composite", {"members": members}, SPEC, TASKS)
     assert "seen_ranks" in err.value.reason
+
+
+def _dense_units(model, f) -> torch.Tensor:
+    """The first hidden layer's pre-activation read from dense ΔW with the (unfactored) head weights."""
+    batch = LoraBatch.from_factors(SPEC, f)
+    scaled, lognorm = model.normalise(batch)
+    x = model.features(scaled)
+    if lognorm is not None:
+        x = torch.cat([x, lognorm], dim=1)
+    return model.head[0](x)
+
+
+@pytest.mark.parametrize("unit_norm", [False, True])
+def test_dense_store_rank_truncates_each_unit_and_module_by_svd(unit_norm):
+    """``finalize`` with store_rank=q keeps, for every hidden unit and module, the best rank-q part of W_hi: the
+    factored first layer equals the dense one with each W_hi replaced by its SVD truncation (computed here
+    independently), equals the dense model exactly at full rank, and round-trips through its config."""
+    f = factors(3)
+    for q, exact in ((2, False), (7, True)):  # min(n, m) = 7
+        model = make("mlp_dense", head_hidden=5, store_rank=q, unit_norm=unit_norm)
+        before = as_fn(model)(f)
+        W = model.head[0].weight.detach().clone()
+        truncated, offset = W.clone(), 0
+        for g in SPEC.groups:
+            for _ in g.indices:
+                block = W[:, offset : offset + g.n * g.m].reshape(5, g.n, g.m)
+                P, S, Qh = torch.linalg.svd(block)
+                truncated[:, offset : offset + g.n * g.m] = ((P[..., :q] * S[:, None, :q]) @ Qh[:, :q]).reshape(5, -1)
+                offset += g.n * g.m
+        with torch.no_grad():
+            model.head[0].weight.copy_(truncated)
+        want = _dense_units(model, f)
+        assert model.finalize() and model.config.factored and not model.finalize()  # once only
+        got = model.head[0](model.normalise(LoraBatch.from_factors(SPEC, f))[1]) if unit_norm else model.head[0].bias
+        got = got + model.factored_units(model.normalise(LoraBatch.from_factors(SPEC, f))[0])
+        assert torch.allclose(got, want, atol=1e-10)
+        after = as_fn(model)(f)
+        same = all(torch.allclose(before[k], after[k], atol=1e-10) for k in before)
+        assert same == exact
+        stored = sum(p.numel() for p in (*model.first_A, *model.first_B))
+        assert stored == 5 * q * sum(m.n + m.m for m in SPEC.modules)  # H x (n + m) x q per module, not H x n x m
+        again = build_model("mlp_dense", model.config.to_dict(), SPEC, TASKS).double().eval()
+        again.load_state_dict(model.state_dict())
+        assert all(torch.equal(v, as_fn(again)(f)[k]) for k, v in after.items())
+
+
+def test_dense_factored_is_gl_invariant_and_sensitive():
+    model = make("mlp_dense", head_hidden=5, store_rank=3, unit_norm=True)
+    model.finalize()
+    f = factors(4)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(60))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(61))
+    assert_invariant(as_fn(model), factors(1, seed=5), generator=torch.Generator().manual_seed(62))  # any rank
+
+
+def test_dense_store_rank_needs_a_hidden_layer():
+    with pytest.raises(LolctlError) as err:
+        build_model("mlp_dense", {"store_rank": 2, "head_layers": 0}, SPEC, TASKS)
+    assert err.value.code == "L180" and "store_rank" in err.value.where

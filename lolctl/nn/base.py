@@ -125,6 +125,12 @@ class LoraModel(nn.Module):
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         self.input_scale.copy_(scale.to(self.input_scale))
 
+    def finalize(self) -> bool:
+        """Called once after training, on the best weights, before anything is measured or saved: a model that stores
+        a compressed form of what it trained (``mlp_dense`` with ``store_rank``) switches to it here and returns
+        True."""
+        return False
+
     def check_rank(self, batch: LoraBatch) -> None:
         limit = self.max_rank
         if limit is not None and int(batch.ranks.max()) > limit:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -115,15 +116,44 @@ class MLPOAlign(LoraModel):
 @dataclass
 class MLPDenseConfig(ModelConfig):
     memory_budget_mb: float = 2048.0  # refuse when the first layer (weights, grads, 2 AdamW moments) needs more
+    store_rank: int = 0  # if > 0: after training, keep each hidden unit's weights on each module's ΔW at this rank
+    factored: bool = False  # set by ``finalize``: the first layer is stored as rank-``store_rank`` factors
 
 
 class MLPDense(LoraModel):
+    """An MLP on the flattened ΔW_i = U_i V_iᵀ of every module: GL-invariant because it reads ΔW itself.
+
+    The first layer has one n × m weight matrix W_hi per hidden unit h and module i and computes Σ_i <W_hi, ΔW_i>
+    (1.77 M inputs per unit for MiniLM's 12 modules). With ``store_rank=q`` training is unchanged, then ``finalize``
+    truncates every W_hi to its top q singular triplets, W_hi ≈ A_hi B_hiᵀ, and the model keeps only the factors:
+    <A Bᵀ, U Vᵀ> = Σ_qr (Aᵀ U)_qr (Bᵀ V)_qr, so the stored first layer is H × Σ_i (n_i + m_i) × q floats instead of
+    H × Σ_i n_i m_i, and no ΔW is formed when scoring. Why: on the MiniLM zoo the trained W_hi are close to low-rank
+    — truncating the gloss-length member to q = 16 kept test accuracy within about one point (docs/models.md) — while
+    the dense layer made a two-member checkpoint 448 MB.
+    """
+
     name = "mlp_dense"
     config_class = MLPDenseConfig
     config: MLPDenseConfig
 
     def __init__(self, config: MLPDenseConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
         super().__init__(config, spec, tasks)
+        if config.store_rank and not config.head_layers:
+            raise LolctlError("L180", "mlp_dense store_rank", "needs a hidden layer to factor (head_layers >= 1)",
+                              "set head_layers=1 or more, or store_rank=0")
+        if config.factored:
+            if not config.store_rank:
+                raise LolctlError("L180", "mlp_dense factored", "a factored first layer needs store_rank > 0",
+                                  "retrain the checkpoint")
+            H, q = config.head_hidden, config.store_rank
+            self.first_A = nn.ParameterList([nn.Parameter(torch.zeros(len(g.indices), g.n, H * q))
+                                             for g in spec.groups])
+            self.first_B = nn.ParameterList([nn.Parameter(torch.zeros(len(g.indices), g.m, H * q))
+                                             for g in spec.groups])
+            with warnings.catch_warnings():  # without unit_norm head[0] reads nothing (Linear(0, H): its bias only)
+                warnings.simplefilter("ignore", UserWarning)
+                self.build_head(0)  # the dense part of the first layer is the factors; head[0] reads the log-norms
+            return
         d_in = sum(mod.n * mod.m for mod in spec.modules)
         width = config.head_hidden if config.head_layers else sum(t.out_dim for t in tasks)
         need_mb = 4 * 4 * d_in * width / 2**20
@@ -133,7 +163,7 @@ class MLPDense(LoraModel):
                 "mlp_dense",
                 f"{d_in:,} dense inputs (sum of n*m over {len(spec)} modules) need ~{need_mb:,.0f} MB for the first "
                 f"layer, over the budget of {config.memory_budget_mb:,.0f} MB",
-                "use glnet or mlp_svd, or raise memory_budget_mb / lower head_hidden",
+                "use glnet or mlp_svd, or raise memory_budget_mb / lower head_hidden / set store_rank",
             )
         self.build_head(d_in)
 
@@ -142,8 +172,64 @@ class MLPDense(LoraModel):
         return True  # ΔW itself, whatever the rank
 
     def features(self, batch: LoraBatch) -> torch.Tensor:
+        if self.config.factored:
+            return torch.zeros(batch.size, 0, dtype=batch.dtype, device=batch.device)
         parts = [torch.einsum("blnr,blmr->blnm", g.U, g.V).reshape(batch.size, -1) for g in batch.groups]
         return torch.cat(parts, dim=1)
+
+    def representation(self, batch: LoraBatch) -> torch.Tensor:
+        if not self.config.factored:
+            return super().representation(batch)
+        scaled, lognorm = self.normalise(batch)
+        x = lognorm if lognorm is not None else self.features(scaled)
+        return self.head[1:](self.head[0](x.to(self.head[0].weight.dtype)) + self.factored_units(scaled))
+
+    def factored_units(self, batch: LoraBatch) -> torch.Tensor:
+        """Σ_i <A_hi B_hiᵀ, ΔW_i> per hidden unit h (B, H): one bmm per shape group and side, ΔW never formed."""
+        H, q = self.config.head_hidden, self.config.store_rank
+        B, R = batch.size, batch.max_rank
+        out = torch.zeros(B, H, dtype=batch.dtype, device=batch.device)
+        for k, g in enumerate(batch.groups):
+            L_g = len(g.indices)
+            a = torch.bmm(self.first_A[k].to(g.U.dtype).mT, g.flat_U()).view(L_g, H, q, B, R)  # Aᵀ U
+            b = torch.bmm(self.first_B[k].to(g.V.dtype).mT, g.flat_V()).view(L_g, H, q, B, R)  # Bᵀ V
+            out = out + torch.einsum("lhqbr,lhqbr->bh", a, b)
+        return out
+
+    @torch.no_grad()
+    def finalize(self) -> bool:
+        """With ``store_rank=q``: replace the trained dense first layer by its per-unit, per-module rank-q truncation
+        (SVD, the best rank-q approximation in Frobenius norm) and keep only the factors."""
+        q = self.config.store_rank
+        if not q or self.config.factored:
+            return False
+        first: nn.Linear = self.head[0]
+        W, H = first.weight.detach(), self.config.head_hidden
+        As, Bs, offset = [], [], 0
+        for g in self.spec.groups:
+            L_g = len(g.indices)
+            block = W[:, offset : offset + L_g * g.n * g.m].reshape(H, L_g, g.n, g.m).transpose(0, 1).double()
+            offset += L_g * g.n * g.m
+            P, S, Qh = torch.linalg.svd(block, full_matrices=False)  # (L_g, H, n, k), (L_g, H, k), (L_g, H, k, m)
+            k = min(q, S.shape[-1])
+            root = S[..., :k].sqrt().unsqueeze(-2)
+            A = torch.zeros(L_g, H, g.n, q, dtype=W.dtype, device=W.device)
+            Bm = torch.zeros(L_g, H, g.m, q, dtype=W.dtype, device=W.device)
+            A[..., :k] = (P[..., :k] * root).to(W.dtype)
+            Bm[..., :k] = (Qh[..., :k, :].mT * root).to(W.dtype)
+            As.append(A.permute(0, 2, 1, 3).reshape(L_g, g.n, H * q))  # columns: unit-major, then rank
+            Bs.append(Bm.permute(0, 2, 1, 3).reshape(L_g, g.m, H * q))
+        rest = W[:, offset:]  # the log-norm inputs (unit_norm), else nothing
+        self.config.factored = True
+        self.first_A = nn.ParameterList([nn.Parameter(a.contiguous()) for a in As])
+        self.first_B = nn.ParameterList([nn.Parameter(b.contiguous()) for b in Bs])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            head0 = nn.Linear(rest.shape[1], H).to(device=W.device, dtype=W.dtype)
+        head0.weight.copy_(rest)
+        head0.bias.copy_(first.bias)
+        self.head[0] = head0
+        return True
 
 
 @dataclass

@@ -198,6 +198,8 @@ def fit(
                 break
     model.load_state_dict(best_state)
     model.eval()
+    if model.finalize():  # the model now stores a compressed form: the validation loss is that form's
+        best = _mean_loss(model, batch, targets, monitor, config.batch_size * 4, weights)
     return TrainResult(best_epoch, epoch, best, history)
 
 
