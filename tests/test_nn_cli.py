@@ -680,3 +680,39 @@ def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
     shutil.copy(zoo / "labels.csv", copy)
     res = runner.invoke(_app(), ["eval", "minilm-wordnet-glnet", str(zoo), "--store"])
     assert isinstance(res.exception, LolctlError)  # a built-in name is not a folder to update
+
+
+def test_calibrate_ood_contrast_gives_the_checkpoint_an_input_feature(tmp_path):
+    """calibrate --ood-contrast FILE [--ood-inside FILE]: the checkpoint keeps ood_inputs.safetensors and records the
+    feature's reference statistics; the OOD reference then scores it; --ood-inside alone is refused before anything
+    is written."""
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.nn.glnet import write_probes
+
+    zoo = write_zoo(tmp_path / "zoo", 200, seed=4)
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", "5",
+                                 "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "config.json").read_text())["input_spec"]["modules"][0]["m"]
+    gen = torch.Generator().manual_seed(0)
+    files = {}
+    for side in ("inside", "other"):
+        x = torch.randn(d, d, generator=gen)
+        files[side] = write_probes(tmp_path / f"{side}.safetensors", ["g"], [x @ x.T], 4, f"probes {side}")
+    saved = (out / "config.json").read_text()
+    res = runner.invoke(_app(), ["calibrate", str(out), str(zoo), "--split", "test_extra", "--ood-inside",
+                                 str(files["inside"])])
+    assert isinstance(res.exception, LolctlError) and res.exception.code == "L180"
+    assert (out / "config.json").read_text() == saved and not (out / "ood_inputs.safetensors").exists()
+    res = runner.invoke(_app(), ["calibrate", str(out), str(zoo), "--split", "test_extra", "--ood-contrast",
+                                 str(files["other"]), "--ood-inside", str(files["inside"]), "--format", "json",
+                                 "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    recorded = json.loads((out / "config.json").read_text())["ood"]["input_contrast"]
+    assert recorded["describe"] == "probes other" and recorded["reference_std"] > 0
+    ckpt = load_checkpoint(str(out), device="cpu")
+    assert ckpt.ood_reference is not None and "input_contrast" in ckpt.ood_reference.names
+    adapters, _ = synthetic_factors(3, seed=9)
+    assert all("score" in p["ood"] for p in ckpt.predict([as_adapter(m) for m in adapters]))

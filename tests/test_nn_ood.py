@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from lolctl.errors import LolctlError
 from lolctl.factors import Adapter, ModuleFactors
 from lolctl.nn import InputSpec, ModuleSpec
 from lolctl.nn.batch import LoraBatch
-from lolctl.nn.ood import OODReference, features, principal_bases
+from lolctl.nn.ood import InputContrast, OODReference, features, principal_bases
 from lolctl.testing import assert_invariant, assert_sensitive, random_factors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,81 @@ def test_reference_score_separates_random_adapters() -> None:
     noise = ref.scores(LoraBatch.from_factors(SPEC, random_factors(SHAPES, 3, 10, generator=gen)))[0]
     assert held.max() < noise.min()
     assert all(ref.reasons(LoraBatch.from_factors(SPEC, random_factors(SHAPES, 3, 3, generator=gen))))
+
+
+def _contrast(gen: torch.Generator) -> tuple[InputContrast, torch.Tensor, torch.Tensor]:
+    """Inputs of width 7 (modules a and b read them; c reads width 5): the training side in span(e0..e2), the other
+    side in span(e3..e5) (plus a little of everything), as probe groups (G, d, k)."""
+    f64 = {"generator": gen, "dtype": torch.float64}
+    inside, outside = torch.zeros(2, 7, 3, dtype=torch.float64), torch.zeros(2, 7, 3, dtype=torch.float64)
+    inside[:, :3] = torch.randn(2, 3, 3, **f64)
+    outside[:, 3:6] = torch.randn(2, 3, 3, **f64)
+    inside, outside = inside + 0.05 * torch.randn(2, 7, 3, **f64), outside + 0.05 * torch.randn(2, 7, 3, **f64)
+    return InputContrast.from_probes(inside, outside, "the other side"), inside, outside
+
+
+def _fitted_to(space: slice, count: int, gen: torch.Generator) -> LoraBatch:
+    """Adapters whose input side V lies in ``space`` of the 7 input dims (modules a, b); module c random."""
+    f64 = {"generator": gen, "dtype": torch.float64}
+    out = []
+    for n, m in SHAPES:
+        U, V = torch.randn(count, n, 2, **f64), 0.05 * torch.randn(count, m, 2, **f64)
+        if m == 7:
+            V[:, space] += torch.randn(count, space.stop - space.start, 2, **f64)
+        else:
+            V += torch.randn(count, m, 2, **f64)
+        out.append((U, V))
+    return LoraBatch.from_factors(SPEC, out)
+
+
+def test_input_contrast_is_exact_gl_invariant_scale_free_and_sensitive() -> None:
+    """log ‖ΔW C‖² − log ‖ΔW I‖² averaged over the modules of the inputs' width: equal to the dense value, unchanged
+    by a g per module and by scaling, changed by a wrong action."""
+    gen = torch.Generator().manual_seed(5)
+    contrast = _contrast(gen)[0]
+    factors = random_factors(SHAPES, 3, 4, generator=gen)
+    got = contrast.values(LoraBatch.from_factors(SPEC, factors))
+    want = np.mean([[float(torch.linalg.matrix_norm(U[b] @ V[b].T @ contrast.contrast).log() * 2
+                           - torch.linalg.matrix_norm(U[b] @ V[b].T @ contrast.inside).log() * 2)
+                     for (U, V) in factors[:2]] for b in range(4)], axis=1)  # modules a, b: input width 7
+    assert np.allclose(got, want, atol=1e-10)
+    scaled = [(3.0 * U, 0.5 * V) for U, V in factors]
+    assert np.allclose(contrast.values(LoraBatch.from_factors(SPEC, scaled)), got, atol=1e-10)
+
+    def fn(fs):
+        return torch.as_tensor(contrast.values(LoraBatch.from_factors(SPEC, fs)))
+
+    assert_invariant(fn, factors, generator=gen)
+    assert_sensitive(fn, factors, generator=gen)
+
+
+def test_input_contrast_flags_adapters_fitted_to_the_other_inputs(tmp_path) -> None:
+    """References fitted to the training inputs; adapters fitted to the other inputs are flagged with the reason, held
+    references are not; the feature survives the file round trip and keys the cache."""
+    gen = torch.Generator().manual_seed(6)
+    contrast = _contrast(gen)[0]
+    refs = _fitted_to(slice(0, 3), 40, gen)
+    ref = OODReference.fit(refs.select(range(30)), k=3, inputs=contrast)
+    assert ref.names[-1] == "input_contrast"
+    held, other = ref.scores(refs.select(range(30, 40)))[0], ref.scores(_fitted_to(slice(3, 6), 10, gen))[0]
+    assert held.max() < 4 < other.min()
+    why = ref.reasons(_fitted_to(slice(3, 6), 2, gen))
+    assert all(any("other inputs of the base model (the other side)" in r for r in w) for w in why)
+    without = OODReference.fit(refs.select(range(30)), k=3)
+    assert without.scores(_fitted_to(slice(3, 6), 10, gen))[0].max() < other.min()  # the new feature did it
+    path = tmp_path / "inputs.safetensors"
+    contrast.save(path)
+    again = InputContrast.load(path)
+    assert torch.equal(again.inside, contrast.inside) and again.describe == "the other side"
+    tensors, meta = ref.to_tensors()
+    assert OODReference.from_tensors(tensors, meta).names == ref.names
+    cached = OODReference.cached_fit(refs.select(range(30)), tmp_path / "cache", k=3, inputs=contrast)
+    plain = OODReference.cached_fit(refs.select(range(30)), tmp_path / "cache", k=3)
+    assert cached.inputs is not None and plain.inputs is None and len(list((tmp_path / "cache").iterdir())) == 2
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(LolctlError) as err:
+        InputContrast.load(path)
+    assert err.value.code == "L170" and str(path) in str(err.value)
 
 
 # -- the shipped checkpoint -----------------------------------------------------------------------------------------
@@ -132,6 +208,26 @@ def test_trained_adapters_are_in_distribution(shipped) -> None:
     for task in pred["tasks"].values():
         for p in (task.get("probs") or {}).values():
             assert 0.01 <= p <= 0.99 and round(p, 2) == p
+
+
+def test_other_side_loras_are_flagged_by_the_input_contrast(shipped) -> None:
+    """LoRAs of the same modules trained while the base model encodes lemmas instead of definitions (the other side
+    of the dual encoder; tests/data/minilm-wordnet-lemma, packed from `lolctl zoo build ... --set adapted=lemma`)
+    look like the zoo to every other feature. The shipped checkpoint's input contrast (lolctl calibrate
+    --ood-contrast data/minilm-wordnet-lemma-probes.safetensors) ranks them above the test split and flags most."""
+    from lolctl.nn.data import load_factors
+    from lolctl.nn.metrics import auroc
+    from lolctl.zoo.format import load_zoo
+
+    ckpt, _ = shipped
+    assert ckpt.input_contrast is not None and "adapted=lemma" in ckpt.input_contrast.describe
+    test = load_zoo(DATA)
+    rows = [i for i, s in enumerate(test.splits) if s == "test"][:64]
+    inside = ckpt.ood_scores(load_factors(test)[0].respec(ckpt.spec).select(rows))
+    other = ckpt.ood_scores(load_factors(load_zoo(ROOT / "tests" / "data" / "minilm-wordnet-lemma"))[0]
+                            .respec(ckpt.spec))
+    assert auroc(np.r_[np.zeros(inside.size), np.ones(other.size)], np.r_[inside, other]) >= 0.95
+    assert float(np.mean(other > 4)) >= 0.5 and float(np.mean(inside > 4)) <= 0.05
 
 
 def test_rank_out_of_distribution_follows_the_measured_rank_splits():

@@ -324,6 +324,13 @@ def calibrate(
     zoo: Annotated[str, typer.Argument(help="A zoo folder or labels CSV of held-out adapters with the targets.")],
     split: Annotated[str, typer.Option("--split", help="Held-out rows: val (default), an extra split or all; "
                                        "never the checkpoint's training or test adapters.")] = "val",
+    ood_contrast: Annotated[Path | None, typer.Option(
+        "--ood-contrast", help="A probe file (lolctl zoo probes) of base-model inputs the zoo's adapters were NOT "
+        "trained on, e.g. --set adapted=lemma for the minilm-wordnet recipe: the OOD check then flags updates "
+        "fitted to those inputs (ood_inputs.safetensors).")] = None,
+    ood_inside: Annotated[Path | None, typer.Option(
+        "--ood-inside", help="With --ood-contrast: a probe file of the inputs they WERE trained on (default: the "
+        "checkpoint's own probe basis).")] = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -333,7 +340,9 @@ def calibrate(
     intervals whose width follows how hard similar adapters were. Point predictions do not change.
 
     The checkpoint folder is updated in place (config.json, calibration.safetensors, README.md); its stored metrics
-    are marked as measured before the calibration until `lolctl eval ... --store` refreshes them.
+    are marked as measured before the calibration until `lolctl eval ... --store` refreshes them. With
+    --ood-contrast the out-of-distribution check also learns which base-model inputs the training adapters were
+    fitted to.
     """
     from rich.table import Table
 
@@ -342,10 +351,20 @@ def calibrate(
     from lolctl.report.records import CALIBRATE
     from lolctl.report.reports import Document
 
+    if ood_inside is not None and ood_contrast is None:
+        from lolctl.errors import LolctlError
+
+        raise LolctlError("L180", "--ood-inside", "only used with --ood-contrast", "add --ood-contrast FILE")
     out = Output(fmt.value)
     _threads(threads)
     with _progress(out) as (read_cb, _):
         result = calibrate_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
+    if ood_contrast is not None:
+        from lolctl.nn.workflow import set_input_contrast
+
+        result["ood_input_contrast"] = found = set_input_contrast(checkpoint, ood_contrast, ood_inside)
+        out.log(f"OOD input contrast ({found['describe']}): reference adapters {found['reference_mean']:+.2f} ± "
+                f"{found['reference_std']:.2f}")
     out.log(f"calibrated {checkpoint} on {result['n']} adapters ({result['rows']}); refresh its stored metrics with "
             f"lolctl eval {checkpoint} ZOO --store")
     rows = [{"task": k, "temperature": v["temperature"], "ece_before": v["ece_before"], "ece_after": v["ece_after"]}

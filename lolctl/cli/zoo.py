@@ -171,7 +171,8 @@ def probes_cmd(
                           "use minilm-wordnet or minilm-wordnet-v2")
     names, moments = chosen.probe_moments()
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_probes(out, names, moments, k, f"lolctl zoo probes --recipe {recipe} --k {k}")
+    settings = "".join(f" --set {v}" for v in sets or [])
+    write_probes(out, names, moments, k, f"lolctl zoo probes --recipe {recipe} --k {k}{settings}")
     result = {"out": str(out), "groups": names, "dim": int(moments[0].shape[0]), "k": k,
               "bytes": out.stat().st_size}
     line = f"wrote {len(names)} probe groups ({', '.join(names)}) of width {result['dim']}, k = {k}, to {out}"

@@ -40,7 +40,8 @@ from lolctl.nn.spec import InputSpec, TaskSpec
 from lolctl.nn.uncertainty import calibrate, fallback_stored, limit_probabilities, local_intervals, pick_rows
 
 FILES = ("config.json", "model.safetensors", "README.md")
-OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors")  # OOD reference adapters; local intervals' data
+OPTIONAL_FILES = ("ood.safetensors", "calibration.safetensors", "ood_inputs.safetensors")  # OOD reference
+# adapters; local intervals' data; the OOD input bases (lolctl calibrate --ood-contrast)
 SCALE_MARGIN = 0.5  # nats beyond the training range of mean log ‖ΔW‖ before an adapter is flagged out of distribution
 CHECK_BATCH_BYTES = 256 * 2**20  # float64 factors checked in one batch, at most (a single larger adapter alone)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -194,8 +195,17 @@ class Checkpoint:
 
             refs = self.reference_adapters()
             enough = refs is not None and refs.size >= 8
-            self._ood = OODReference.cached_fit(refs, cache_root() / "ood") if enough else False
+            self._ood = OODReference.cached_fit(refs, cache_root() / "ood", inputs=self.input_contrast) if enough \
+                else False
         return self._ood or None
+
+    @property
+    def input_contrast(self) -> Any:
+        """The checkpoint's :class:`lolctl.nn.ood.InputContrast` (``ood_inputs.safetensors``), or None."""
+        from lolctl.nn.ood import INPUTS_FILE, InputContrast
+
+        path = self.path / INPUTS_FILE
+        return InputContrast.load(path) if path.is_file() else None
 
     def check(self, adapter: Adapter) -> list[str]:
         """Out-of-distribution reasons ([] when in distribution); LolctlError L171 when the layout does not fit."""

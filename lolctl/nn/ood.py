@@ -11,6 +11,11 @@ Features per adapter, all GL(r)-invariant per module (computed from r × r Gram 
   there; a random one about k / n.
 - ``concentration``: the mean over modules of σ₁² / ‖ΔW_i‖² — how dominated by one direction the update is.
 - ``zero_modules``: the share of modules whose ΔW_i is exactly 0.
+- ``input_contrast`` (when the checkpoint keeps ``ood_inputs.safetensors``, :class:`InputContrast`): the mean over
+  the modules that read the base model's input width d of log ‖ΔW_i C‖² − log ‖ΔW_i I‖², where I I ᵀ and C Cᵀ
+  approximate the second moments of the inputs the zoo's adapters were trained on and of other inputs the base model
+  sees (e.g. the other side of a dual encoder) — which inputs the update was fitted to. One-sided: only *more*
+  response to the other inputs is suspicious.
 
 The in-distribution spread of each feature is measured on the references themselves without looking twice at the
 same data: the bases are fitted on one half of them and the features computed on the other half (and vice versa).
@@ -33,10 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from lolctl.errors import LolctlError
 from lolctl.nn.batch import LoraBatch
 
 FEATURES = ("energy_left", "energy_right", "concentration")
 ONE_SIDED = {"energy_left", "energy_right"}  # only a *low* value is out of distribution
+HIGH_SIDED = {"input_contrast"}  # only a *high* value is out of distribution
+INPUTS_FILE = "ood_inputs.safetensors"  # a checkpoint's InputContrast (optional)
+INPUTS_FORMAT = "lolctl-ood-inputs/1"
+INPUT_BASIS = 32  # columns of the pooled input bases
 CACHE_VERSION = 1  # bump when fit() changes what it computes: cached references of older code are then ignored
 THRESHOLD = 4.0  # flag beyond this many reference standard deviations
 BASIS = 16  # principal directions per module and side
@@ -45,6 +55,7 @@ LABELS = {
     "energy_left": "share of the update in the zoo's principal output directions",
     "energy_right": "share of the update in the zoo's principal input directions",
     "concentration": "share of the update in its top singular direction",
+    "input_contrast": "response to other inputs of the base model relative to the training inputs (log ratio)",
 }
 
 
@@ -94,6 +105,72 @@ def features(batch: LoraBatch, bases: list[tuple[torch.Tensor, torch.Tensor]]) -
     return out
 
 
+def pooled_basis(groups: torch.Tensor, k: int = INPUT_BASIS) -> torch.Tensor:
+    """(d × k) with B Bᵀ the top-k part of the mean second moment of probe groups (G, d, k_g) (lolctl zoo probes)."""
+    M = torch.einsum("gdk,gek->de", groups.double(), groups.double()) / groups.shape[0]
+    vals, vecs = torch.linalg.eigh(M)
+    return vecs.flip(-1)[:, :k] * vals.flip(-1)[:k].clamp_min(0).sqrt()
+
+
+@dataclass
+class InputContrast:
+    """Which inputs an update was fitted to: ``inside`` (d × k) spans the zoo's training inputs of the base model,
+    ``contrast`` (d × k) other inputs it sees; ``describe`` says what the other inputs are."""
+
+    inside: torch.Tensor
+    contrast: torch.Tensor
+    describe: str
+
+    @classmethod
+    def from_probes(cls, inside: torch.Tensor, contrast: torch.Tensor, describe: str) -> InputContrast:
+        """From two probe bases (G, d, k) of ``lolctl zoo probes``: the training side's and the other inputs'."""
+        if inside.shape[1] != contrast.shape[1]:
+            raise LolctlError("L180", "--ood-contrast", f"input width {contrast.shape[1]} differs from the training "
+                              f"inputs' {inside.shape[1]}", "make both probe files for the same base model")
+        return cls(pooled_basis(inside), pooled_basis(contrast), describe)
+
+    def values(self, batch: LoraBatch) -> np.ndarray:
+        """(B,) mean over the modules of input width d of log ‖ΔW C‖² − log ‖ΔW I‖² (NaN where no module has width d
+        or ΔW = 0). ‖ΔW X‖² = tr((UᵀU)(VᵀX)(VᵀX)ᵀ): GL-invariant, scale-free, any rank, ΔW never formed."""
+        d = self.inside.shape[0]
+        out = []
+        for U, V in _module_factors(batch):
+            if V.shape[1] != d:
+                continue
+            gram = U.mT @ U
+            parts = []
+            for X in (self.contrast, self.inside):
+                A = V.mT @ X.to(V)  # (B, R, k)
+                parts.append(torch.einsum("brs,bsk,brk->b", gram, A, A))
+            ok = (parts[0] > 0) & (parts[1] > 0)
+            ratio = parts[0].clamp_min(1e-300).log() - parts[1].clamp_min(1e-300).log()
+            out.append(torch.where(ok, ratio, torch.nan))
+        if not out:
+            return np.full(batch.size, np.nan)
+        return torch.stack(out, 1).nanmean(1).numpy()
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"inside": self.inside.contiguous(), "contrast": self.contrast.contiguous()}, str(path),
+                  metadata={"format": INPUTS_FORMAT, "describe": self.describe})
+
+    @classmethod
+    def load(cls, path: Path) -> InputContrast:
+        """L170 naming the file when it is not one."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as fh:
+                meta = fh.metadata() or {}
+                if meta.get("format") != INPUTS_FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}")
+                return cls(fh.get_tensor("inside").double(), fh.get_tensor("contrast").double(), meta["describe"])
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            raise LolctlError("L170", str(path), f"not a valid OOD input file ({err})",
+                              "rewrite it with lolctl calibrate --ood-contrast, or delete it") from err
+
+
 @dataclass
 class Verdict:
     """What the out-of-distribution checks say of one adapter: the reasons (empty when in distribution) and the
@@ -112,9 +189,15 @@ class OODReference:
     mean: dict[str, float]
     std: dict[str, float]
     n: int
+    inputs: InputContrast | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The features this reference scores: FEATURES, and ``input_contrast`` when it has input bases."""
+        return FEATURES + (("input_contrast",) if self.inputs is not None else ())
 
     @classmethod
-    def fit(cls, refs: LoraBatch, k: int = BASIS) -> OODReference:
+    def fit(cls, refs: LoraBatch, k: int = BASIS, inputs: InputContrast | None = None) -> OODReference:
         order = torch.randperm(refs.size, generator=torch.Generator().manual_seed(0))
         halves = [order[: refs.size // 2], order[refs.size // 2 :]]
         held: dict[str, list[np.ndarray]] = {f: [] for f in FEATURES}
@@ -123,18 +206,23 @@ class OODReference:
             for f in FEATURES:
                 held[f].append(got[f])
         vals = {f: np.concatenate(v) for f, v in held.items()}
+        if inputs is not None:  # fixed bases of the base model's inputs: nothing fitted on the references
+            vals["input_contrast"] = inputs.values(refs)
         mean = {f: float(np.nanmean(v)) for f, v in vals.items()}
         std = {f: max(float(np.nanstd(v)), 1e-3) for f, v in vals.items()}
-        return cls(principal_bases(refs, k), mean, std, refs.size)
+        return cls(principal_bases(refs, k), mean, std, refs.size, inputs)
 
     def scores(self, batch: LoraBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(score (B,), per-feature standardised distances) — higher is further from the references."""
         feats = features(batch, self.bases)
+        if self.inputs is not None:
+            feats["input_contrast"] = self.inputs.values(batch)
         z = {}
-        for f in FEATURES:
+        for f in self.names:
             d = (feats[f] - self.mean[f]) / self.std[f]
-            z[f] = np.nan_to_num(np.maximum(-d, 0.0) if f in ONE_SIDED else np.abs(d), nan=0.0)
-        score = np.max(np.stack([z[f] for f in FEATURES]), axis=0)
+            side = np.maximum(-d, 0.0) if f in ONE_SIDED else np.maximum(d, 0.0) if f in HIGH_SIDED else np.abs(d)
+            z[f] = np.nan_to_num(side, nan=0.0)
+        score = np.max(np.stack([z[f] for f in self.names]), axis=0)
         z["_values"] = feats  # type: ignore[assignment]
         return score, z
 
@@ -151,8 +239,13 @@ class OODReference:
             if 0 < values["zero_modules"][b] < 1:
                 share = values["zero_modules"][b]
                 why.append(f"{round(share * len(self.bases))} of {len(self.bases)} modules have ΔW = 0")
-            for f in FEATURES:
-                if z[f][b] > THRESHOLD:
+            for f in self.names:
+                if z[f][b] > THRESHOLD and f == "input_contrast":
+                    assert self.inputs is not None
+                    why.append(f"the update acts on other inputs of the base model ({self.inputs.describe}) more than "
+                               f"on the training adapters' inputs: log ratio {values[f][b]:+.2f}, reference adapters "
+                               f"{self.mean[f]:+.2f} ± {self.std[f]:.2f} ({z[f][b]:.0f} std away)")
+                elif z[f][b] > THRESHOLD:
                     why.append(f"{LABELS[f]} is {values[f][b]:.2f}; the checkpoint's reference adapters: "
                                f"{self.mean[f]:.2f} ± {self.std[f]:.2f} ({z[f][b]:.0f} std away)")
             out.append(why)
@@ -165,25 +258,37 @@ class OODReference:
             tensors[f"P{i}"], tensors[f"Q{i}"] = P.contiguous(), Q.contiguous()
         meta = {"mean": json.dumps(self.mean), "std": json.dumps(self.std), "n": str(self.n),
                 "modules": str(len(self.bases))}
+        if self.inputs is not None:
+            tensors["inputs_inside"] = self.inputs.inside.contiguous()
+            tensors["inputs_contrast"] = self.inputs.contrast.contiguous()
+            meta["inputs_describe"] = self.inputs.describe
         return tensors, meta
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> OODReference:
         bases = [(tensors[f"P{i}"], tensors[f"Q{i}"]) for i in range(int(meta["modules"]))]
         mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
-        if set(mean) != set(FEATURES) or set(std) != set(FEATURES):
+        inputs = None
+        if "inputs_inside" in tensors:
+            inputs = InputContrast(tensors["inputs_inside"], tensors["inputs_contrast"], meta["inputs_describe"])
+        ref = cls(bases, mean, std, int(meta["n"]), inputs)
+        if set(mean) != set(ref.names) or set(std) != set(ref.names):
             raise ValueError("features differ")
-        return cls(bases, mean, std, int(meta["n"]))
+        return ref
 
     @classmethod
-    def cached_fit(cls, refs: LoraBatch, cache: Path | None, k: int = BASIS) -> OODReference:
+    def cached_fit(cls, refs: LoraBatch, cache: Path | None, k: int = BASIS,
+                   inputs: InputContrast | None = None) -> OODReference:
         """:meth:`fit`, kept in ``cache`` (a folder) under the hash of the reference factors and of this code's
         settings, so a process scores its first adapter without refitting (~1 s for the MiniLM checkpoint). An
         unreadable or stale cache file is refitted and rewritten; a cache that cannot be written is skipped."""
         if cache is None:
-            return cls.fit(refs, k)
+            return cls.fit(refs, k, inputs)
         digest = hashlib.sha256(f"ood-v{CACHE_VERSION} k={k} threshold={THRESHOLD}".encode())
-        for name, t in sorted(refs.tensors().items()):
+        extra = {} if inputs is None else {"~inside": inputs.inside, "~contrast": inputs.contrast}
+        if inputs is not None:
+            digest.update(inputs.describe.encode())
+        for name, t in sorted({**refs.tensors(), **extra}.items()):
             digest.update(name.encode())
             digest.update(t.detach().to(torch.float64).contiguous().numpy().tobytes())
         path = cache / f"{digest.hexdigest()[:32]}.safetensors"
@@ -195,7 +300,7 @@ class OODReference:
                 return cls.from_tensors({key: fh.get_tensor(key) for key in fh.keys()}, fh.metadata() or {})
         except Exception:  # missing, torn or from another version: fit again
             pass
-        ref = cls.fit(refs, k)
+        ref = cls.fit(refs, k, inputs)
         try:
             cache.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -207,8 +312,11 @@ class OODReference:
         return ref
 
     def describe(self) -> dict[str, Any]:
-        return {"references": self.n, "basis": int(self.bases[0][0].shape[1]), "threshold_std": THRESHOLD,
-                "mean": self.mean, "std": self.std}
+        out = {"references": self.n, "basis": int(self.bases[0][0].shape[1]), "threshold_std": THRESHOLD,
+               "mean": self.mean, "std": self.std}
+        if self.inputs is not None:
+            out["input_contrast"] = self.inputs.describe
+        return out
 
 
 def is_inert(batch: LoraBatch) -> np.ndarray:

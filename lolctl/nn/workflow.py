@@ -24,7 +24,7 @@ from lolctl.nn.composite import DEFAULT_CANDIDATES, Composite, candidate_label, 
 from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe, reliability_of
-from lolctl.nn.ood import OOD_REFERENCES, anchors_batch, reference_sample
+from lolctl.nn.ood import INPUTS_FILE, OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.spec import TaskSpec
 from lolctl.nn.train import TrainConfig, TrainResult, evaluate, fit, intervals, normalisation
@@ -149,6 +149,7 @@ def train_zoo(
         config["task_descriptions"] = about
     folder = save_checkpoint(Path(out_dir), model, config)
     _save_tensors(folder / "calibration.safetensors", stored)
+    (folder / INPUTS_FILE).unlink(missing_ok=True)  # an --overwrite'd checkpoint's: rerun calibrate --ood-contrast
     if anchors_batch(model) is None:  # the OOD score's reference adapters (GL-net keeps its anchors instead)
         refs = reference_sample(batch.select(np.flatnonzero(train_rows)), OOD_REFERENCES)
         _save_tensors(folder / "ood.safetensors", {k: v.numpy() for k, v in refs.tensors().items()})
@@ -456,6 +457,54 @@ def calibrate_zoo(
     write_config(path, config)
     return json_safe({"checkpoint": str(path), **where, "temperatures": temperatures,
                       "intervals": config["intervals"]})
+
+
+def set_input_contrast(folder: str | Path, contrast: str | Path, inside: str | Path | None = None) -> dict[str, Any]:
+    """Give a local checkpoint the OOD feature ``input_contrast`` (:class:`lolctl.nn.ood.InputContrast`): which
+    inputs of the base model an update was fitted to. ``contrast`` is a probe file (``lolctl zoo probes``) of inputs
+    the training zoo's adapters were not trained on; ``inside`` one of the inputs they were (default: the checkpoint's
+    own probe basis, a GL-net member trained with ``probes=``). Writes ``ood_inputs.safetensors`` and records it in
+    config.json's ``ood``; returns the new feature's reference mean and std."""
+    from lolctl.nn.glnet import read_probes
+    from lolctl.nn.ood import InputContrast, OODReference
+
+    path = Path(folder)
+    ckpt = load_checkpoint(str(path), "cpu")
+    if inside is not None:
+        inner = read_probes(inside)[1]
+    else:
+        found = [m.probe_basis for m in (*getattr(ckpt.model, "models", []), ckpt.model)
+                 if isinstance(getattr(m, "probe_basis", None), torch.Tensor)]
+        if not found:
+            raise LolctlError("L180", "--ood-contrast", f"{folder} keeps no probe basis of its training inputs",
+                              "pass --ood-inside FILE (lolctl zoo probes for the training zoo's recipe)")
+        inner = found[0].detach().cpu()
+    meta_source = _probe_source(contrast)
+    contrast_names, outer = read_probes(contrast)
+    inputs = InputContrast.from_probes(inner, outer, meta_source or Path(contrast).name)
+    refs = ckpt.reference_adapters()
+    if refs is None or refs.size < 8:
+        raise LolctlError("L180", "--ood-contrast", f"{folder} keeps fewer than 8 reference adapters",
+                          "retrain it (lolctl train keeps reference adapters)")
+    ref = OODReference.fit(refs, inputs=inputs)
+    inputs.save(path / INPUTS_FILE)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config.setdefault("ood", {})["input_contrast"] = {"describe": inputs.describe, "groups": contrast_names,
+                                                      "reference_mean": ref.mean["input_contrast"],
+                                                      "reference_std": ref.std["input_contrast"]}
+    write_config(path, config)
+    return json_safe({"checkpoint": str(path), **config["ood"]["input_contrast"]})
+
+
+def _probe_source(path: str | Path) -> str:
+    """The command a probe file records having been made with (its ``source``), or ''."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return str((fh.metadata() or {}).get("source", ""))
+    except Exception:  # read_probes names the file and the reason
+        return ""
 
 
 def store_metrics(folder: str | Path, found: dict[str, dict[str, Any]]) -> None:
