@@ -618,6 +618,17 @@ def test_compare_names_composites_by_members_and_keeps_coverage():
     assert (row["n"], row["quality.r2"], row["quality.coverage90"], row["noise.accuracy"]) == (7, 0.8, 0.875, 0.9)
     assert "noise.coverage90" not in row
 
+def _calibration_zoo_and_model(tmp_path, epochs: int):
+    """A 200-adapter synthetic zoo (20 in its extra split test_extra) and an MLP+SVD checkpoint trained on it."""
+    zoo = write_zoo(tmp_path / "zoo", 200, seed=4)
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", str(epochs),
+                                 "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    return zoo, runner, out
+
+
 def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
     """calibrate: temperatures and local intervals refitted on held-out rows (here the zoo's extra split), point
     predictions unchanged, stored metrics marked stale until eval --store refreshes them; training and test rows
@@ -626,12 +637,7 @@ def test_calibrate_refits_uncertainty_on_held_out_adapters(tmp_path):
 
     from lolctl.nn.checkpoint import load_checkpoint
 
-    zoo = write_zoo(tmp_path / "zoo", 200, seed=4)
-    runner = CliRunner()
-    out = tmp_path / "m"
-    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", "15",
-                                 "--format", "json", "--device", "cpu", "--threads", "1"])
-    assert res.exit_code == 0, res.output
+    zoo, runner, out = _calibration_zoo_and_model(tmp_path, epochs=15)
     (out / "calibration.safetensors").unlink()  # as a checkpoint of an older lolctl: global intervals only
     config = json.loads((out / "config.json").read_text())
     for v in config["intervals"].values():
@@ -689,12 +695,7 @@ def test_calibrate_ood_contrast_gives_the_checkpoint_an_input_feature(tmp_path):
     from lolctl.nn.checkpoint import load_checkpoint
     from lolctl.nn.glnet import write_probes
 
-    zoo = write_zoo(tmp_path / "zoo", 200, seed=4)
-    runner = CliRunner()
-    out = tmp_path / "m"
-    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(out), "--epochs", "5",
-                                 "--format", "json", "--device", "cpu", "--threads", "1"])
-    assert res.exit_code == 0, res.output
+    zoo, runner, out = _calibration_zoo_and_model(tmp_path, epochs=5)
     d = json.loads((out / "config.json").read_text())["input_spec"]["modules"][0]["m"]
     gen = torch.Generator().manual_seed(0)
     files = {}
