@@ -203,7 +203,8 @@ class MLPDense(LoraModel):
         q = self.config.store_rank
         if not q or self.config.factored:
             return False
-        first: nn.Linear = self.head[0]
+        first = self.head[0]
+        assert isinstance(first, nn.Linear)
         W, H = first.weight.detach(), self.config.head_hidden
         As, Bs, offset = [], [], 0
         for g in self.spec.groups:

@@ -194,9 +194,9 @@ class Checkpoint:
             from lolctl.nn.ood import OODReference
 
             refs = self.reference_adapters()
-            enough = refs is not None and refs.size >= 8
-            self._ood = OODReference.cached_fit(refs, cache_root() / "ood", inputs=self.input_contrast) if enough \
-                else False
+            self._ood = False
+            if refs is not None and refs.size >= 8:
+                self._ood = OODReference.cached_fit(refs, cache_root() / "ood", inputs=self.input_contrast)
         return self._ood or None
 
     @property
