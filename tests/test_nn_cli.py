@@ -717,3 +717,10 @@ def test_calibrate_ood_contrast_gives_the_checkpoint_an_input_feature(tmp_path):
     assert ckpt.ood_reference is not None and "input_contrast" in ckpt.ood_reference.names
     adapters, _ = synthetic_factors(3, seed=9)
     assert all("score" in p["ood"] for p in ckpt.predict([as_adapter(m) for m in adapters]))
+    again = tmp_path / "again"  # train --ood-contrast does the same at the end of training
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "mlp_svd", "--out", str(again), "--epochs", "2",
+                                 "--ood-contrast", str(files["other"]), "--ood-inside", str(files["inside"]),
+                                 "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["ood_input_contrast"]["describe"] == "probes other"
+    assert (again / "ood_inputs.safetensors").is_file()

@@ -40,6 +40,33 @@ CALIBRATE_EPILOG = """
 
 
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the zoo's factor cache.")]
+OodContrastOpt = Annotated[Path | None, typer.Option(
+    "--ood-contrast", help="A probe file (lolctl zoo probes) of base-model inputs the zoo's adapters were NOT trained "
+    "on, e.g. --set adapted=lemma for the minilm-wordnet recipe: the OOD check then flags updates fitted to those "
+    "inputs (ood_inputs.safetensors).")]
+OodInsideOpt = Annotated[Path | None, typer.Option(
+    "--ood-inside", help="With --ood-contrast: a probe file of the inputs they WERE trained on (default: the "
+    "checkpoint's own probe basis).")]
+
+
+def _check_ood_options(contrast: Path | None, inside: Path | None) -> None:
+    """--ood-inside without --ood-contrast is refused before any work."""
+    if inside is not None and contrast is None:
+        from lolctl.errors import LolctlError
+
+        raise LolctlError("L180", "--ood-inside", "only used with --ood-contrast", "add --ood-contrast FILE")
+
+
+def _set_ood_contrast(out: Any, folder: str | Path, contrast: Path | None, inside: Path | None) -> Any:
+    """Give the checkpoint the OOD input contrast (when asked); log and return what was recorded."""
+    if contrast is None:
+        return None
+    from lolctl.nn.workflow import set_input_contrast
+
+    found = set_input_contrast(folder, contrast, inside)
+    out.log(f"OOD input contrast ({found['describe']}): reference adapters {found['reference_mean']:+.2f} ± "
+            f"{found['reference_std']:.2f}")
+    return found
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="CPU threads for torch (0: torch's default). 1 is fastest on a busy machine.")
 ]
@@ -154,6 +181,8 @@ def train(
         int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "
                           "seeds (seed, seed+1, ...) and average them (costs that many times the chosen members).")
     ] = 1,
+    ood_contrast: OodContrastOpt = None,
+    ood_inside: OodInsideOpt = None,
     no_cache: NoCacheOpt = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into a non-empty --out folder (its config.json, "
@@ -176,6 +205,7 @@ def train(
 
     out = Output(fmt.value)
     check_out_dir(out_dir, overwrite)  # before any work: never replace files silently
+    _check_ood_options(ood_contrast, ood_inside)
     _threads(threads)
     if model not in MODEL_NAMES:
         raise LolctlError("L180", f"--model {model}", "unknown model", f"choose one of {', '.join(MODEL_NAMES)}")
@@ -217,6 +247,9 @@ def train(
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")
+    found = _set_ood_contrast(out, summary["checkpoint"], ood_contrast, ood_inside)
+    if found is not None:
+        summary["ood_input_contrast"] = found
     if model == "auto":
         import json
 
@@ -324,13 +357,8 @@ def calibrate(
     zoo: Annotated[str, typer.Argument(help="A zoo folder or labels CSV of held-out adapters with the targets.")],
     split: Annotated[str, typer.Option("--split", help="Held-out rows: val (default), an extra split or all; "
                                        "never the checkpoint's training or test adapters.")] = "val",
-    ood_contrast: Annotated[Path | None, typer.Option(
-        "--ood-contrast", help="A probe file (lolctl zoo probes) of base-model inputs the zoo's adapters were NOT "
-        "trained on, e.g. --set adapted=lemma for the minilm-wordnet recipe: the OOD check then flags updates "
-        "fitted to those inputs (ood_inputs.safetensors).")] = None,
-    ood_inside: Annotated[Path | None, typer.Option(
-        "--ood-inside", help="With --ood-contrast: a probe file of the inputs they WERE trained on (default: the "
-        "checkpoint's own probe basis).")] = None,
+    ood_contrast: OodContrastOpt = None,
+    ood_inside: OodInsideOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -351,20 +379,14 @@ def calibrate(
     from lolctl.report.records import CALIBRATE
     from lolctl.report.reports import Document
 
-    if ood_inside is not None and ood_contrast is None:
-        from lolctl.errors import LolctlError
-
-        raise LolctlError("L180", "--ood-inside", "only used with --ood-contrast", "add --ood-contrast FILE")
+    _check_ood_options(ood_contrast, ood_inside)
     out = Output(fmt.value)
     _threads(threads)
     with _progress(out) as (read_cb, _):
         result = calibrate_zoo(checkpoint, zoo, split, device.value, not no_cache, read_cb)
-    if ood_contrast is not None:
-        from lolctl.nn.workflow import set_input_contrast
-
-        result["ood_input_contrast"] = found = set_input_contrast(checkpoint, ood_contrast, ood_inside)
-        out.log(f"OOD input contrast ({found['describe']}): reference adapters {found['reference_mean']:+.2f} ± "
-                f"{found['reference_std']:.2f}")
+    found = _set_ood_contrast(out, checkpoint, ood_contrast, ood_inside)
+    if found is not None:
+        result["ood_input_contrast"] = found
     out.log(f"calibrated {checkpoint} on {result['n']} adapters ({result['rows']}); refresh its stored metrics with "
             f"lolctl eval {checkpoint} ZOO --store")
     rows = [{"task": k, "temperature": v["temperature"], "ece_before": v["ece_before"], "ece_after": v["ece_after"]}
