@@ -192,7 +192,10 @@ def test_checkpoint_config_round_trips_the_shipped_config():
     raw = json.loads((Path(__file__).parent.parent / "models" / "minilm-wordnet-glnet" / "config.json").read_text())
     config = CheckpointConfig.from_dict(raw)
     assert config.architecture == "composite" and len(config.input_spec) == 12 and config.tasks[0].name == "quality"
-    assert {m["architecture"] for m in config.model_config["members"]} == {"glnet"}  # one GL-net per task
+    members = {m["tasks"][0]: m for m in config.model_config["members"]}  # one member per task
+    assert len(members) == len(config.tasks)
+    assert {m["architecture"] for m in members.values()} <= {"glnet", "mlp_dense"}
+    assert all(m["model_config"]["factored"] for m in members.values() if m["architecture"] == "mlp_dense")
     assert config.extra["invariance"] == "GL(r) per module" and 0.01 <= config.probability_floor < 0.02
     assert config.to_dict() == raw
     with pytest.raises(KeyError, match="tasks"):
