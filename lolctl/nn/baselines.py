@@ -163,7 +163,8 @@ class MLPDense(LoraModel):
                 "mlp_dense",
                 f"{d_in:,} dense inputs (sum of n*m over {len(spec)} modules) need ~{need_mb:,.0f} MB for the first "
                 f"layer, over the budget of {config.memory_budget_mb:,.0f} MB",
-                "use glnet or mlp_svd, or raise memory_budget_mb / lower head_hidden / set store_rank",
+                "use glnet or mlp_svd, or raise memory_budget_mb / lower head_hidden (store_rank shrinks only "
+                "the saved layer, not training)",
             )
         self.build_head(d_in)
 
