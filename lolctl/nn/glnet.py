@@ -326,6 +326,12 @@ def write_probes(path: str | Path, names: list[str], moments: list[torch.Tensor]
 
 def read_probes(path: str | Path) -> tuple[list[str], torch.Tensor]:
     """(group names, basis (G, d, k)) of a probe file; L176 naming the file when it is not one."""
+    names, basis, _ = read_probe_file(path)
+    return names, basis
+
+
+def read_probe_file(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
+    """:func:`read_probes` and the command the file records having been made with (its ``source``, or '')."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -333,7 +339,7 @@ def read_probes(path: str | Path) -> tuple[list[str], torch.Tensor]:
             meta = fh.metadata() or {}
             if meta.get("format") != PROBES_FORMAT:
                 raise LolctlError("L176", str(path), f"not a {PROBES_FORMAT} file", "make one with lolctl zoo probes")
-            return list(json.loads(meta["names"])), fh.get_tensor("basis").float()
+            return list(json.loads(meta["names"])), fh.get_tensor("basis").float(), str(meta.get("source", ""))
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise LolctlError("L176", str(path), f"cannot read the probe file ({err})",
                           "make one with lolctl zoo probes") from err

@@ -55,7 +55,6 @@ LABELS = {
     "energy_left": "share of the update in the zoo's principal output directions",
     "energy_right": "share of the update in the zoo's principal input directions",
     "concentration": "share of the update in its top singular direction",
-    "input_contrast": "response to other inputs of the base model relative to the training inputs (log ratio)",
 }
 
 
@@ -240,12 +239,14 @@ class OODReference:
                 share = values["zero_modules"][b]
                 why.append(f"{round(share * len(self.bases))} of {len(self.bases)} modules have ΔW = 0")
             for f in self.names:
-                if z[f][b] > THRESHOLD and f == "input_contrast":
+                if z[f][b] <= THRESHOLD:
+                    continue
+                if f == "input_contrast":
                     assert self.inputs is not None
                     why.append(f"the update acts on other inputs of the base model ({self.inputs.describe}) more than "
                                f"on the training adapters' inputs: log ratio {values[f][b]:+.2f}, reference adapters "
                                f"{self.mean[f]:+.2f} ± {self.std[f]:.2f} ({z[f][b]:.0f} std away)")
-                elif z[f][b] > THRESHOLD:
+                else:
                     why.append(f"{LABELS[f]} is {values[f][b]:.2f}; the checkpoint's reference adapters: "
                                f"{self.mean[f]:.2f} ± {self.std[f]:.2f} ({z[f][b]:.0f} std away)")
             out.append(why)

@@ -465,7 +465,7 @@ def set_input_contrast(folder: str | Path, contrast: str | Path, inside: str | P
     the training zoo's adapters were not trained on; ``inside`` one of the inputs they were (default: the checkpoint's
     own probe basis, a GL-net member trained with ``probes=``). Writes ``ood_inputs.safetensors`` and records it in
     config.json's ``ood``; returns the new feature's reference mean and std."""
-    from lolctl.nn.glnet import read_probes
+    from lolctl.nn.glnet import read_probe_file, read_probes
     from lolctl.nn.ood import InputContrast, OODReference
 
     path = Path(folder)
@@ -479,9 +479,8 @@ def set_input_contrast(folder: str | Path, contrast: str | Path, inside: str | P
             raise LolctlError("L180", "--ood-contrast", f"{folder} keeps no probe basis of its training inputs",
                               "pass --ood-inside FILE (lolctl zoo probes for the training zoo's recipe)")
         inner = found[0].detach().cpu()
-    meta_source = _probe_source(contrast)
-    contrast_names, outer = read_probes(contrast)
-    inputs = InputContrast.from_probes(inner, outer, meta_source or Path(contrast).name)
+    contrast_names, outer, source = read_probe_file(contrast)
+    inputs = InputContrast.from_probes(inner, outer, source or Path(contrast).name)
     refs = ckpt.reference_adapters()
     if refs is None or refs.size < 8:
         raise LolctlError("L180", "--ood-contrast", f"{folder} keeps fewer than 8 reference adapters",
@@ -494,17 +493,6 @@ def set_input_contrast(folder: str | Path, contrast: str | Path, inside: str | P
                                                       "reference_std": ref.std["input_contrast"]}
     write_config(path, config)
     return json_safe({"checkpoint": str(path), **config["ood"]["input_contrast"]})
-
-
-def _probe_source(path: str | Path) -> str:
-    """The command a probe file records having been made with (its ``source``), or ''."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as fh:
-            return str((fh.metadata() or {}).get("source", ""))
-    except Exception:  # read_probes names the file and the reason
-        return ""
 
 
 def store_metrics(folder: str | Path, found: dict[str, dict[str, Any]]) -> None:
