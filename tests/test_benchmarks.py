@@ -131,3 +131,11 @@ def test_composite_predict_reduced() -> None:
     out = run_script("benchmarks.composite_predict", "--adapters", "8", "--repeat", "1")
     assert [row[:2] for row in table_rows(out, "shared (load_checkpoint)")] == [["shared (load_checkpoint)", "8"]]
     assert len(table_rows(out, "separate (every buffer cloned)")) == 1
+
+
+@pytest.mark.slow
+def test_dense_optimizer_reduced() -> None:
+    """Both optimizers step the same weights to the same values (the script asserts it) and print one row each."""
+    out = run_script("benchmarks.dense_optimizer", "--inputs", "1000", "--hidden", "4", "--repeat", "1")
+    assert [row[:2] for row in table_rows(out, "fused (lolctl)")] == [["fused (lolctl)", "4,000"]]
+    assert len(table_rows(out, "unfused (torch default)")) == 1

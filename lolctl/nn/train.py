@@ -154,8 +154,9 @@ def _mean_loss(
 
 
 def adamw(model: LoraModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, fused (one kernel per step) where torch has it for the model's device: the same update, and 8x faster
-    per step for MLP+Dense's 57 M-weight first layer on one CPU thread (0.35 s -> 0.04 s); unfused otherwise."""
+    """AdamW, fused (one kernel per step) where torch has it for the model's device: the same update, ~10x faster
+    per step for MLP+Dense's 57 M-weight first layer on one idle CPU thread (0.33 s -> 0.034 s,
+    `benchmarks/paused.sh python -m benchmarks.dense_optimizer`); unfused otherwise."""
     params = list(model.parameters())
     try:
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
