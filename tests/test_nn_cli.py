@@ -585,6 +585,87 @@ def test_train_auto_ensemble_averages_seeded_copies(tmp_path):
         assert not torch.allclose(both[0], both[1])  # two seeds, two models
         torch.testing.assert_close(model(batch)["quality"], (both[0] + both[1]) / 2)
 
+def test_greedy_blend_weighs_candidates_whose_errors_cancel():
+    """Ensemble selection: two candidates with independent errors average to a lower loss than either, so both get
+    weight; a useless one (a constant) never does; one step, or no gain, keeps the single best."""
+    from lolctl.nn.spec import TaskSpec
+    from lolctl.nn.workflow import greedy_blend
+
+    task = TaskSpec("quality", "regression", ("quality",))
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(400, 1, generator=g)
+    a, b = y + 0.5 * torch.randn(400, 1, generator=g), y + 0.6 * torch.randn(400, 1, generator=g)
+    weights, loss, own = greedy_blend(task, [a, torch.zeros_like(y), b], y, 4)
+    assert set(weights) == {0, 2} and sum(weights.values()) == pytest.approx(1.0) and weights[0] >= weights[2]
+    assert loss < min(own) and own[1] == pytest.approx(float((y ** 2).mean()))
+    mixed = sum(w * [a, None, b][i] for i, w in weights.items())
+    assert loss == pytest.approx(float(((mixed - y) ** 2).mean()), rel=1e-6)
+    assert greedy_blend(task, [a, b], y, 1)[0] == {0: 1.0}
+    assert greedy_blend(task, [a, a.clone()], y, 5)[0] == {0: 1.0}  # a copy adds nothing: stop after one pick
+    logits = torch.stack([y[:, 0], -y[:, 0]], 1)  # multiclass: blended as logits, scored by cross-entropy
+    labels = (y[:, 0] < 0).long()
+    cls = TaskSpec("noise", "multiclass", ("noise",), ("a", "b"))
+    assert greedy_blend(cls, [-logits, logits], labels, 3)[0] == {1: 1.0}  # the right one, alone
+
+
+def test_hold_out_select_is_a_seeded_share_of_train():
+    from lolctl.nn.workflow import SELECT_SHARE, hold_out_select
+
+    split = np.array(["train"] * 200 + ["val"] * 30 + ["test"] * 30 + ["test_r2"] * 10, dtype=object)
+    out = hold_out_select(split, 0, "labels.csv")
+    chosen = np.flatnonzero(out == "select")
+    assert chosen.size == round(SELECT_SHARE * 200) and (chosen < 200).all()
+    assert (out[split != "train"] == split[split != "train"]).all() and (split == "train").sum() == 200  # a copy
+    assert (hold_out_select(split, 0, "x") == out).all() and not (hold_out_select(split, 1, "x") == out).all()
+    with pytest.raises(LolctlError) as err:
+        hold_out_select(np.array(["train"] * 40 + ["val"] * 5, dtype=object), 0, "labels.csv")
+    assert err.value.code == "L175" and "--blend" in err.value.remedy and err.value.where == "labels.csv"
+
+
+def test_train_auto_blend_averages_candidates_with_their_weights(tmp_path):
+    """--blend 3: per task the candidates' weights come from held-out "select" adapters (a split of their own in the
+    stored metrics); the members carry those weights and the composite's output is their weighted mean; a
+    rank-specific member in a blend keeps a rank-free fallback; eval reproduces the stored metrics."""
+    from lolctl.nn.checkpoint import load_checkpoint
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
+
+    zoo = write_zoo(tmp_path / "zoo", 160, seed=3)
+    out = tmp_path / "blend"
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", "glnet:hidden=4;mlp_svd",
+                                 "--blend", "3", "--out", str(out), "--epochs", "12", "--patience", "4",
+                                 "--format", "json", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    splits = config["training_data"]["splits"]
+    assert splits["select"] == round(0.1 * (splits["train"] + splits["select"])) and "select" in config["metrics"]
+    members = config["model_config"]["members"]
+    for task, pick in config["selection"].items():
+        assert pick["blend"] and sum(pick["blend"].values()) == pytest.approx(1.0)
+        assert all("select_loss" in c for c in pick["candidates"].values())
+        assert pick["blend_select_loss"] <= min(c["select_loss"] for c in pick["candidates"].values()) + 1e-9
+        primary = {m["label"]: m["weight"] for m in members if m["tasks"] == [task] and not m["fallback"]}
+        assert primary == pytest.approx(pick["blend"])
+        assert ("fallback_blend" in pick) == (not pick["rank_free"])
+    model = load_checkpoint(str(out), device="cpu").model
+    batch, _ = load_factors(load_zoo(zoo), cache=False)
+    batch = batch.select(np.flatnonzero(~model.fallback_rows(batch).numpy()))
+    with torch.no_grad():
+        got = model(batch)
+        for task in config["selection"]:
+            idx = model.route[task]
+            w = torch.tensor([members[i]["weight"] for i in idx])
+            want = sum(w[k] / w.sum() * model.models[i](batch)[task] for k, i in enumerate(idx))
+            torch.testing.assert_close(got[task], want)
+    res = runner.invoke(_app(), ["eval", str(out), str(zoo), "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    got_r2 = json.loads(res.stdout)["metrics"]["quality"]["r2"]
+    assert got_r2 == pytest.approx(config["metrics"]["test"]["quality"]["r2"], abs=1e-6)
+    res = runner.invoke(_app(), ["train", str(zoo), "--model", "glnet", "--blend", "2", "--out", str(tmp_path / "n")])
+    assert isinstance(res.exception, LolctlError) and "--model auto" in res.exception.remedy
+
+
 def test_compare_warns_when_checkpoints_come_from_different_zoos():
     from lolctl.nn.compare import mixed_zoos_warning, record, zoo_identity
 

@@ -181,6 +181,12 @@ def train(
         int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "
                           "seeds (seed, seed+1, ...) and average them (costs that many times the chosen members).")
     ] = 1,
+    blend: Annotated[
+        int, typer.Option("--blend", min=1, help="With --model auto: per task, a weighted average of up to N "
+                          "candidates instead of the one best, picked greedily on a seeded tenth of the training "
+                          "adapters that no candidate trains or early-stops on (they are reported as the 'select' "
+                          "split). 1: the single candidate with the best validation loss.")
+    ] = 1,
     ood_contrast: OodContrastOpt = None,
     ood_inside: OodInsideOpt = None,
     no_cache: NoCacheOpt = False,
@@ -212,8 +218,8 @@ def train(
     if model == "auto" and sets:
         raise LolctlError("L180", f"--set {sets[0]}", "--model auto takes each candidate's settings from --candidates",
                           "e.g. --candidates 'glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true'")
-    if model != "auto" and (candidates or ensemble > 1):
-        flag = "--candidates" if candidates else "--ensemble"
+    if model != "auto" and (candidates or ensemble > 1 or blend > 1):
+        flag = "--candidates" if candidates else "--ensemble" if ensemble > 1 else "--blend"
         raise LolctlError("L180", flag, f"only --model auto takes {flag}",
                           f"add --model auto, or drop {flag} and use --set with --model {model}")
     cfg = TrainConfig(
@@ -244,6 +250,7 @@ def train(
             epoch_progress=epoch_cb,
             candidates=candidates,
             ensemble=ensemble,
+            blend=blend,
         )
     t = summary["training"]
     out.log(f"best epoch {t['best_epoch']} of {t['epochs_run']}; checkpoint written to {summary['checkpoint']}")
@@ -258,7 +265,8 @@ def train(
         picks = config.get("selection", {})
         fallback = {task: pick["fallback"] for task, pick in picks.items() if pick.get("fallback")}
         exposed = [task for task, pick in picks.items()
-                   if not pick["candidates"][pick["chosen"]].get("rank_free", True) and task not in fallback]
+                   if not pick.get("rank_free", pick["candidates"][pick["chosen"]].get("rank_free", True))
+                   and task not in fallback]
         if fallback:
             out.log(f"adapters of ranks other than {ranks} (the training ranks) are predicted by rank-free "
                     f"fallback members for {', '.join(sorted(fallback))}: the chosen members read singular values")

@@ -52,7 +52,8 @@ class Composite(LoraModel):
         super().__init__(config, spec, tasks)
         self.members = nn.ModuleList(members)
         self.models: list[LoraModel] = list(members)  # the same modules, typed (nn.ModuleList items are Module)
-        # task → the members that predict it (several: a seed ensemble, their outputs averaged)
+        # task → the members that predict it (several: a seed ensemble or a blend, their outputs averaged with the
+        # members' weights, 1 each unless the config says otherwise)
         self.route: dict[str, list[int]] = {}
         self.fallback_route: dict[str, list[int]] = {}  # the same, for adapters of ranks outside seen_ranks
         for i, (member, entry) in enumerate(zip(members, config.members)):
@@ -119,7 +120,11 @@ class Composite(LoraModel):
 
         def mean(indices: list[int], task: str) -> torch.Tensor:  # standardised values or logits, averaged
             outputs = [run(i)[task] for i in indices]
-            return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
+            if len(outputs) == 1:
+                return outputs[0]
+            w = torch.tensor([float(self.config.members[i].get("weight", 1.0)) for i in indices],
+                             dtype=outputs[0].dtype, device=outputs[0].device)
+            return torch.einsum("k,k...->...", w / w.sum(), torch.stack(outputs))
 
         result = {}
         for t in self.tasks:

@@ -63,7 +63,7 @@ def normalisation(tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray], train: 
     return out
 
 
-def _target_tensors(tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray], norm: dict[str, Any]) -> dict[str, Any]:
+def target_tensors(tasks: tuple[TaskSpec, ...], y: dict[str, np.ndarray], norm: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for t in tasks:
         if t.kind == "regression":
@@ -178,7 +178,7 @@ def fit(
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     monitor = val if val.size else train
     model.prepare(batch.select(train))
-    targets = _target_tensors(model.tasks, y, norm)
+    targets = target_tensors(model.tasks, y, norm)
     weights = prior_losses(model.tasks, targets, train) if config.balance_tasks else None
     opt = adamw(model, config)
     best, best_state, best_epoch, waited = math.inf, copy.deepcopy(model.state_dict()), 0, 0

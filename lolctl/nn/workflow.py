@@ -27,7 +27,16 @@ from lolctl.nn.metrics import json_safe, reliability_of
 from lolctl.nn.ood import INPUTS_FILE, OOD_REFERENCES, anchors_batch, reference_sample
 from lolctl.nn.registry import build_model, model_class
 from lolctl.nn.spec import TaskSpec
-from lolctl.nn.train import TrainConfig, TrainResult, evaluate, fit, intervals, normalisation
+from lolctl.nn.train import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    fit,
+    intervals,
+    normalisation,
+    target_tensors,
+    task_loss,
+)
 from lolctl.nn.uncertainty import (
     FALLBACK_PREFIX,
     calibrate,
@@ -73,10 +82,12 @@ def train_zoo(
     epoch_progress: EpochProgress | None = None,
     candidates: str | None = None,
     ensemble: int = 1,
+    blend: int = 1,
 ) -> dict[str, Any]:
     """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``. ``auto``: per task,
     the candidate (``candidates``, default :data:`DEFAULT_CANDIDATES`) with the lowest validation loss, as a seed
-    ensemble of ``ensemble`` copies."""
+    ensemble of ``ensemble`` copies; ``blend`` > 1: a weighted average of up to that many candidates per task, chosen
+    on a held-out share of the training adapters (:func:`hold_out_select`, :func:`greedy_blend`)."""
     from lolctl import __version__
 
     cfg = train_config or TrainConfig()
@@ -88,6 +99,8 @@ def train_zoo(
     batch, info = load_factors(zoo, cache=cache, progress=read_progress)
     y = {t.name: targets(zoo, t) for t in tasks}
     split = assign_splits(zoo, cfg.split_seed, resplit=cfg.resplit)
+    if model_name == "auto" and blend > 1:
+        split = hold_out_select(split, cfg.split_seed, str(zoo.labels_path))
     train_rows = split == "train"
     if train_rows.sum() < 2:
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
@@ -96,7 +109,7 @@ def train_zoo(
     selection = None
     if model_name == "auto":
         model, result, selection = train_auto(parse_candidates(candidates or DEFAULT_CANDIDATES), on_dev, tasks, y,
-                                              split, norm, cfg, epoch_progress, ensemble)
+                                              split, norm, cfg, epoch_progress, ensemble, blend)
         model_name = model.name
     else:
         torch.manual_seed(cfg.seed)
@@ -166,6 +179,56 @@ def train_zoo(
     return json_safe(summary)
 
 
+SELECT_SHARE = 0.1  # --blend: the share of the training adapters held out to weigh each task's candidates
+MIN_SELECT = 8
+
+
+def hold_out_select(split: np.ndarray, seed: int, where: str) -> np.ndarray:
+    """A copy of ``split`` with a seeded :data:`SELECT_SHARE` of its "train" rows relabelled "select": adapters no
+    candidate is trained or early-stopped on, on which ``--blend`` weighs the candidates. The validation loss cannot
+    do it: every candidate chose its best epoch on it, and the more a candidate's validation loss wanders from epoch
+    to epoch the more that minimum flatters it (docs/models.md, blending)."""
+    train = np.flatnonzero(split == "train")
+    n = int(round(SELECT_SHARE * train.size))
+    if n < MIN_SELECT or train.size - n < 2:
+        raise LolctlError("L175", where, f"{train.size} training adapters are too few to hold out {MIN_SELECT} "
+                          "for --blend", "add training adapters, or drop --blend")
+    out = split.astype(object, copy=True)
+    out[np.random.default_rng(seed).choice(train, n, replace=False)] = "select"
+    return out
+
+
+@torch.no_grad()
+def task_outputs(model: LoraModel, batch: LoraBatch, rows: np.ndarray, task: str, chunk: int = 128) -> torch.Tensor:
+    """``model``'s raw output for ``task`` (standardised values or logits) on ``rows``, on the CPU."""
+    model.eval()
+    parts = [model(batch.select(torch.as_tensor(rows[i : i + chunk])))[task].cpu() for i in range(0, rows.size, chunk)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def greedy_blend(task: TaskSpec, outputs: list[torch.Tensor], target: torch.Tensor, steps: int
+                 ) -> tuple[dict[int, float], float, list[float]]:
+    """Ensemble selection (Caruana et al., 2004) on held-out adapters: start from the candidate whose ``outputs``
+    (standardised values or logits) have the lowest loss against ``target``, then add, with replacement, the
+    candidate whose addition most lowers the loss of the averaged outputs, for at most ``steps`` picks; stop when no
+    addition helps. Returns ({candidate index: weight}, the blend's loss, each candidate's own loss)."""
+    own = [float(task_loss(task, o, target)) for o in outputs]
+    first = int(np.argmin(own))
+    counts = {first: 1}
+    total, best = outputs[first].clone(), own[first]
+    for k in range(2, steps + 1):
+        trials = [float(task_loss(task, (total + o) / k, target)) for o in outputs]
+        i = int(np.argmin(trials))
+        if not trials[i] < best - 1e-9:
+            break
+        counts[i] = counts.get(i, 0) + 1
+        total += outputs[i]
+        best = trials[i]
+    picks = sum(counts.values())
+    return {i: c / picks for i, c in counts.items()}, best, own
+
+
 def train_auto(
     candidates: list[tuple[str, dict[str, Any]]],
     batch: LoraBatch,
@@ -176,14 +239,21 @@ def train_auto(
     cfg: TrainConfig,
     progress: EpochProgress | None = None,
     ensemble: int = 1,
+    blend: int = 1,
 ) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
     """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
     validation loss; when that one is rank-specific, keep the best rank-free candidate too as the task's fallback
-    for ranks the training set lacks (:mod:`lolctl.nn.composite`). ``ensemble`` > 1: each kept member is trained
-    again with seeds seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the
-    kept members, a summary TrainResult and the selection record."""
+    for ranks the training set lacks (:mod:`lolctl.nn.composite`). ``blend`` > 1: keep instead the weighted
+    average of candidates :func:`greedy_blend` picks on the "select" rows (:func:`hold_out_select`), and for the
+    fallback the same over the rank-free candidates. ``ensemble`` > 1: each kept member is trained again with seeds
+    seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the kept members, a
+    summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
     train_rows = np.flatnonzero(split == "train")
+    select = np.flatnonzero(split == "select")
+    if blend > 1 and not select.size:
+        raise LolctlError("L180", "--blend", "no held-out \"select\" adapters to weigh the candidates on",
+                          "train through train_zoo, which holds them out")
     seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
     members, kept, epochs_run = [], [], 0
     selection: dict[str, dict[str, Any]] = {}
@@ -203,29 +273,48 @@ def train_auto(
         if not trained:
             raise LolctlError("L180", "--candidates", f"no candidate is given task {t.name!r}",
                               "leave tasks= off one candidate, or name the task in it")
-        best = min(trained, key=lambda c: c[0])
-        selection[t.name] = {"chosen": best[3], "candidates": scores}
-        chosen = [(best, False)]
-        if not best[2].rank_free:
-            free = [c for c in trained if c[2].rank_free]
-            if free:
-                fallback = min(free, key=lambda c: c[0])
-                selection[t.name]["fallback"] = fallback[3]
-                chosen.append((fallback, True))
-        for (_, arch, model, label, values, run_cfg), is_fallback in chosen:
-            copies = [(run_cfg.seed, model)]
-            for extra in range(1, ensemble):
-                seeded = replace(run_cfg, seed=run_cfg.seed + extra)
-                torch.manual_seed(seeded.seed)
-                copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
-                epochs_run += fit(copy, batch, {t.name: y[t.name]}, split, norm, seeded, progress).epochs_run
-                copies.append((seeded.seed, copy))
-            for seed, trained_copy in copies:
-                members.append({"architecture": arch, "model_config": trained_copy.config.to_dict(),
-                                "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed})
-                kept.append(trained_copy)
+        record: dict[str, Any] = {"candidates": scores}
+        if blend > 1:
+            target = target_tensors((t,), y, norm)[t.name][torch.as_tensor(select)]
+            outs = [task_outputs(c[2], batch, select, t.name) for c in trained]
+            weights, loss, own = greedy_blend(t, outs, target, blend)
+            for c, o in zip(trained, own):
+                scores[c[3]]["select_loss"] = o
+            primary = [(trained[i], w) for i, w in weights.items()]
+            record.update(blend={c[3]: w for c, w in primary}, blend_select_loss=loss)
+            fallback = []
+            if not all(c[2].rank_free for c, _ in primary):
+                free = [i for i, c in enumerate(trained) if c[2].rank_free]
+                if free:
+                    fw, floss, _ = greedy_blend(t, [outs[i] for i in free], target, blend)
+                    fallback = [(trained[free[i]], w) for i, w in fw.items()]
+                    record.update(fallback_blend={c[3]: w for c, w in fallback}, fallback_select_loss=floss)
+        else:
+            primary = [(min(trained, key=lambda c: c[0]), 1.0)]
+            free_models = [c for c in trained if c[2].rank_free]
+            fallback = ([(min(free_models, key=lambda c: c[0]), 1.0)]
+                        if free_models and not primary[0][0][2].rank_free else [])
+        record["chosen"] = primary[0][0][3]
+        record["rank_free"] = all(c[2].rank_free for c, _ in primary)
+        if fallback:
+            record["fallback"] = fallback[0][0][3]
+        selection[t.name] = record
+        for group, is_fallback in ((primary, False), (fallback, True)):
+            for (_, arch, model, label, values, run_cfg), weight in group:
+                copies = [(run_cfg.seed, model)]
+                for extra in range(1, ensemble):
+                    seeded = replace(run_cfg, seed=run_cfg.seed + extra)
+                    torch.manual_seed(seeded.seed)
+                    copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+                    epochs_run += fit(copy, batch, {t.name: y[t.name]}, split, norm, seeded, progress).epochs_run
+                    copies.append((seeded.seed, copy))
+                for seed, trained_copy in copies:
+                    members.append({"architecture": arch, "model_config": trained_copy.config.to_dict(),
+                                    "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed,
+                                    "weight": weight / ensemble})
+                    kept.append(trained_copy)
         if ensemble > 1:
-            selection[t.name]["ensemble"] = ensemble
+            record["ensemble"] = ensemble
     composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
     assert isinstance(composite, Composite)
     composite.to(batch.device)
