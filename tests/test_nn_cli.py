@@ -472,6 +472,27 @@ def test_train_auto_tries_a_candidate_only_on_its_tasks(tmp_path):
     assert set(picks["quality"]["candidates"]) == {"glnet hidden=4 epochs=3", "mlp_svd tasks=quality patience=2"}
     assert picks["membership"]["candidates"]["glnet hidden=4 epochs=3"]["best_epoch"] <= 3
 
+def test_train_auto_skips_a_candidate_too_large_for_the_adapters(tmp_path):
+    """An MLP+Dense candidate over its memory budget (L173) is skipped with a warning and recorded; the others
+    still compete; when every candidate is too large, the error says so and nothing is written."""
+    zoo = write_zoo(tmp_path / "zoo", 80, seed=3)
+    out = tmp_path / "auto"
+    common = ["--task", "quality", "--epochs", "3", "--format", "json", "--device", "cpu", "--threads", "1"]
+    dense = "mlp_dense:head_hidden=8,memory_budget_mb=0.001"
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", f"{dense};mlp_svd",
+                                      "--out", str(out), *common])
+    assert res.exit_code == 0, res.output
+    pick = json.loads((out / "config.json").read_text())["selection"]["quality"]
+    label = "mlp_dense head_hidden=8 memory_budget_mb=0.001"
+    assert set(pick["candidates"]) == {"mlp_svd"} and "over the budget" in pick["skipped"][label]
+    assert f"candidate '{label}' skipped" in res.stderr and "L173" in res.stderr
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", dense,
+                                      "--out", str(tmp_path / "never"), *common])
+    assert isinstance(res.exception, LolctlError) and res.exception.code == "L173"
+    assert "too large" in res.exception.reason and label in res.exception.reason
+    assert not (tmp_path / "never").exists() or not any((tmp_path / "never").iterdir())
+
+
 def test_train_auto_with_a_factored_dense_member(tmp_path):
     """An MLP+Dense candidate with store_rank: the member is chosen on the validation loss of its stored (factored)
     form, the checkpoint holds the factors and no dense first layer, and eval reproduces the metrics train stored."""

@@ -267,6 +267,9 @@ def train(
         exposed = [task for task, pick in picks.items()
                    if not pick.get("rank_free", pick["candidates"][pick["chosen"]].get("rank_free", True))
                    and task not in fallback]
+        skipped = {label: why for pick in picks.values() for label, why in pick.get("skipped", {}).items()}
+        for label, why in skipped.items():
+            out.warn(f"candidate {label!r} skipped: {why}")
         if fallback:
             out.log(f"adapters of ranks other than {ranks} (the training ranks) are predicted by rank-free "
                     f"fallback members for {', '.join(sorted(fallback))}: the chosen members read singular values")

@@ -243,7 +243,8 @@ def train_auto(
 ) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
     """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
     validation loss; when that one is rank-specific, keep the best rank-free candidate too as the task's fallback
-    for ranks the training set lacks (:mod:`lolctl.nn.composite`). ``blend`` > 1: keep instead the weighted
+    for ranks the training set lacks (:mod:`lolctl.nn.composite`). A candidate too large for the adapters (L173,
+    e.g. MLP+Dense on a big base model) is skipped and recorded. ``blend`` > 1: keep instead the weighted
     average of candidates :func:`greedy_blend` picks on the "select" rows (:func:`hold_out_select`), and for the
     fallback the same over the rank-free candidates. ``ensemble`` > 1: each kept member is trained again with seeds
     seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the kept members, a
@@ -257,6 +258,7 @@ def train_auto(
     seen = sorted({int(r) for r in batch.ranks[torch.as_tensor(train_rows)].unique() if int(r) > 0})
     members, kept, epochs_run = [], [], 0
     selection: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}  # candidate label -> why it could not be built for these adapters (L173)
     plans = [(arch, *candidate_training(arch, values, cfg, tasks)) for arch, values in candidates]
     for t in tasks:
         scores: dict[str, Any] = {}
@@ -264,16 +266,30 @@ def train_auto(
         for arch, values, run_cfg, only, label in plans:
             if only is not None and t.name not in only:
                 continue
+            if label in skipped:
+                continue
             torch.manual_seed(run_cfg.seed)
-            model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+            try:
+                model = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+            except LolctlError as err:  # too large for these adapters: the other candidates still compete
+                if err.code != "L173":
+                    raise
+                skipped[label] = f"{err.reason} ({err.code})"
+                continue
             res = fit(model, batch, {t.name: y[t.name]}, split, norm, run_cfg, progress)
             epochs_run += res.epochs_run
             scores[label] = {"val_loss": res.best_val_loss, "best_epoch": res.best_epoch, "rank_free": model.rank_free}
             trained.append((res.best_val_loss, arch, model, label, values, run_cfg))
         if not trained:
+            if skipped:
+                raise LolctlError("L173", "--candidates", f"every candidate for task {t.name!r} is too large: "
+                                  + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                                  "add a smaller candidate, e.g. glnet or mlp_svd")
             raise LolctlError("L180", "--candidates", f"no candidate is given task {t.name!r}",
                               "leave tasks= off one candidate, or name the task in it")
         record: dict[str, Any] = {"candidates": scores}
+        if skipped:
+            record["skipped"] = dict(skipped)
         if blend > 1:
             target = target_tensors((t,), y, norm)[t.name][torch.as_tensor(select)]
             outs = [task_outputs(c[2], batch, select, t.name) for c in trained]
