@@ -364,6 +364,26 @@ def test_composite_rank_fallback_routes_by_rank_and_stays_invariant():
     assert "seen_ranks" in err.value.reason
 
 
+def test_composite_blend_is_the_weighted_mean_and_stays_invariant():
+    """A blended composite (``--blend``): the task's output is the members' outputs averaged with their weights,
+    in float64 it is GL-invariant and sensitive like its members, and other weights give another output."""
+    names = [t.name for t in TASKS]
+    members = [{"architecture": "mlp_svd", "model_config": {"max_rank": 8}, "tasks": names, "weight": 0.75},
+               {"architecture": "glnet", "model_config": {"hidden": 6}, "tasks": names, "weight": 0.25}]
+    torch.manual_seed(0)
+    model = build_model("composite", {"members": members, "seen_ranks": [4]}, SPEC, TASKS).double().eval()
+    model.prepare(LoraBatch.from_factors(SPEC, factors(4, batch=8, seed=1)))
+    f = factors(4, seed=3)
+    got, (a, b) = as_fn(model)(f), (as_fn(m)(f) for m in model.members)
+    for name in names:
+        torch.testing.assert_close(got[name], 0.75 * a[name] + 0.25 * b[name], rtol=1e-12, atol=1e-12)
+    assert_invariant(as_fn(model), f, generator=torch.Generator().manual_seed(5))
+    assert_sensitive(as_fn(model), f, generator=torch.Generator().manual_seed(6))
+    model.config.members[1]["weight"] = 0.75
+    torch.testing.assert_close(as_fn(model)(f)["quality"], (a["quality"] + b["quality"]) / 2, rtol=1e-12,
+                               atol=1e-12)
+
+
 def _dense_units(model, f) -> torch.Tensor:
     """The first hidden layer's pre-activation read from dense ΔW with the (unfactored) head weights."""
     batch = LoraBatch.from_factors(SPEC, f)
