@@ -643,14 +643,24 @@ def test_hold_out_select_is_a_seeded_share_of_train():
     assert err.value.code == "L175" and "--blend" in err.value.remedy and err.value.where == "labels.csv"
 
 
-def test_train_auto_blend_averages_candidates_with_their_weights(tmp_path):
-    """--blend 3: per task the candidates' weights come from held-out "select" adapters (a split of their own in the
-    stored metrics); the members carry those weights and the composite's output is their weighted mean; a
-    rank-specific member in a blend keeps a rank-free fallback; eval reproduces the stored metrics."""
+def test_train_auto_blend_averages_candidates_with_their_weights(tmp_path, monkeypatch):
+    """--blend 3: per task the candidates' weights come from held-out "select" adapters that the first pass never
+    trains on; the kept candidates are then trained again with them, for their first pass's best epochs; the
+    members carry the weights and the composite's output is their weighted mean; a rank-specific member in a blend
+    keeps a rank-free fallback; eval reproduces the stored metrics."""
+    from lolctl.nn import workflow
     from lolctl.nn.checkpoint import load_checkpoint
     from lolctl.nn.data import load_factors
     from lolctl.zoo.format import load_zoo
 
+    fits = []  # (task, training rows, epoch bound) of every fit
+
+    def spy(model, batch, y, split, norm, cfg, progress=None):
+        fits.append((model.tasks[0].name, int((split == "train").sum()), cfg.epochs))
+        return fit(model, batch, y, split, norm, cfg, progress)
+
+    fit = workflow.fit
+    monkeypatch.setattr(workflow, "fit", spy)
     zoo = write_zoo(tmp_path / "zoo", 160, seed=3)
     out = tmp_path / "blend"
     runner = CliRunner()
@@ -659,8 +669,14 @@ def test_train_auto_blend_averages_candidates_with_their_weights(tmp_path):
                                  "--format", "json", "--device", "cpu", "--threads", "1"])
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
-    splits = config["training_data"]["splits"]
-    assert splits["select"] == round(0.1 * (splits["train"] + splits["select"])) and "select" in config["metrics"]
+    n_train, held = config["training_data"]["splits"]["train"], config["training_data"]["blend_select"]["adapters"]
+    assert held == round(0.1 * n_train) and "select" not in config["metrics"]
+    for task, pick in config["selection"].items():
+        first = [f for f in fits if f[0] == task and f[1] == n_train - held]
+        again = [f for f in fits if f[0] == task and f[1] == n_train]
+        assert len(first) == 2 and all(f[2] == 12 for f in first)  # both candidates, without the select rows
+        kept = set(pick["blend"]) | set(pick.get("fallback_blend", {}))
+        assert sorted(f[2] for f in again) == sorted(max(1, pick["candidates"][k]["best_epoch"]) for k in kept)
     members = config["model_config"]["members"]
     for task, pick in config["selection"].items():
         assert pick["blend"] and sum(pick["blend"].values()) == pytest.approx(1.0)

@@ -106,11 +106,15 @@ def train_zoo(
         raise LolctlError("L175", str(zoo.labels_path), "fewer than 2 training rows", "add adapters or fix 'split'")
     norm = normalisation(tasks, y, train_rows)
     on_dev = batch.to(dev)
-    selection = None
+    selection, held_out = None, 0
     if model_name == "auto":
         model, result, selection = train_auto(parse_candidates(candidates or DEFAULT_CANDIDATES), on_dev, tasks, y,
                                               split, norm, cfg, epoch_progress, ensemble, blend)
         model_name = model.name
+        if blend > 1:  # the kept members were trained again on them: training adapters from here on
+            held_out = int((split == "select").sum())
+            split = np.where(split == "select", "train", split).astype(object)
+            train_rows = split == "train"
     else:
         torch.manual_seed(cfg.seed)
         values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
@@ -147,6 +151,8 @@ def train_zoo(
             "source": str(source),
             "splits": {s: int((split == s).sum()) for s in split_names(split)},
             "split_source": "column" if any(zoo.splits) and not cfg.resplit else f"seeded ({cfg.split_seed})",
+            **({"blend_select": {"adapters": held_out, "share": SELECT_SHARE, "seed": cfg.split_seed}}
+               if held_out else {}),
             "test_ids": [zoo.ids[i] for i in np.flatnonzero(split == "test")],
         },
         "train_config": asdict(cfg),
@@ -246,12 +252,15 @@ def train_auto(
     for ranks the training set lacks (:mod:`lolctl.nn.composite`). A candidate too large for the adapters (L173,
     e.g. MLP+Dense on a big base model) is skipped and recorded. ``blend`` > 1: keep instead the weighted
     average of candidates :func:`greedy_blend` picks on the "select" rows (:func:`hold_out_select`), and for the
-    fallback the same over the rank-free candidates. ``ensemble`` > 1: each kept member is trained again with seeds
-    seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the kept members, a
-    summary TrainResult and the selection record."""
+    fallback the same over the rank-free candidates; each kept candidate is then trained again from its seed on the
+    training and select rows together, for as many epochs as its first pass's best (early-stopped on validation
+    within them), so the held-out tenth is lost to no member. ``ensemble`` > 1: each kept member is trained again
+    with seeds seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the kept
+    members, a summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
-    train_rows = np.flatnonzero(split == "train")
     select = np.flatnonzero(split == "select")
+    final = np.where(split == "select", "train", split)  # the kept members' last training: with the select rows
+    train_rows = np.flatnonzero(final == "train")
     if blend > 1 and not select.size:
         raise LolctlError("L180", "--blend", "no held-out \"select\" adapters to weigh the candidates on",
                           "train through train_zoo, which holds them out")
@@ -315,20 +324,24 @@ def train_auto(
         if fallback:
             record["fallback"] = fallback[0][0][3]
         selection[t.name] = record
+        copies: dict[tuple[str, int], LoraModel] = {}  # (label, seed) -> its trained model, once per task
         for group, is_fallback in ((primary, False), (fallback, True)):
             for (_, arch, model, label, values, run_cfg), weight in group:
-                copies = [(run_cfg.seed, model)]
-                for extra in range(1, ensemble):
-                    seeded = replace(run_cfg, seed=run_cfg.seed + extra)
-                    torch.manual_seed(seeded.seed)
-                    copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
-                    epochs_run += fit(copy, batch, {t.name: y[t.name]}, split, norm, seeded, progress).epochs_run
-                    copies.append((seeded.seed, copy))
-                for seed, trained_copy in copies:
-                    members.append({"architecture": arch, "model_config": trained_copy.config.to_dict(),
+                for seed in range(run_cfg.seed, run_cfg.seed + ensemble):
+                    if (label, seed) not in copies and seed == run_cfg.seed and blend <= 1:
+                        copies[label, seed] = model
+                    elif (label, seed) not in copies:  # a seed copy, or (blend) the candidate trained again with
+                        own = replace(run_cfg, seed=seed)  # the select adapters, for its first pass's epochs
+                        if blend > 1:
+                            own = replace(own, epochs=max(1, scores[label]["best_epoch"]))
+                        torch.manual_seed(seed)
+                        copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
+                        epochs_run += fit(copy, batch, {t.name: y[t.name]}, final, norm, own, progress).epochs_run
+                        copies[label, seed] = copy
+                    members.append({"architecture": arch, "model_config": copies[label, seed].config.to_dict(),
                                     "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed,
                                     "weight": weight / ensemble})
-                    kept.append(trained_copy)
+                    kept.append(copies[label, seed])
         if ensemble > 1:
             record["ensemble"] = ensemble
     composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
