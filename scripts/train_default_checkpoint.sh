@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the default checkpoint models/minilm-wordnet-glnet on the committed training data of the flagship zoo
-# (data/minilm-wordnet-train: val 160 + train 1,024 LoRAs at r = 4, packed), give its OOD check the lemma-side input
+# (data/minilm-wordnet-train: val 160 + train 2,048 LoRAs at r = 4, packed; the checkpoint shipped on 2026-12-07 saw
+# the first 1,024 — ZOO=data/minilm-wordnet-train/labels-n1024.csv, docs/zoo.md), give its OOD check the lemma-side input
 # contrast, then score the committed test splits (tests/data/minilm-wordnet-test: test, test_r1, test_r2), the
 # test split of the zoo built with --seed 1 (data/minilm-wordnet-test-s1, stored as test_seed1) and, when the full
 # zoo is at hand (FULL_ZOO, default zoo/minilm-wordnet), its test_r8 / test_r16 splits; the metrics go into
