@@ -331,12 +331,12 @@ def train_auto(
                     if (label, seed) not in copies and seed == run_cfg.seed and blend <= 1:
                         copies[label, seed] = model
                     elif (label, seed) not in copies:  # a seed copy, or (blend) the candidate trained again with
-                        own = replace(run_cfg, seed=seed)  # the select adapters, for its first pass's epochs
+                        again = replace(run_cfg, seed=seed)  # the select adapters, for its first pass's epochs
                         if blend > 1:
-                            own = replace(own, epochs=max(1, scores[label]["best_epoch"]))
+                            again = replace(again, epochs=max(1, scores[label]["best_epoch"]))
                         torch.manual_seed(seed)
                         copy = build_model(arch, rank_defaults(arch, values, R), batch.spec, (t,)).to(batch.device)
-                        epochs_run += fit(copy, batch, {t.name: y[t.name]}, final, norm, own, progress).epochs_run
+                        epochs_run += fit(copy, batch, {t.name: y[t.name]}, final, norm, again, progress).epochs_run
                         copies[label, seed] = copy
                     members.append({"architecture": arch, "model_config": copies[label, seed].config.to_dict(),
                                     "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed,
