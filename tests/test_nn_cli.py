@@ -599,6 +599,8 @@ def test_train_auto_ensemble_averages_seeded_copies(tmp_path):
     members = config["model_config"]["members"]
     assert [(m["label"], m["seed"]) for m in members] == [("glnet hidden=4", 0), ("glnet hidden=4", 1)]
     assert config["selection"]["quality"]["ensemble"] == 2
+    card = (out / "README.md").read_text()  # two seeds, half each: an ensemble, not a blend
+    assert "Chosen per task by validation loss" in card and card.count("| glnet hidden=4 | 0.50 | all ranks |") == 2
     model = load_checkpoint(str(out), device="cpu").model
     batch, _ = load_factors(load_zoo(zoo), cache=False)
     with torch.no_grad():
@@ -671,6 +673,7 @@ def test_train_auto_blend_averages_candidates_with_their_weights(tmp_path, monke
     config = json.loads((out / "config.json").read_text())
     n_train, held = config["training_data"]["splits"]["train"], config["training_data"]["blend_select"]["adapters"]
     assert held == round(0.1 * n_train) and "select" not in config["metrics"]
+    assert "weighted average of candidates" in (out / "README.md").read_text()
     for task, pick in config["selection"].items():
         first = [f for f in fits if f[0] == task and f[1] == n_train - held]
         again = [f for f in fits if f[0] == task and f[1] == n_train]

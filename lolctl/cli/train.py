@@ -184,8 +184,8 @@ def train(
     blend: Annotated[
         int, typer.Option("--blend", min=1, help="With --model auto: per task, a weighted average of up to N "
                           "candidates instead of the one best, picked greedily on a seeded tenth of the training "
-                          "adapters that no candidate trains or early-stops on (they are reported as the 'select' "
-                          "split). 1: the single candidate with the best validation loss.")
+                          "adapters held out of the candidates' training; the kept ones are then trained again with "
+                          "them (about twice their cost). 1: the single candidate with the best validation loss.")
     ] = 1,
     ood_contrast: OodContrastOpt = None,
     ood_inside: OodInsideOpt = None,

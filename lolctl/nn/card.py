@@ -136,19 +136,21 @@ def _members(config: CheckpointConfig) -> list[str]:
     members = config.model_config.get("members") or []
     if not members:
         return []
-    blended = any("weight" in m and m["weight"] != 1.0 for m in members)
     how = ("Per task a weighted average of candidates, weighed on held-out training adapters (`lolctl train --model "
-           "auto --blend`)." if blended else "Chosen per task by validation loss (`lolctl train --model auto`).")
+           "auto --blend`)." if "blend_select" in config.training_data
+           else "Chosen per task by validation loss (`lolctl train --model auto`).")
     lines = ["", "## Members", "", how, "", "| task | member | weight | for |", "|---|---|---|---|"]
     ranks = config.model_config.get("seen_ranks") or []
     seen = ", ".join(str(r) for r in ranks)
     backed = {t for m in members if m.get("fallback") for t in m["tasks"]}
-    totals: dict[tuple[str, bool], float] = {}  # a task's members average with their weights: show each share
+    def route(m: dict[str, Any]) -> tuple[str, bool]:  # the members one prediction averages
+        return ", ".join(m["tasks"]), bool(m.get("fallback"))
+
+    totals: dict[tuple[str, bool], float] = {}  # they average with their weights: show each member's share
     for m in members:
-        key = (", ".join(m["tasks"]), bool(m.get("fallback")))
-        totals[key] = totals.get(key, 0.0) + float(m.get("weight", 1.0))
+        totals[route(m)] = totals.get(route(m), 0.0) + float(m.get("weight", 1.0))
     for m in members:
-        share = float(m.get("weight", 1.0)) / totals[(", ".join(m["tasks"]), bool(m.get("fallback")))]
+        share = float(m.get("weight", 1.0)) / totals[route(m)]
         where = (f"ranks other than {seen}" if m.get("fallback") else
                  f"rank{'s' if len(ranks) > 1 else ''} {seen}" if set(m["tasks"]) <= backed else "all ranks")
         lines.append(f"| {', '.join(m['tasks'])} | {m.get('label') or m['architecture']} | "

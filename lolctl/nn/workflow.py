@@ -113,7 +113,7 @@ def train_zoo(
         model_name = model.name
         if blend > 1:  # the kept members were trained again on them: training adapters from here on
             held_out = int((split == "select").sum())
-            split = np.where(split == "select", "train", split).astype(object)
+            split = fold_select(split)
             train_rows = split == "train"
     else:
         torch.manual_seed(cfg.seed)
@@ -204,6 +204,11 @@ def hold_out_select(split: np.ndarray, seed: int, where: str) -> np.ndarray:
     return out
 
 
+def fold_select(split: np.ndarray) -> np.ndarray:
+    """``split`` with the rows :func:`hold_out_select` set aside back in "train"."""
+    return np.where(split == "select", "train", split).astype(object)
+
+
 @torch.no_grad()
 def task_outputs(model: LoraModel, batch: LoraBatch, rows: np.ndarray, task: str, chunk: int = 128) -> torch.Tensor:
     """``model``'s raw output for ``task`` (standardised values or logits) on ``rows``, on the CPU."""
@@ -259,7 +264,7 @@ def train_auto(
     members, a summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
     select = np.flatnonzero(split == "select")
-    final = np.where(split == "select", "train", split)  # the kept members' last training: with the select rows
+    final = fold_select(split)  # the kept members' last training: with the select rows
     train_rows = np.flatnonzero(final == "train")
     if blend > 1 and not select.size:
         raise LolctlError("L180", "--blend", "no held-out \"select\" adapters to weigh the candidates on",
@@ -328,10 +333,12 @@ def train_auto(
         for group, is_fallback in ((primary, False), (fallback, True)):
             for (_, arch, model, label, values, run_cfg), weight in group:
                 for seed in range(run_cfg.seed, run_cfg.seed + ensemble):
-                    if (label, seed) not in copies and seed == run_cfg.seed and blend <= 1:
+                    if (label, seed) in copies:  # the same candidate as primary and fallback: trained once
+                        pass
+                    elif seed == run_cfg.seed and blend <= 1:
                         copies[label, seed] = model
-                    elif (label, seed) not in copies:  # a seed copy, or (blend) the candidate trained again with
-                        again = replace(run_cfg, seed=seed)  # the select adapters, for its first pass's epochs
+                    else:  # a seed copy, or (blend) the candidate again with the select rows, for its best epochs
+                        again = replace(run_cfg, seed=seed)
                         if blend > 1:
                             again = replace(again, epochs=max(1, scores[label]["best_epoch"]))
                         torch.manual_seed(seed)
