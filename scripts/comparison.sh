@@ -27,7 +27,7 @@ COMMON=(--threads 1 --format json)
 # MLP+Dense: the default 128-wide first layer on 12 x 384 x 384 inputs needs 3.6 GB for training (L173 refuses);
 # 32 wide (57M parameters) fits. Each epoch pushes every adapter's 1.77M-entry ΔW through it: fewer epochs.
 declare -A ARGS=(
-    [shipped]="--model auto --candidates $DEFAULT_CANDIDATES"
+    [shipped]="$SHIPPED_ARGS --candidates $DEFAULT_CANDIDATES"
     [mlp_dense]="--model mlp_dense --set unit_norm=true --set head_hidden=32 --epochs 40 --patience 8"
 )
 

@@ -5,9 +5,9 @@
 # contrast, then score the committed test splits (tests/data/minilm-wordnet-test: test, test_r1, test_r2), the
 # test split of the zoo built with --seed 1 (data/minilm-wordnet-test-s1, stored as test_seed1) and, when the full
 # zoo is at hand (FULL_ZOO, default zoo/minilm-wordnet), its test_r8 / test_r16 splits; the metrics go into
-# config.json and the model card, which tests/test_default_checkpoint.py checks. The model: `--model auto` with the
-# candidates of scripts/default_candidates.sh — per task one GL-net with base-model probes and anchors, and for the
-# three data attributes also MLP+Dense stored at rank 16 — the lower validation loss wins (docs/models.md).
+# config.json and the model card, which tests/test_default_checkpoint.py checks. The model: `--model auto --blend 4`
+# with the candidates of scripts/default_candidates.sh — per task a GL-net with base-model probes and anchors and an
+# MLP+SVD, for the three data attributes also MLP+Dense stored at rank 16 — blended per task (docs/models.md).
 #   ./scripts/train_default_checkpoint.sh            (THREADS=2 on an idle 2-core machine)
 #   FROM=runs/comparison/shipped-s0 ./scripts/train_default_checkpoint.sh
 #       takes the seed-0 run of scripts/comparison.sh (the same training command and seed) instead of training again:
@@ -43,7 +43,7 @@ config["name"] = "minilm-wordnet-glnet"
 write_config(out, config)
 PY
 else
-    python3 -m lolctl train "$ZOO" --model auto --candidates "$CANDIDATES" --seed "${SEED:-0}" "${T[@]}" \
+    python3 -m lolctl train "$ZOO" $SHIPPED_ARGS --candidates "$CANDIDATES" --seed "${SEED:-0}" "${T[@]}" \
         --name minilm-wordnet-glnet --out "$OUT" --overwrite --format json > runs/default-checkpoint.json
 fi
 python3 -m lolctl calibrate "$OUT" "$ZOO" --split val --ood-contrast "$CONTRAST" "${T[@]}" --format json \
