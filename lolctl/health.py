@@ -125,11 +125,15 @@ def magnitude_outliers(modules: list[ModuleFactors], stats: list[dict[str, Any]]
     Siblings are the modules of the same role in other layers (the name with layer numbers folded:
     ``layer.3.attn.q`` and ``layer.7.attn.q``); when roles do not repeat, the modules of the same shape. Only finite,
     non-zero σ₁ count, and a role needs OUTLIER_SIBLINGS of them. σ₁ is GL(r)-invariant, so the finding is too."""
-    sigma = {m.name: s.get("spectral_norm") for m, s in zip(modules, stats)}
+    sigma: dict[str, float] = {}
+    for m, s in zip(modules, stats):
+        value = s.get("spectral_norm")
+        if value is not None and math.isfinite(value) and value > 0:
+            sigma[m.name] = float(value)
     by_role: dict[str, list[str]] = defaultdict(list)
     by_shape: dict[tuple[int, int], list[str]] = defaultdict(list)
     for m in modules:
-        if sigma[m.name] is not None and math.isfinite(sigma[m.name]) and sigma[m.name] > 0:
+        if m.name in sigma:
             by_role[_LAYER.sub("*", m.name)].append(m.name)
             by_shape[m.shape].append(m.name)
     out = []

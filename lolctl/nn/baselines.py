@@ -183,7 +183,9 @@ class MLPDense(LoraModel):
             return super().representation(batch)
         scaled, lognorm = self.normalise(batch)
         x = lognorm if lognorm is not None else self.features(scaled)
-        return self.head[1:](self.head[0](x.to(self.head[0].weight.dtype)) + self.factored_units(scaled))
+        first = self.head[0]
+        assert isinstance(first, nn.Linear)
+        return self.head[1:](first(x.to(first.weight.dtype)) + self.factored_units(scaled))
 
     def factored_units(self, batch: LoraBatch) -> torch.Tensor:
         """Σ_i <A_hi B_hiᵀ, ΔW_i> per hidden unit h (B, H): one bmm per shape group and side, ΔW never formed."""

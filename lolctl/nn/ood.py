@@ -419,12 +419,12 @@ def rank_reasons(unseen: list[int], seen: list[int], metrics: dict[str, Any]) ->
         if not split:
             reasons.append(f"rank {rank} not seen in training (seen: {sorted(seen)}) and never measured")
             continue
-        worst = None
+        worst: tuple[str, str, float, float, int] | None = None
         for name, task in split.items():
-            mine, ref = _headline(task), _headline(test.get(name) or {})
-            if mine and ref and mine[0] == ref[0] and ref[1] - mine[1] > RANK_TOLERANCE:
-                if worst is None or ref[1] - mine[1] > worst[3] - worst[2]:
-                    worst = (name, mine[0], mine[1], ref[1], int(task.get("n", 0)))
+            mine, theirs = _headline(task), _headline(test.get(name) or {})
+            if mine and theirs and mine[0] == theirs[0] and theirs[1] - mine[1] > RANK_TOLERANCE:
+                if worst is None or theirs[1] - mine[1] > worst[3] - worst[2]:
+                    worst = (name, mine[0], mine[1], theirs[1], int(task.get("n", 0)))
         if worst:
             name, metric, got, ref, n = worst
             shown = "R²" if metric == "r2" else metric

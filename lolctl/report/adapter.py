@@ -11,6 +11,12 @@ from lolctl.report.svg import esc, fmt, num, spectrum_chart
 Record = dict[str, Any]
 
 
+def mapping(rec: Record, key: str) -> dict[str, Any]:
+    """``rec[key]`` when it is a mapping, else ``{}``: records read back from JSON may lack any field."""
+    value = rec.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def section(rec: Record, anchor: str, status: str, link: Callable[[Any], str],
             checks: list[dict[str, Any]] | None) -> str:
     """``status``: the badges (HTML); ``link``: source → a link to its section; ``checks``: None when no gate ran."""
@@ -35,17 +41,17 @@ def _dl(rows: list[tuple[str, Any]]) -> str:
 
 
 def _error(rec: Record) -> str:
-    e = rec.get("error") if isinstance(rec.get("error"), dict) else {}
+    e = mapping(rec, "error")
     return (f"<div class='errbox'><b>{esc(e.get('code', '?'))} {esc(e.get('name', ''))}</b>: "
             f"{esc(e.get('reason', ''))}</div>"
             + _dl([("where", e.get("where")), ("remedy", e.get("remedy")), ("item", rec.get("item"))]))
 
 
 def _facts(rec: Record) -> str:
-    s = rec.get("summary") if isinstance(rec.get("summary"), dict) else {}
+    s = mapping(rec, "summary")
     ranks = ", ".join(map(str, s.get("ranks") or [])) or "–"
     bad = s.get("nonfinite_modules") or 0
-    hub = rec.get("hub") if isinstance(rec.get("hub"), dict) else {}
+    hub = mapping(rec, "hub")
     return _dl([
         ("path", rec.get("path")),
         ("format", s.get("format")),
@@ -86,13 +92,13 @@ def _findings(rec: Record) -> str:
 
 
 def _prediction(rec: Record) -> str:
-    pred = rec.get("prediction") if isinstance(rec.get("prediction"), dict) else None
+    pred = mapping(rec, "prediction")
     notes = [str(n) for n in rec.get("notes") or []]
     if not pred:
         reason = "; ".join(notes) or "no reason recorded (predictions skipped: --health-only, or a gate without " \
                                     "--require)"
         return f"<h4>Prediction</h4><p class='note'>No prediction: {esc(reason)}</p>"
-    ood = pred.get("ood") if isinstance(pred.get("ood"), dict) else {}
+    ood = mapping(pred, "ood")
     if ood.get("flag"):
         why = "; ".join(map(str, ood.get("reasons") or [])) or "no reason recorded"
         status = f"<p class='note'><b>Out of distribution</b> (score {fmt(ood.get('score'))}): {esc(why)}</p>"
@@ -100,7 +106,7 @@ def _prediction(rec: Record) -> str:
         status = f"<p class='muted'>In distribution (score {fmt(ood.get('score'))}).</p>"
     if ood.get("kind") == "inert":
         status += "<p class='note'>ΔW = 0 in every module: the predictions are the base model's recorded facts.</p>"
-    about = pred.get("about") if isinstance(pred.get("about"), dict) else {}
+    about = mapping(pred, "about")
     rows = []
     for name, task in (pred.get("tasks") or {}).items():
         task = task if isinstance(task, dict) else {}

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from lolctl.report.adapter import cosine_text, section
+from lolctl.report.adapter import cosine_text, mapping, section
 from lolctl.report.output import write_atomic
 from lolctl.report.records import GATE, SCAN
 from lolctl.report.style import CSS
@@ -93,8 +93,7 @@ def _ok(rec: Record) -> bool:
 
 
 def _pred(rec: Record) -> dict[str, Any]:
-    pred = rec.get("prediction")
-    return pred if isinstance(pred, dict) else {}
+    return mapping(rec, "prediction")
 
 
 def _ood(rec: Record) -> bool:
@@ -286,7 +285,7 @@ class _Page:
             return ""
         rows = []
         for r in bad:
-            e = r.get("error") if isinstance(r.get("error"), dict) else {}
+            e = mapping(r, "error")
             code = f"<code>{esc(e.get('code', '?'))}</code> {esc(e.get('name', ''))}"
             rows.append([self.link(r.get("source")), code, esc(e.get("reason", "")), esc(e.get("remedy", ""))])
         return (f"<section><h2>Unreadable ({len(bad)})</h2>"
@@ -325,7 +324,7 @@ class _Page:
 def _headline(rec: Record) -> str:
     """A short text for the overview: the first regression task with its interval, else the first task's top label."""
     if not _ok(rec):
-        e = rec.get("error") if isinstance(rec.get("error"), dict) else {}
+        e = mapping(rec, "error")
         return f"{e.get('code', '?')} {e.get('name', '')}"
     tasks = _pred(rec).get("tasks") or {}
     if not tasks:

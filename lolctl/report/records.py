@@ -133,7 +133,7 @@ _SCORE_FIELDS = ("source", "item", "path", "summary", "findings", "max_severity"
 def parse_record(data: dict[str, Any]) -> Record:
     """A record read back from JSON (a scan file): fields this version does not know are ignored."""
     if data.get("status") == "ok":
-        kwargs = {k: data.get(k) for k in _SCORE_FIELDS}
+        kwargs: dict[str, Any] = {k: data.get(k) for k in _SCORE_FIELDS}
         kwargs["findings"] = kwargs["findings"] or []
         kwargs["notes"] = kwargs["notes"] or []
         kwargs["summary"] = kwargs["summary"] or {}

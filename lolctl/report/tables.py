@@ -59,8 +59,9 @@ def about_tables(records: list[Record]) -> list[Table]:
     seen: dict[str, dict[str, str]] = {}
     for rec in records:
         pred = (rec.prediction if isinstance(rec, ScoreRecord) else None) or {}
-        if pred.get("about") and pred.get("checkpoint") not in seen:
-            seen[pred.get("checkpoint")] = pred["about"]
+        name = str(pred.get("checkpoint"))
+        if pred.get("about") and name not in seen:
+            seen[name] = pred["about"]
     tables = []
     for name, about in seen.items():
         table = Table(title=f"what the tasks of {name} mean", title_justify="left", show_header=False)
