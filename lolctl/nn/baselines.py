@@ -118,6 +118,7 @@ class MLPDenseConfig(ModelConfig):
     memory_budget_mb: float = 2048.0  # refuse when the first layer (weights, grads, 2 AdamW moments) needs more
     store_rank: int = 0  # if > 0: after training, keep each hidden unit's weights on each module's ΔW at this rank
     factored: bool = False  # set by ``finalize``: the first layer is stored as rank-``store_rank`` factors
+    low_rank: int = 0  # if > 0: train the first layer as rank-q factors from the start (ΔW never formed)
 
 
 class MLPDense(LoraModel):
@@ -130,6 +131,10 @@ class MLPDense(LoraModel):
     H × Σ_i n_i m_i, and no ΔW is formed when scoring. Why: on the MiniLM zoo the trained W_hi are close to low-rank
     — truncating the gloss-length member to q = 16 kept test accuracy within about one point (docs/models.md) — while
     the dense layer made a two-member checkpoint 448 MB.
+
+    With ``low_rank=q`` the first layer is those factors from the start, randomly initialised so that W_hi = A_hi B_hiᵀ
+    has the dense layer's default entry variance: ~Σ_i (n_i + m_i) q H weights to train instead of Σ_i n_i m_i H, and
+    no ΔW is formed in training either (docs/models.md measures the trade).
     """
 
     name = "mlp_dense"
@@ -141,6 +146,15 @@ class MLPDense(LoraModel):
         if config.store_rank and not config.head_layers:
             raise LolctlError("L180", "mlp_dense store_rank", "needs a hidden layer to factor (head_layers >= 1)",
                               "set head_layers=1 or more, or store_rank=0")
+        if config.low_rank:
+            if config.store_rank not in (0, config.low_rank):
+                raise LolctlError("L180", "mlp_dense low_rank", f"low_rank={config.low_rank} trains the stored "
+                                  f"factors, so store_rank={config.store_rank} cannot differ",
+                                  "drop store_rank or set it to low_rank")
+            config.store_rank, fresh = config.low_rank, not config.factored
+            config.factored = True
+        else:
+            fresh = False
         if config.factored:
             if not config.store_rank:
                 raise LolctlError("L180", "mlp_dense factored", "a factored first layer needs store_rank > 0",
@@ -150,6 +164,10 @@ class MLPDense(LoraModel):
                                              for g in spec.groups])
             self.first_B = nn.ParameterList([nn.Parameter(torch.zeros(len(g.indices), g.m, H * q))
                                              for g in spec.groups])
+            if fresh:  # Var((A Bᵀ)_jk) = q σ⁴ = 1 / (3 d_in), the variance of nn.Linear's default init on d_in inputs
+                sigma = (3.0 * sum(mod.n * mod.m for mod in spec.modules) * q) ** -0.25
+                for factor in (*self.first_A, *self.first_B):
+                    nn.init.normal_(factor, std=sigma)
             with warnings.catch_warnings():  # without unit_norm head[0] reads nothing (Linear(0, H): its bias only)
                 warnings.simplefilter("ignore", UserWarning)
                 self.build_head(0)  # the dense part of the first layer is the factors; head[0] reads the log-norms
