@@ -439,8 +439,8 @@ def test_train_auto_picks_per_task_by_validation(tmp_path):
 
 
 def test_auto_candidate_training_settings():
-    """A candidate's tasks=, epochs= and patience= are its own training settings, not model settings; bad ones are
-    refused with the candidate named."""
+    """A candidate's tasks=, epochs=, patience=, lr= and weight_decay= are its own training settings, not model
+    settings; bad ones are refused with the candidate named."""
     from lolctl.nn.spec import TaskSpec
     from lolctl.nn.train import TrainConfig
     from lolctl.nn.workflow import candidate_training
@@ -454,7 +454,11 @@ def test_auto_candidate_training_settings():
     assert (run.epochs, run.patience, run.lr) == (40, 8, cfg.lr) and (cfg.epochs, cfg.patience) == (300, 30)
     assert label == "mlp_dense head_hidden=32 tasks=noise+membership epochs=40 patience=8"
     assert candidate_training("glnet", {"hidden": "8"}, cfg, TASKS)[1:3] == (cfg, None)
-    for bad, say in (({"tasks": "noise+nosuch"}, "'nosuch'"), ({"epochs": "many"}, "epochs=many")):
+    run = candidate_training("mlp_dense", {"lr": "3e-4", "weight_decay": "0"}, cfg, TASKS)[1]
+    assert (run.lr, run.weight_decay, run.epochs) == (3e-4, 0.0, 300) and cfg.lr == 1e-3
+    for bad, say in (({"tasks": "noise+nosuch"}, "'nosuch'"), ({"epochs": "many"}, "epochs=many"),
+                     ({"lr": "0"}, "lr=0"), ({"lr": "fast"}, "lr=fast"), ({"weight_decay": "-1"}, "weight_decay=-1"),
+                     ({"lr": "nan"}, "lr=nan")):
         with pytest.raises(LolctlError) as err:
             candidate_training("glnet", bad, cfg, TASKS)
         assert err.value.code == "L180" and say in err.value.reason and "glnet" in err.value.where

@@ -175,7 +175,8 @@ def train(
         str | None,
         typer.Option("--candidates", help="With --model auto: the models tried per task, 'ARCH:KEY=V,KEY=V;ARCH'. "
                      "Default: GL-net hidden=8 with anchors (rank-free), GL-net with singular_values=4, MLP+SVD "
-                     "(docs/models.md); add probes=FILE from `lolctl zoo probes` to a GL-net."),
+                     "(docs/models.md); add probes=FILE from `lolctl zoo probes` to a GL-net. A candidate's own "
+                     "training settings: tasks=A+B (tried only there), epochs=, patience=, lr=, weight_decay=."),
     ] = None,
     ensemble: Annotated[
         int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "

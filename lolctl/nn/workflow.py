@@ -6,6 +6,7 @@ Both return plain dicts (metrics and a description) and take progress callbacks;
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -431,8 +432,9 @@ def _interval_metrics(tasks, metrics: dict[str, Any], iv: dict[str, np.ndarray],
 def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, tasks: tuple[TaskSpec, ...]
                        ) -> tuple[dict[str, Any], TrainConfig, set[str] | None, str]:
     """Split an ``auto`` candidate's settings into (model settings, its training config, the task names it is tried
-    on — None for all —, its label): ``tasks=noise+pos_mix``, ``epochs=40`` and ``patience=8`` are the candidate's
-    own, e.g. an expensive model tried only where it may win, with a shorter schedule."""
+    on — None for all —, its label): ``tasks=noise+pos_mix``, ``epochs=40``, ``patience=8``, ``lr=3e-4`` and
+    ``weight_decay=0.1`` are the candidate's own, e.g. an expensive model tried only where it may win, with a shorter
+    schedule."""
     values = dict(values)
     label = candidate_label(arch, values)
     only = None
@@ -442,7 +444,7 @@ def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, task
         if unknown or not only:
             raise LolctlError("L180", f"--candidates {label}", f"no task {unknown[0]!r}" if unknown else "no tasks",
                               f"tasks=NAME+NAME of {', '.join(t.name for t in tasks)}")
-    run: dict[str, int] = {}
+    run: dict[str, Any] = {}
     for key in ("epochs", "patience"):
         if key in values:
             text = str(values.pop(key))
@@ -450,8 +452,18 @@ def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, task
                 raise LolctlError("L180", f"--candidates {label}", f"{key}={text} is not a positive integer",
                                   f"e.g. {key}=40")
             run[key] = int(text)
-    own = replace(cfg, epochs=run.get("epochs", cfg.epochs), patience=run.get("patience", cfg.patience))
-    return values, own if run else cfg, only, label
+    for key in ("lr", "weight_decay"):
+        if key in values:
+            text = str(values.pop(key))
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if not (math.isfinite(value) and value >= 0 and (value > 0 or key == "weight_decay")):
+                raise LolctlError("L180", f"--candidates {label}", f"{key}={text} is not a "
+                                  f"{'positive' if key == 'lr' else 'non-negative'} number", f"e.g. {key}=3e-4")
+            run[key] = value
+    return values, replace(cfg, **run) if run else cfg, only, label
 
 
 def rank_defaults(model_name: str, values: dict[str, Any], top: int) -> dict[str, Any]:
