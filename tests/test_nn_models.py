@@ -471,3 +471,56 @@ def test_dense_low_rank_trains_factors_from_a_dense_like_init():
     with pytest.raises(LolctlError) as err:
         build_model("mlp_dense", {"low_rank": 2, "store_rank": 4}, SPEC, TASKS)
     assert err.value.code == "L180" and "low_rank" in err.value.where
+
+
+@pytest.mark.parametrize("name", ["mlp_svd", "mlp", "mlp_oalign"])
+def test_fit_with_fixed_features_computed_once_trains_the_same_model(name, monkeypatch):
+    """``fit`` runs only the head of a model with ``fixed_features`` on features computed once per adapter: the same
+    losses, epochs and weights as computing them on every step (float64), with the features computed once."""
+    from lolctl.nn.registry import model_class
+    from lolctl.nn.train import TrainConfig, fit
+
+    gen = torch.Generator().manual_seed(7)
+    batch = LoraBatch.from_factors(SPEC, random_factors(SHAPES, 4, 40, generator=gen)).to(dtype=torch.float64)
+    y = {"quality": torch.randn(40, 1, generator=gen).numpy(), "membership": (torch.rand(40, 2, generator=gen) > 0.5)
+         .double().numpy(), "topic": torch.randint(0, 3, (40,), generator=gen).numpy()}
+    split = torch.tensor([0] * 30 + [1] * 10).numpy().astype(object)
+    split[split == 0], split[split == 1] = "train", "val"
+    norm = {"quality": {"mean": [0.0], "std": [1.0]}}
+    config = TrainConfig(epochs=6, patience=3, batch_size=8, seed=3)
+    results, weights, calls = [], [], []
+    for fixed in (True, False):
+        monkeypatch.setattr(model_class(name), "fixed_features", fixed)
+        model = make(name, unit_norm=True).train()
+        real = model.head_input
+        calls.append(0)
+
+        def counted(b, real=real):
+            calls[-1] += b.size
+            return real(b)
+
+        monkeypatch.setattr(model, "head_input", counted)
+        results.append(fit(model, batch, y, split, norm, config))
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    fixed, full = results
+    assert fixed.best_epoch == full.best_epoch and fixed.epochs_run == full.epochs_run
+    for a, b in zip(fixed.history, full.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-9)
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-9, atol=1e-12)
+    assert calls == [40 + 1, 40 * full.epochs_run]  # once per adapter (+1 sizes the cache) vs. every row, every epoch
+
+
+def test_runner_caches_fixed_features_only_within_its_budget(monkeypatch):
+    from lolctl.nn import train
+
+    batch = LoraBatch.from_factors(SPEC, random_factors(SHAPES, 4, 5, generator=torch.Generator().manual_seed(2)))
+    svd, glnet = make("mlp_svd"), make("glnet")
+    assert train.runner(svd, batch).__name__ == "head_only" and train.runner(glnet, batch).__name__ == "full"
+    torch.testing.assert_close(train.runner(svd, batch)(torch.tensor([3, 1]))["quality"],
+                               svd(batch.select([3, 1]))["quality"])
+    assert svd.head_input(batch).shape == (5, len(SPEC) * 32)
+    monkeypatch.setattr(train, "FEATURE_CACHE_BYTES", 5 * len(SPEC) * 32 * 8 - 1)  # one byte short of 5 adapters'
+    assert train.runner(svd, batch.select([0, 1, 2, 3])).__name__ == "head_only"
+    assert train.runner(svd, batch).__name__ == "full"

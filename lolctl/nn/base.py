@@ -88,6 +88,9 @@ class LoraModel(nn.Module):
     input_scale: torch.Tensor  # (L,) buffer
     head: nn.Sequential
     outputs: nn.ModuleDict
+    # True when ``head_input`` has no trainable weights and no randomness once ``prepare`` has run (MLP+SVD's singular
+    # values): ``fit`` then computes it once per adapter instead of on every step of every epoch.
+    fixed_features: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:
         super().__init__()
@@ -172,17 +175,22 @@ class LoraModel(nn.Module):
         scaled, lognorm = self.normalise(batch)
         return self.features(scaled), lognorm
 
-    def representation(self, batch: LoraBatch) -> torch.Tensor:
-        """The head's representation (B, head_hidden) that the task outputs read: invariant like the outputs."""
+    def head_input(self, batch: LoraBatch) -> torch.Tensor:
+        """What the head reads (B, d): the features of the normalised batch, then the log-norms under ``unit_norm``."""
         self.check_rank(batch)
         x, lognorm = self.scaled_features(batch)
-        if lognorm is not None:
-            x = torch.cat([x, lognorm.to(x.dtype)], dim=1)
-        return self.head(x)
+        return x if lognorm is None else torch.cat([x, lognorm.to(x.dtype)], dim=1)
+
+    def representation(self, batch: LoraBatch) -> torch.Tensor:
+        """The head's representation (B, head_hidden) that the task outputs read: invariant like the outputs."""
+        return self.head(self.head_input(batch))
+
+    def read_out(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The task outputs (standardised values or logits) from the head's representation."""
+        return {name: layer(h) for name, layer in self.outputs.items()}
 
     def forward(self, batch: LoraBatch) -> dict[str, torch.Tensor]:
-        h = self.representation(batch)
-        return {name: layer(h) for name, layer in self.outputs.items()}
+        return self.read_out(self.representation(batch))
 
 
 def per_module_weight(count: int, d_out: int, d_in: int, gain: float = 1.0) -> nn.Parameter:

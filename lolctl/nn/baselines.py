@@ -38,6 +38,7 @@ class MLPConfig(ModelConfig):
 
 class MLP(LoraModel):
     name = "mlp"
+    fixed_features = True
     config_class = MLPConfig
     invariance = "none"
     config: MLPConfig
@@ -63,6 +64,7 @@ class MLPSVDConfig(ModelConfig):
 
 class MLPSVD(LoraModel):
     name = "mlp_svd"
+    fixed_features = True
     config_class = MLPSVDConfig
     config: MLPSVDConfig
 
@@ -83,6 +85,7 @@ class MLPOAlign(LoraModel):
     name = "mlp_oalign"
     config_class = MLPConfig
     invariance = "O(r) per module (not GL(r))"
+    fixed_features = True  # the template is set by prepare()
     config: MLPConfig
 
     def __init__(self, config: MLPConfig, spec: InputSpec, tasks: tuple[TaskSpec, ...]) -> None:

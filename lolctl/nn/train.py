@@ -117,27 +117,51 @@ def prior_losses(tasks: tuple[TaskSpec, ...], y: dict[str, torch.Tensor], rows: 
     return out
 
 
+Run = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # rows of the training batch -> the model's outputs on them
+
+FEATURE_CACHE_BYTES = 1 << 29  # fixed features of a whole zoo up to 512 MiB are computed once (``runner``)
+
+
+def runner(model: LoraModel, batch: LoraBatch) -> Run:
+    """``idx -> model(batch.select(idx))``, after ``prepare``. A model with ``fixed_features`` gets its head input
+    computed once for every adapter (in chunks, no gradient) and only its head run per step: the same outputs, without
+    recomputing MLP+SVD's singular values on every step of every epoch (three quarters of its step time)."""
+    def full(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return model(batch.select(idx))
+
+    if not model.fixed_features or batch.size == 0:
+        return full
+    with torch.no_grad():
+        first = model.head_input(batch.select([0]))
+        if batch.size * first.shape[1] * first.element_size() > FEATURE_CACHE_BYTES:
+            return full
+        rows = torch.arange(batch.size)
+        cached = torch.cat([model.head_input(batch.select(rows[i : i + 256])) for i in range(0, batch.size, 256)])
+
+    def head_only(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return model.read_out(model.head(cached[idx.to(cached.device)]))
+
+    return head_only
+
+
 def _loss(
     model: LoraModel,
-    batch: LoraBatch,
+    run: Run,
     y: dict[str, torch.Tensor],
     idx: torch.Tensor,
     weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
-    out = model(batch.select(idx))
-    return sum(
-        (
-            task_loss(t, out[t.name], y[t.name][idx].to(out[t.name].device)) / (weights or {}).get(t.name, 1.0)
-            for t in model.tasks
-        ),
-        torch.zeros((), device=batch.device),
-    )
+    out = run(idx)
+    return torch.stack([
+        task_loss(t, out[t.name], y[t.name][idx].to(out[t.name].device)) / (weights or {}).get(t.name, 1.0)
+        for t in model.tasks
+    ]).sum()
 
 
 @torch.no_grad()
 def _mean_loss(
     model: LoraModel,
-    batch: LoraBatch,
+    run: Run,
     y: dict[str, torch.Tensor],
     idx: np.ndarray,
     bs: int,
@@ -149,7 +173,7 @@ def _mean_loss(
     total = 0.0
     for start in range(0, idx.size, bs):
         chunk = torch.as_tensor(idx[start : start + bs])
-        total += float(_loss(model, batch, y, chunk, weights)) * chunk.numel()
+        total += float(_loss(model, run, y, chunk, weights)) * chunk.numel()
     return total / idx.size
 
 
@@ -178,6 +202,7 @@ def fit(
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     monitor = val if val.size else train
     model.prepare(batch.select(train))
+    run = runner(model, batch)
     targets = target_tensors(model.tasks, y, norm)
     weights = prior_losses(model.tasks, targets, train) if config.balance_tasks else None
     opt = adamw(model, config)
@@ -191,12 +216,12 @@ def fit(
         for start in range(0, perm.numel(), config.batch_size):
             idx = perm[start : start + config.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = _loss(model, batch, targets, idx, weights)
+            loss = _loss(model, run, targets, idx, weights)
             loss.backward()
             opt.step()
             running += float(loss.detach()) * idx.numel()
         train_loss = running / max(1, train.size)
-        val_loss = _mean_loss(model, batch, targets, monitor, config.batch_size * 4, weights)
+        val_loss = _mean_loss(model, run, targets, monitor, config.batch_size * 4, weights)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if progress:
             progress(epoch, config.epochs, train_loss, val_loss)
@@ -210,7 +235,7 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     if model.finalize():  # the model now stores a compressed form: the validation loss is that form's
-        best = _mean_loss(model, batch, targets, monitor, config.batch_size * 4, weights)
+        best = _mean_loss(model, run, targets, monitor, config.batch_size * 4, weights)
     return TrainResult(best_epoch, epoch, best, history)
 
 
