@@ -7,7 +7,7 @@
 # zoo is at hand (FULL_ZOO, default zoo/minilm-wordnet), its test_r8 / test_r16 splits; the metrics go into
 # config.json and the model card, which tests/test_default_checkpoint.py checks. The model: `--model auto --blend 4`
 # with the candidates of scripts/default_candidates.sh — per task a GL-net with base-model probes and anchors and an
-# MLP+SVD, for the three data attributes also MLP+Dense stored at rank 16 — blended per task (docs/models.md).
+# MLP+SVD, for the three data attributes also MLP+Dense trained as rank-16 factors — blended per task (docs/models.md).
 #   ./scripts/train_default_checkpoint.sh            (THREADS=2 on an idle 2-core machine)
 #   FROM=runs/comparison/shipped-s0 ./scripts/train_default_checkpoint.sh
 #       takes the seed-0 run of scripts/comparison.sh (the same training command and seed) instead of training again:
