@@ -139,3 +139,11 @@ def test_dense_optimizer_reduced() -> None:
     out = run_script("benchmarks.dense_optimizer", "--inputs", "1000", "--hidden", "4", "--repeat", "1")
     assert [row[:2] for row in table_rows(out, "fused (lolctl)")] == [["fused (lolctl)", "4,000"]]
     assert len(table_rows(out, "unfused (torch default)")) == 1
+
+
+@pytest.mark.slow
+def test_train_step_reduced() -> None:
+    """MLP+SVD with its features once reaches the outputs of computing them every step (the script asserts it)."""
+    out = run_script("benchmarks.train_step", "--adapters", "40", "--repeat", "1", "--only", "mlp_svd")
+    assert len(table_rows(out, "MLP+SVD, singular values once (lolctl)")) == 1
+    assert len(table_rows(out, "MLP+SVD, singular values every step")) == 1
