@@ -20,7 +20,7 @@ from benchmarks.common import REPO, header, log, machine_info, markdown_table, s
 from lolctl.nn import build_model
 from lolctl.nn.batch import LoraBatch
 from lolctl.nn.spec import InputSpec, TaskSpec
-from lolctl.nn.train import adamw, runner, TrainConfig
+from lolctl.nn.train import TrainConfig, adamw, runner
 from lolctl.testing import random_factors
 
 COMMAND = "python -m benchmarks.train_step"
