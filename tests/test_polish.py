@@ -160,3 +160,20 @@ def test_errors_name_the_path_as_typed_not_the_link_target(tmp_path, monkeypatch
         assert proc.returncode == 2
         assert "error[L120 file-truncated] mine/adapter_model.safetensors:" in proc.stderr, proc.stderr
         assert "adapter-7f3a" not in proc.stderr
+
+
+def test_interval_ends_keep_the_value_decimals():
+    """"0.363  [0.326, 0.400]", never "[0.326, 0.4]": the ends are printed to the decimals of the 3-digit value."""
+    from rich.console import Console
+
+    from lolctl.report.tables import prediction_table, same_decimals
+
+    assert same_decimals(0.363, 0.326, 0.4) == ["0.363", "0.326", "0.400"]
+    assert same_decimals(8.57, 7.59, 9.5) == ["8.57", "7.59", "9.50"]
+    assert same_decimals(0.0, 0.0, 0.044) == ["0.000", "0.000", "0.044"]
+    assert same_decimals(None, 0.1, 0.2) == ["-", "0.1", "0.2"]
+    assert same_decimals(1.5, float("nan"), None) == ["1.50", "-", "-"]
+    pred = {"checkpoint": "c", "tasks": {"quality": {"kind": "regression", "value": 0.363, "interval": [0.326, 0.4]}}}
+    console = Console(width=80, record=True)
+    console.print(prediction_table(pred))
+    assert "0.363  [0.326, 0.400]" in console.export_text()

@@ -3,6 +3,7 @@ names from the input are shown as text (no markup, no terminal control character
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import RenderableType
@@ -27,7 +28,8 @@ def prediction_table(pred: dict[str, Any]) -> Table:
     for name, task in (pred.get("tasks") or {}).items():
         if task.get("kind") == "regression":
             lo, hi = task.get("interval") or (None, None)
-            text = f"{fmt(task.get('value'))}  [{fmt(lo)}, {fmt(hi)}]"
+            value, lo, hi = same_decimals(task.get("value"), lo, hi)
+            text = f"{value}  [{lo}, {hi}]"
             if task.get("unit") == "log2 pairs" and task.get("value") is not None:
                 text += f" log2 pairs (≈ {2 ** task['value']:,.0f})"
             elif task.get("unit"):
@@ -37,6 +39,17 @@ def prediction_table(pred: dict[str, Any]) -> Table:
             text = ", ".join(f"{label} {p:.2f}" for label, p in probs[:6]) + (" …" if len(probs) > 6 else "")
         table.add_row(Text(name), task.get("kind", "?"), Text(text))
     return table
+
+
+def same_decimals(value: Any, *ends: Any) -> list[str]:
+    """``value`` to 3 significant digits and the interval ``ends`` to as many decimals ("0.363  [0.326, 0.400]", not
+    "[0.326, 0.4]"); "-" for a missing number."""
+    numbers = [float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None for x in (value, *ends)]
+    v = numbers[0]
+    if v is None:
+        return [fmt(x) for x in (value, *ends)]
+    decimals = min(6, max(0, 2 - math.floor(math.log10(abs(v))))) if v else 3
+    return ["-" if x is None else f"{x:.{decimals}f}" for x in numbers]
 
 
 def headline(pred: dict[str, Any] | None) -> str:
