@@ -526,3 +526,31 @@ def test_runner_caches_fixed_features_only_within_its_budget(monkeypatch):
     monkeypatch.setattr(train, "FEATURE_CACHE_BYTES", 5 * len(SPEC) * 32 * 8 - 1)  # one byte short of 5 adapters'
     assert train.runner(svd, batch.select([0, 1, 2, 3])).__name__ == "head_only"
     assert train.runner(svd, batch).__name__ == "full"
+
+
+def test_composite_runs_an_identical_member_once():
+    """``share_identical``: a fallback member equal to a primary one (architecture, config, tasks, weights) reuses
+    its outputs — each distinct member runs once per batch, the outputs are unchanged —; a member that differs in one
+    weight is not aliased."""
+    names = [t.name for t in TASKS]
+    members = [{"architecture": "glnet", "model_config": {"hidden": 6}, "tasks": names, "weight": 0.5},
+               {"architecture": "mlp_svd", "model_config": {"max_rank": 8}, "tasks": names, "weight": 0.5},
+               {"architecture": "glnet", "model_config": {"hidden": 6}, "tasks": names, "fallback": True},
+               {"architecture": "mlp_svd", "model_config": {"max_rank": 8}, "tasks": names, "fallback": True}]
+    torch.manual_seed(0)
+    model = build_model("composite", {"members": members, "seen_ranks": [4]}, SPEC, TASKS).double().eval()
+    model.prepare(LoraBatch.from_factors(SPEC, factors(4, batch=8, seed=1)))
+    model.members[2].load_state_dict(model.members[0].state_dict())
+    model.members[3].load_state_dict(model.members[1].state_dict())
+    with torch.no_grad():
+        next(model.members[3].parameters()).view(-1)[0] += 1e-3
+    f = factors(2, seed=3)  # an unseen rank: the fallback route
+    before = as_fn(model)(f)
+    assert model.share_identical() == 1 and model.alias == [0, 1, 0, 3]
+    calls = []
+    for i, member in enumerate(model.models):
+        member.register_forward_hook(lambda *_, i=i: calls.append(i))
+    after = as_fn(model)(f)
+    assert sorted(calls) == [0, 3]
+    for name in names:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)

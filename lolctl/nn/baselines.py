@@ -77,8 +77,21 @@ class MLPSVD(LoraModel):
         return self.config.max_rank
 
     def features(self, batch: LoraBatch) -> torch.Tensor:
-        parts = [_fit_rank(singular_values(g.U, g.V).to(g.U.dtype), self.config.max_rank) for g in batch.groups]
-        return torch.cat(parts, dim=1).reshape(batch.size, -1)
+        return _fit_rank(_singular_values(batch), self.config.max_rank).reshape(batch.size, -1)
+
+    def scaled_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The singular values of the unscaled batch, computed once per batch for every MLP+SVD member of a
+        composite, divided by what ΔW_i is divided by (σ(ΔW / c) = σ(ΔW) / c for c > 0)."""
+        root, lognorm = self.module_scale(batch)
+        order = [i for g in batch.groups for i in g.indices]  # the features' module order
+        divisor = root[:, order].square().unsqueeze(-1).to(batch.dtype)
+        return (self.features(batch).view(batch.size, len(order), -1) / divisor).reshape(batch.size, -1), lognorm
+
+
+def _singular_values(batch: LoraBatch) -> torch.Tensor:
+    """(B, L, R) singular values of every module's ΔW, modules in shape-group order; once per batch."""
+    return batch.cached("singular_values", (), lambda: torch.cat(
+        [singular_values(g.U, g.V).to(g.U.dtype) for g in batch.groups], dim=1))
 
 
 class MLPOAlign(LoraModel):

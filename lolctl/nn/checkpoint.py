@@ -388,6 +388,8 @@ def load_checkpoint(ref: str, device: str = "auto") -> Checkpoint:
         raise LolctlError("L170", str(weights), f"weights do not fit the config ({msg})", "retrain") from err
     model.to(dev).eval()
     share_buffers(model)
+    if isinstance(model, Composite):
+        model.share_identical()
     return Checkpoint(path, typed, model, dev)
 
 

@@ -66,7 +66,25 @@ class Composite(LoraModel):
             raise LolctlError("L180", "composite config", "fallback members without seen_ranks", "retrain")
         self.invariance = " and ".join(sorted({m.invariance for m in members}))  # type: ignore[misc]
         self.force_route: str | None = None  # "primary" / "fallback": every adapter one way (calibration)
+        self.alias = list(range(len(members)))  # member -> the member that computes its outputs (share_identical)
         self._sync_member_configs()
+
+    @torch.no_grad()
+    def share_identical(self) -> int:
+        """Let a member whose architecture, config, tasks and weights equal an earlier one's reuse that member's
+        outputs (a blend's fallback often repeats a primary member: the shipped checkpoint has 4 such of 16). Called
+        by ``load_checkpoint``; returns how many members are aliased. Training the members afterwards would
+        invalidate it."""
+        def same(a: LoraModel, b: LoraModel) -> bool:
+            if type(a) is not type(b) or a.config.to_dict() != b.config.to_dict() or a.tasks != b.tasks:
+                return False
+            sa, sb = a.state_dict(), b.state_dict()
+            return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+        self.alias = list(range(len(self.models)))
+        for j, member in enumerate(self.models):
+            self.alias[j] = next((i for i in range(j) if self.alias[i] == i and same(self.models[i], member)), j)
+        return sum(i != j for j, i in enumerate(self.alias))
 
     def _sync_member_configs(self) -> None:
         """Members fill config fields as they are built and prepared (GL-net: anchor rank, probe shape); the saved
@@ -114,6 +132,7 @@ class Composite(LoraModel):
         outs: dict[int, dict[str, torch.Tensor]] = {}
 
         def run(i: int) -> dict[str, torch.Tensor]:
+            i = self.alias[i]
             if i not in outs:
                 outs[i] = self.models[i](batch)
             return outs[i]
