@@ -105,6 +105,19 @@ def test_local_intervals_follow_difficulty_and_cover():
     assert report["width_p90"] > 3 * report["width_p10"]
 
 
+def test_local_intervals_from_few_rows_still_follow_difficulty():
+    """20 calibration rows, fewer than 2 x the default 20 neighbours: k drops to 10, so the widths still differ (with
+    every row a neighbour they would all be one width)."""
+    rng = np.random.default_rng(2)
+    h = rng.normal(size=(20, 3))
+    y = (rng.normal(size=20) * np.where(h[:, 0] > 0, 1.0, 0.1))[:, None]
+    config, stored = fit_local_intervals(REG, h, {"quality": np.zeros_like(y)}, {"quality": y})
+    assert config["quality"]["k"] == 10
+    iv = local_intervals(REG, rng.normal(size=(50, 3)), {"quality": np.zeros((50, 1))}, {"quality": config["quality"]},
+                         {k: torch.as_tensor(v) for k, v in stored.items()})["quality"][:, 0]
+    assert np.unique(np.round(iv[:, 1] - iv[:, 0], 9)).size > 1
+
+
 def test_predictions_are_clipped_to_what_the_target_can_be():
     from lolctl.nn.about import clip_prediction, task_bounds
 

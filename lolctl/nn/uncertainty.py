@@ -137,7 +137,11 @@ def fit_local_intervals(
     tasks: tuple[TaskSpec, ...], h: np.ndarray, pred: dict[str, np.ndarray], y: dict[str, np.ndarray],
     k: int = NEIGHBOURS, coverage: float = COVERAGE,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(config entries per regression task, tensors to store) from the validation rows' head features ``h``."""
+    """(config entries per regression task, tensors to store) from the validation rows' head features ``h``.
+
+    At most half of the rows are neighbours (``k`` is lowered for fewer than 2k rows): with every row a neighbour,
+    each adapter would get the same width."""
+    k = max(1, min(k, h.shape[0] // 2))
     mean, std = h.mean(0), h.std(0) + 1e-6
     hs = _standardise(h, mean, std)
     config: dict[str, Any] = {}
