@@ -83,9 +83,9 @@ class MLPSVD(LoraModel):
         """The singular values of the unscaled batch, computed once per batch for every MLP+SVD member of a
         composite, divided by what ΔW_i is divided by (σ(ΔW / c) = σ(ΔW) / c for c > 0)."""
         root, lognorm = self.module_scale(batch)
-        order = [i for g in batch.groups for i in g.indices]  # the features' module order
+        order = [i for g in batch.groups for i in g.indices]  # the singular values' module order
         divisor = root[:, order].square().unsqueeze(-1).to(batch.dtype)
-        return (self.features(batch).view(batch.size, len(order), -1) / divisor).reshape(batch.size, -1), lognorm
+        return (_fit_rank(_singular_values(batch), self.config.max_rank) / divisor).reshape(batch.size, -1), lognorm
 
 
 def _singular_values(batch: LoraBatch) -> torch.Tensor:

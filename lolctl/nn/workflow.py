@@ -458,8 +458,8 @@ def candidate_training(arch: str, values: dict[str, Any], cfg: TrainConfig, task
             try:
                 value = float(text)
             except ValueError:
-                value = -1.0
-            if not (math.isfinite(value) and value >= 0 and (value > 0 or key == "weight_decay")):
+                value = math.nan
+            if not (math.isfinite(value) and (value > 0 if key == "lr" else value >= 0)):
                 raise LolctlError("L180", f"--candidates {label}", f"{key}={text} is not a "
                                   f"{'positive' if key == 'lr' else 'non-negative'} number", f"e.g. {key}=3e-4")
             run[key] = value

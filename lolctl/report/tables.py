@@ -13,6 +13,7 @@ from rich.text import Text
 from lolctl.errors import printable
 from lolctl.report.health import SEVERITY_STYLE, findings_table, fmt, modules_table, summary_table
 from lolctl.report.records import Check, Record, ScoreRecord
+from lolctl.report.svg import num
 
 SHOW_SKIPPED = 10  # skipped files listed in a scan summary table; --format json lists them all
 
@@ -44,7 +45,7 @@ def prediction_table(pred: dict[str, Any]) -> Table:
 def same_decimals(value: Any, *ends: Any) -> list[str]:
     """``value`` to 3 significant digits and the interval ``ends`` to as many decimals ("0.363  [0.326, 0.400]", not
     "[0.326, 0.4]"); "-" for a missing number."""
-    numbers = [float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None for x in (value, *ends)]
+    numbers = [num(x) for x in (value, *ends)]
     v = numbers[0]
     if v is None:
         return [fmt(x) for x in (value, *ends)]
