@@ -255,6 +255,10 @@ def run_scan(
             if on_records is not None:
                 on_records(records)
     except KeyboardInterrupt:
+        if sink is not None and output is not None:  # the signal can land between a write and its count: the file
+            sink.close()                             # is the truth
+            sink = None
+            finished = len({rec.get("item") for rec in load_records(output)}) - summary.resumed
         raise ScanInterrupted(summary, summary.resumed + finished, len(items)) from None
     finally:
         if sink is not None:
