@@ -5,7 +5,9 @@
 # test, test_r1, test_r2) and on a test zoo built with another seed (SECOND, default data/minilm-wordnet-test-s1 when
 # present), and writes the tables and the
 # rank-generalisation plot. `shipped` is the model of scripts/train_default_checkpoint.sh (same candidates).
-# Resumable: a run whose checkpoint exists is skipped; a run another instance is doing (a live claim) too, so a second
+# Resumable: a run whose checkpoint exists is skipped, and so is one whose results were kept (KEPT, committed: the
+# report writes each run's config and evaluations there, so a later session on a fresh machine rebuilds the tables
+# without retraining it); a run another instance is doing (a live claim) too, so a second
 # instance can be started when a core frees up. One thread per run.
 #   ./scripts/comparison.sh                                  # all models, seeds 0 1 2 (log: runs/comparison.log)
 #   MODELS="shipped mlp_svd" SEEDS=0 ./scripts/comparison.sh
@@ -16,11 +18,15 @@ TEST=${TEST:-tests/data/minilm-wordnet-test}
 SECOND=${SECOND:-data/minilm-wordnet-test-s1}
 [[ -e "$SECOND" ]] || SECOND=""
 RUNS=${RUNS:-runs/comparison}
+KEPT=${KEPT:-docs/comparison-runs}
 MODELS=${MODELS:-"shipped mlp_svd mlp_oalign mlp_dense glnet transformer mlp"}
 SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-1}
 source scripts/default_candidates.sh
 mkdir -p "$RUNS"
+for kept in "$KEPT"/*/; do  # results kept by an earlier run of this script: not trained again
+    if [[ -f "$kept/config.json" && ! -e "$RUNS/$(basename "$kept")" ]]; then cp -r "$kept" "$RUNS/"; fi
+done
 
 # Shared by every baseline: each module's ΔW scaled to unit norm, its log-norm given to the head (docs/models.md).
 COMMON=(--threads 1 --format json)
@@ -53,4 +59,4 @@ for model in $MODELS; do  # model-major: the important rows finish first
 done
 # `wait` also returns when a job is stopped and continued (benchmarks/paused.sh pauses training runs): until none is left
 while [[ -n "$(jobs -p)" ]]; do wait || true; done
-python3 scripts/comparison_report.py "$RUNS" --zoo "$TEST" ${SECOND:+--second "$SECOND"}
+python3 scripts/comparison_report.py "$RUNS" --zoo "$TEST" ${SECOND:+--second "$SECOND"} --keep "$KEPT"

@@ -128,6 +128,9 @@ def main() -> int:
     ap.add_argument("--second", type=Path, default=None, help="A test zoo built with another --seed")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/comparison.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs/rank_generalization.png")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="Also write each run's results (config.json without the packed zoo's file list, and its "
+                    "eval caches) here: committed, they let a later session redo this report without retraining")
     args = ap.parse_args()
     folders = sorted(p for p in args.runs.iterdir() if (p / "config.json").is_file())
     if not folders:
@@ -235,7 +238,24 @@ def main() -> int:
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     plot(by_split, models, args.plot)
+    if args.keep:
+        keep(folders, args.keep)
     return 0
+
+
+def keep(folders: list[Path], where: Path) -> None:
+    """The results of each run, without its weights: enough for :func:`records` to rebuild every table."""
+    for folder in folders:
+        out = where / folder.name
+        out.mkdir(parents=True, exist_ok=True)
+        config = json.loads((folder / "config.json").read_text())
+        recipe = config.get("training_data", {}).get("recipe")
+        if isinstance(recipe, dict):
+            recipe.pop("packed", None)  # every adapter's file and hash: ~200 KB per run
+        (out / "config.json").write_text(json.dumps(config, indent=1))
+        for cached in folder.glob("eval-*.json"):
+            (out / cached.name).write_text(cached.read_text())
+    print(f"kept the results of {len(folders)} runs in {where}", file=sys.stderr)
 
 
 def shown(path: Path) -> str:

@@ -248,3 +248,46 @@ def test_repeated_tensors_are_stored_once_and_restored(tmp_path):
         assert len(calls) == 2
     finally:
         type(first)._anchor_cosines = original
+
+
+def test_large_tensors_are_stored_as_float16_exactly_as_measured(tmp_path, monkeypatch):
+    """round_for_storage rounds large float32 tensors to float16 precision in memory; save_checkpoint then stores them
+    in half the bytes, and the reloaded model predicts exactly what the rounded one did (training measures its card
+    after rounding). Without the rounding nothing is stored lossy: the tensors stay float32."""
+    from safetensors import safe_open
+
+    from lolctl.nn import checkpoint
+    from lolctl.nn.batch import LoraBatch
+
+    monkeypatch.setattr(checkpoint, "HALF_MIN", 64)
+    torch.manual_seed(0)
+    model = build_model("glnet", {"hidden": 4, "anchors": 40}, SPEC, TASKS)
+    model.prepare(LoraBatch.from_adapters([adapter(r=2, seed=s) for s in range(12)], SPEC))
+    config = {"name": "half", "architecture": "glnet", "model_config": model.config.to_dict(),
+              "input_spec": SPEC.to_dict(), "base_model": BASE, "tasks": [t.to_dict() for t in TASKS],
+              "target_normalisation": {"quality": {"mean": [0.0], "std": [1.0]}}, "ood": {"ranks": [2]}}
+    model.eval()
+
+    def dtypes(folder):
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+            return {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
+
+    big = {k for k, v in model.state_dict().items() if v.dtype == torch.float32 and v.numel() >= 64}
+    assert big and set(model.state_dict()) - big  # both kinds present
+    as_trained = dtypes(save_checkpoint(tmp_path / "raw", model, config))
+    assert all(as_trained[k] == "F32" for k in big)  # not rounded: kept exact
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint.round_for_storage(model)
+    for k in big:  # rounded, by no more than float16's relative precision
+        torch.testing.assert_close(model.state_dict()[k], before[k], rtol=2 ** -10, atol=1e-7)
+    assert any(not torch.equal(model.state_dict()[k], before[k]) for k in big)
+    folder = save_checkpoint(tmp_path / "half", model, config)
+    stored = dtypes(folder)
+    assert all(stored[k] == "F16" for k in big) and all(stored[k] != "F16" for k in set(stored) - big)
+    assert (folder / "model.safetensors").stat().st_size < (tmp_path / "raw" / "model.safetensors").stat().st_size
+    loaded = load_checkpoint(str(folder), device="cpu")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    probe = LoraBatch.from_adapters([adapter(r=2, seed=99)], SPEC)
+    assert torch.equal(loaded.model(probe)["quality"], model(probe)["quality"])
+    huge = torch.full((8, 8), 1e5)  # beyond float16's range: stays float32
+    assert checkpoint.stored_dtype(huge).dtype == torch.float32

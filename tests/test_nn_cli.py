@@ -612,6 +612,36 @@ def test_train_auto_ensemble_averages_seeded_copies(tmp_path):
         assert not torch.allclose(both[0], both[1])  # two seeds, two models
         torch.testing.assert_close(model(batch)["quality"], (both[0] + both[1]) / 2)
 
+def test_train_auto_ensemble_per_task(tmp_path):
+    """--ensemble quality=2: quality's member trained with two seeds at half weight each, the other task's once."""
+    zoo = write_zoo(tmp_path / "zoo", 60, seed=5)
+    other = "membership"  # write_zoo's other task
+    out = tmp_path / "ens"
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--candidates", "glnet:hidden=4",
+                                      "--ensemble", "quality=2", "--task", "quality", "--task", other,
+                                      "--out", str(out), "--epochs", "3", "--format", "json", "--device", "cpu",
+                                      "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    members = [(m["tasks"], m["seed"], m["weight"]) for m in config["model_config"]["members"]]
+    assert members == [(["quality"], 0, 0.5), (["quality"], 1, 0.5), ([other], 0, 1.0)]
+    assert config["selection"]["quality"]["ensemble"] == 2 and "ensemble" not in config["selection"][other]
+
+
+@pytest.mark.parametrize("text, message", [("0", "N ≥ 1"), ("quality=0", "N ≥ 1"), ("qualty=2", "no task 'qualty'"),
+                                           ("2,quality=3", "bare count"), ("", "N ≥ 1")])
+def test_ensemble_spec_refuses_bad_counts_and_unknown_tasks(tmp_path, text, message):
+    """A typo in --ensemble fails before any training, naming the item and the tasks it could have meant."""
+    zoo = write_zoo(tmp_path / "zoo", 20, seed=5)
+    res = CliRunner().invoke(_app(), ["train", str(zoo), "--model", "auto", "--ensemble", text, "--task", "quality",
+                                      "--out", str(tmp_path / "o"), "--format", "json"])
+    from lolctl.errors import LolctlError
+
+    assert isinstance(res.exception, LolctlError) and res.exception.code == "L180", res.output
+    assert message in str(res.exception) and "--ensemble" in str(res.exception)
+    assert not (tmp_path / "o" / "config.json").exists()
+
+
 def test_greedy_blend_weighs_candidates_whose_errors_cancel():
     """Ensemble selection: two candidates with independent errors average to a lower loss than either, so both get
     weight; a useless one (a constant) never does; one step, or no gain, keeps the single best."""

@@ -179,9 +179,10 @@ def train(
                      "training settings: tasks=A+B (tried only there), epochs=, patience=, lr=, weight_decay=."),
     ] = None,
     ensemble: Annotated[
-        int, typer.Option("--ensemble", min=1, help="With --model auto: train each chosen member with this many "
-                          "seeds (seed, seed+1, ...) and average them (costs that many times the chosen members).")
-    ] = 1,
+        str, typer.Option("--ensemble", help="With --model auto: train each chosen member with N seeds (seed, seed+1, "
+                          "...) and average them, for every task ('3') or per task ('membership=3,pos_mix=3', the "
+                          "others 1); costs N times those members.")
+    ] = "1",
     blend: Annotated[
         int, typer.Option("--blend", min=1, help="With --model auto: per task, a weighted average of up to N "
                           "candidates instead of the one best, picked greedily on a seeded tenth of the training "
@@ -219,8 +220,8 @@ def train(
     if model == "auto" and sets:
         raise LolctlError("L180", f"--set {sets[0]}", "--model auto takes each candidate's settings from --candidates",
                           "e.g. --candidates 'glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true'")
-    if model != "auto" and (candidates or ensemble > 1 or blend > 1):
-        flag = "--candidates" if candidates else "--ensemble" if ensemble > 1 else "--blend"
+    if model != "auto" and (candidates or ensemble.strip() != "1" or blend > 1):
+        flag = "--candidates" if candidates else "--ensemble" if ensemble.strip() != "1" else "--blend"
         raise LolctlError("L180", flag, f"only --model auto takes {flag}",
                           f"add --model auto, or drop {flag} and use --set with --model {model}")
     cfg = TrainConfig(

@@ -413,13 +413,40 @@ def save_checkpoint(folder: Path, model: LoraModel, config: dict[str, Any]) -> P
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    state, aliases = deduplicated({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    state, aliases = deduplicated({k: stored_dtype(v.detach().cpu().contiguous())
+                                   for k, v in model.state_dict().items()})
     meta = {"format": FORMAT, **({"aliases": json.dumps(aliases)} if aliases else {})}
     # save() + write_bytes, not save_file: save_file creates the file with mode 0600, and a checkpoint is meant to be
     # shared (here the usual umask gives 0644, like config.json and README.md)
     (folder / "model.safetensors").write_bytes(save(state, metadata=meta))
     write_config(folder, {"format": FORMAT, "format_version": 1, **config})
     return folder
+
+
+HALF_MIN = 1 << 20  # float32 tensors with this many entries or more are rounded to float16 for storage
+
+
+def round_for_storage(model: torch.nn.Module) -> None:
+    """Round, in place, every float32 parameter and buffer of :data:`HALF_MIN` entries or more to float16 precision,
+    so that :func:`save_checkpoint` stores it in half the bytes and the saved model is exactly the one in memory.
+
+    Training calls this before measuring the checkpoint, so its card describes the model a user loads. These are
+    MLP+Dense's first-layer factors (2.4M entries each) and GL-net's anchor adapters: a relative change of at most
+    2⁻¹¹ per entry, below what training noise moves them; values beyond float16's range keep float32."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dtype == torch.float32 and t.numel() >= HALF_MIN and bool(t.abs().max() < 60000):
+                t.copy_(t.half().float())
+
+
+def stored_dtype(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as float16 when that is lossless (:func:`round_for_storage` made it so), else unchanged. Loading copies
+    it back into the model's float32 parameter."""
+    if t.dtype == torch.float32 and t.numel() >= HALF_MIN:
+        half = t.half()
+        if torch.equal(half.float(), t):
+            return half
+    return t
 
 
 def deduplicated(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

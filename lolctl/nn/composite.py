@@ -186,5 +186,25 @@ def parse_candidates(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def parse_ensemble(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
+    """Seeds per task: ``"3"`` → every task 3; ``"membership=3,pos_mix=3"`` → those two 3, the others 1."""
+    out = {t: 1 for t in tasks}
+    items = [x.strip() for x in text.split(",") if x.strip()] or [text]
+    for item in items:
+        name, eq, count = (x.strip() for x in item.rpartition("="))
+        reason = None
+        if not count.isdigit() or int(count) < 1:
+            reason = "expected a count N ≥ 1, or TASK=N pairs"
+        elif eq and name not in out:
+            reason = f"no task {name!r} is trained (tasks: {', '.join(tasks)})"
+        elif not eq and len(items) > 1:
+            reason = "a bare count applies to every task: give it alone, or TASK=N pairs"
+        if reason:
+            raise LolctlError("L180", f"--ensemble {item}", reason,
+                              "e.g. --ensemble 3, or --ensemble membership=3,pos_mix=3")
+        out.update({name: int(count)} if eq else dict.fromkeys(tasks, int(count)))
+    return out
+
+
 def candidate_label(arch: str, values: dict[str, Any]) -> str:
     return arch + (" " + " ".join(f"{k}={v}" for k, v in values.items()) if values else "")

@@ -19,9 +19,16 @@ from lolctl.errors import LolctlError
 from lolctl.nn.about import task_descriptions
 from lolctl.nn.base import LoraModel
 from lolctl.nn.batch import LoraBatch
-from lolctl.nn.checkpoint import Checkpoint, load_checkpoint, resolve_device, save_checkpoint, write_config
+from lolctl.nn.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    resolve_device,
+    round_for_storage,
+    save_checkpoint,
+    write_config,
+)
 from lolctl.nn.checkpoint_config import FORMAT, CheckpointConfig
-from lolctl.nn.composite import DEFAULT_CANDIDATES, Composite, candidate_label, parse_candidates
+from lolctl.nn.composite import DEFAULT_CANDIDATES, Composite, candidate_label, parse_candidates, parse_ensemble
 from lolctl.nn.data import assign_splits, load_factors, targets
 from lolctl.nn.infer import embeddings, predict, scale_stats
 from lolctl.nn.metrics import json_safe, reliability_of
@@ -82,13 +89,14 @@ def train_zoo(
     read_progress: ReadProgress | None = None,
     epoch_progress: EpochProgress | None = None,
     candidates: str | None = None,
-    ensemble: int = 1,
+    ensemble: int | str = 1,
     blend: int = 1,
 ) -> dict[str, Any]:
     """Train ``model_name`` on a zoo folder or labels CSV and save a checkpoint in ``out_dir``. ``auto``: per task,
     the candidate (``candidates``, default :data:`DEFAULT_CANDIDATES`) with the lowest validation loss, as a seed
-    ensemble of ``ensemble`` copies; ``blend`` > 1: a weighted average of up to that many candidates per task, chosen
-    on a held-out share of the training adapters (:func:`hold_out_select`, :func:`greedy_blend`)."""
+    ensemble of ``ensemble`` copies (a count, or per task "membership=3,pos_mix=3": :func:`parse_ensemble`);
+    ``blend`` > 1: a weighted average of up to that many candidates per task, chosen on a held-out share of the
+    training adapters (:func:`hold_out_select`, :func:`greedy_blend`)."""
     from lolctl import __version__
 
     cfg = train_config or TrainConfig()
@@ -97,6 +105,7 @@ def train_zoo(
     tasks = tuple(zoo.task(t) for t in task_names) if task_names else zoo.tasks
     if not tasks:
         raise LolctlError("L175", str(zoo.labels_path), "no target columns to train on", "add targets or --task")
+    copies = parse_ensemble(str(ensemble), tuple(t.name for t in tasks))  # before the slow part: a typo fails fast
     batch, info = load_factors(zoo, cache=cache, progress=read_progress)
     y = {t.name: targets(zoo, t) for t in tasks}
     split = assign_splits(zoo, cfg.split_seed, resplit=cfg.resplit)
@@ -110,7 +119,7 @@ def train_zoo(
     selection, held_out = None, 0
     if model_name == "auto":
         model, result, selection = train_auto(parse_candidates(candidates or DEFAULT_CANDIDATES), on_dev, tasks, y,
-                                              split, norm, cfg, epoch_progress, ensemble, blend)
+                                              split, norm, cfg, epoch_progress, copies, blend)
         model_name = model.name
         if blend > 1:  # the kept members were trained again on them: training adapters from here on
             held_out = int((split == "select").sum())
@@ -121,6 +130,7 @@ def train_zoo(
         values = rank_defaults(model_name, model_values or {}, int(batch.ranks.max()))
         model = build_model(model_name, values, batch.spec, tasks).to(dev)
         result = fit(model, on_dev, y, split, norm, cfg, epoch_progress)
+    round_for_storage(model)  # what save_checkpoint stores: measured below as a user will load it
     val = np.flatnonzero(split == "val")
     calib = val if val.size >= 5 else np.flatnonzero(train_rows)
     temperatures, spans, stored, fallback = fit_checkpoint_uncertainty(
@@ -250,19 +260,19 @@ def train_auto(
     norm: dict[str, Any],
     cfg: TrainConfig,
     progress: EpochProgress | None = None,
-    ensemble: int = 1,
+    ensemble: int | dict[str, int] = 1,
     blend: int = 1,
 ) -> tuple[LoraModel, TrainResult, dict[str, Any]]:
     """Per task, train every candidate on that task alone (its own early stop) and keep the one with the lowest
     validation loss; when that one is rank-specific, keep the best rank-free candidate too as the task's fallback
     for ranks the training set lacks (:mod:`lolctl.nn.composite`). A candidate too large for the adapters (L173,
-    e.g. MLP+Dense on a big base model) is skipped and recorded. ``blend`` > 1: keep instead the weighted
-    average of candidates :func:`greedy_blend` picks on the "select" rows (:func:`hold_out_select`), and for the
-    fallback the same over the rank-free candidates; each kept candidate is then trained again from its seed on the
-    training and select rows together, for as many epochs as its first pass's best (early-stopped on validation
-    within them), so the held-out tenth is lost to no member. ``ensemble`` > 1: each kept member is trained again
-    with seeds seed+1 … seed+ensemble−1 and the copies' outputs are averaged. Returns the composite of the kept
-    members, a summary TrainResult and the selection record."""
+    e.g. MLP+Dense on a big base model) is skipped and recorded. ``blend`` > 1: keep instead the weighted average
+    of candidates :func:`greedy_blend` picks on the "select" rows (:func:`hold_out_select`), and for the fallback
+    the same over the rank-free candidates; each kept candidate is then trained again from its seed on the training
+    and select rows together, for as many epochs as its first pass's best (early-stopped on validation within
+    them), so the held-out tenth is lost to no member. ``ensemble`` n > 1 (for every task, or per task name): each
+    kept member is trained again with seeds seed+1 … seed+n−1 and the copies' outputs are averaged. Returns the
+    composite of the kept members, a summary TrainResult and the selection record."""
     R = int(batch.ranks.max())
     select = np.flatnonzero(split == "select")
     final = fold_select(split)  # the kept members' last training: with the select rows
@@ -330,10 +340,11 @@ def train_auto(
         if fallback:
             record["fallback"] = fallback[0][0][3]
         selection[t.name] = record
+        n = ensemble.get(t.name, 1) if isinstance(ensemble, dict) else ensemble
         copies: dict[tuple[str, int], LoraModel] = {}  # (label, seed) -> its trained model, once per task
         for group, is_fallback in ((primary, False), (fallback, True)):
             for (_, arch, model, label, values, run_cfg), weight in group:
-                for seed in range(run_cfg.seed, run_cfg.seed + ensemble):
+                for seed in range(run_cfg.seed, run_cfg.seed + n):
                     if (label, seed) in copies:  # the same candidate as primary and fallback: trained once
                         pass
                     elif seed == run_cfg.seed and blend <= 1:
@@ -348,10 +359,10 @@ def train_auto(
                         copies[label, seed] = copy
                     members.append({"architecture": arch, "model_config": copies[label, seed].config.to_dict(),
                                     "tasks": [t.name], "label": label, "fallback": is_fallback, "seed": seed,
-                                    "weight": weight / ensemble})
+                                    "weight": weight / n})
                     kept.append(copies[label, seed])
-        if ensemble > 1:
-            record["ensemble"] = ensemble
+        if n > 1:
+            record["ensemble"] = n
     composite = build_model("composite", {"members": members, "seen_ranks": seen}, batch.spec, tasks)
     assert isinstance(composite, Composite)
     composite.to(batch.device)
