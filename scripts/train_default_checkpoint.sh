@@ -3,8 +3,9 @@
 # (data/minilm-wordnet-train: val 160 + train 2,048 LoRAs at r = 4, packed; the checkpoint shipped on 2026-12-07 saw
 # the first 1,024 — ZOO=data/minilm-wordnet-train/labels-n1024.csv, docs/zoo.md), give its OOD check the lemma-side input
 # contrast, then score the committed test splits (tests/data/minilm-wordnet-test: test, test_r1, test_r2), the
-# test split of the zoo built with --seed 1 (data/minilm-wordnet-test-s1, stored as test_seed1) and, when the full
-# zoo is at hand (FULL_ZOO, default zoo/minilm-wordnet), its test_r8 / test_r16 splits; the metrics go into
+# test split of the zoo built with --seed 1 (data/minilm-wordnet-test-s1, stored as test_seed1) and the test_r8 /
+# test_r16 splits (data/minilm-wordnet-test-r8r16, packed: `lolctl zoo build zoo/minilm-wordnet --split test_r8
+# --split test_r16`, then `lolctl zoo pack ... --split test_r8 --split test_r16`); the metrics go into
 # config.json and the model card, which tests/test_default_checkpoint.py checks. The model: `--model auto --blend 4`
 # with the candidates of scripts/default_candidates.sh — per task a GL-net with base-model probes and anchors and an
 # MLP+SVD, for the three data attributes also MLP+Dense trained as rank-16 factors — blended per task (docs/models.md).
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 ZOO=${ZOO:-data/minilm-wordnet-train}
 TEST=${TEST:-tests/data/minilm-wordnet-test}
 SECOND=${SECOND:-data/minilm-wordnet-test-s1}
-FULL_ZOO=${FULL_ZOO:-zoo/minilm-wordnet}
+RANKS=${RANKS:-data/minilm-wordnet-test-r8r16}
 OUT=${OUT:-models/minilm-wordnet-glnet}
 CONTRAST=${CONTRAST:-data/minilm-wordnet-lemma-probes.safetensors}
 source scripts/default_candidates.sh
@@ -56,9 +57,9 @@ if [[ -e "$SECOND" ]]; then
     python3 -m lolctl eval "$OUT" "$SECOND" --split test --store --store-as test_seed1 "${T[@]}" --format json \
         > runs/default-checkpoint.test_seed1.json
 fi
-if [[ -e "$FULL_ZOO/labels.csv" ]]; then
+if [[ -e "$RANKS/labels.csv" ]]; then  # packed: complete splits (a zoo still building would give partial ones)
     for split in test_r8 test_r16; do
-        python3 -m lolctl eval "$OUT" "$FULL_ZOO" --split "$split" --store "${T[@]}" --format json \
+        python3 -m lolctl eval "$OUT" "$RANKS" --split "$split" --store "${T[@]}" --format json \
             > "runs/default-checkpoint.$split.json"
     done
 fi

@@ -22,6 +22,7 @@ from lolctl.nn.workflow import eval_zoo
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "models" / "minilm-wordnet-glnet"
 DATA = ROOT / "tests" / "data" / "minilm-wordnet-test"
+RANKS = ROOT / "data" / "minilm-wordnet-test-r8r16"  # test_r8, test_r16 (64 each), packed beside the training data
 TOLERANCE = 0.01
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,13 +32,13 @@ def _stored() -> dict:
     return json.loads((CHECKPOINT / "config.json").read_text())["metrics"]
 
 
-@pytest.mark.parametrize("split", ["test", "test_r1", "test_r2"])
+@pytest.mark.parametrize("split", ["test", "test_r1", "test_r2", "test_r8", "test_r16"])
 @pytest.mark.slow  # > 1 s (several CLI runs / a fixture that trains); CI runs it
 def test_checkpoint_reproduces_its_card(split: str) -> None:
     stored = _stored()
     if split not in stored:
         pytest.fail(f"{CHECKPOINT}/config.json has no {split} metrics: run scripts/train_default_checkpoint.sh")
-    got = eval_zoo(str(CHECKPOINT), DATA, split=split, device="cpu")
+    got = eval_zoo(str(CHECKPOINT), RANKS if split in ("test_r8", "test_r16") else DATA, split=split, device="cpu")
     assert got["n"] == next(iter(stored[split].values()))["n"]
     compared = 0
     for task, want in stored[split].items():
