@@ -604,7 +604,7 @@ def test_train_auto_ensemble_averages_seeded_copies(tmp_path):
     assert [(m["label"], m["seed"]) for m in members] == [("glnet hidden=4", 0), ("glnet hidden=4", 1)]
     assert config["selection"]["quality"]["ensemble"] == 2
     card = (out / "README.md").read_text()  # two seeds, half each: an ensemble, not a blend
-    assert "Chosen per task by validation loss" in card and card.count("| glnet hidden=4 | 0.50 | all ranks |") == 2
+    assert "Chosen per task by validation loss" in card and "| glnet hidden=4 | 1.00 | 0, 1 | all ranks |" in card
     model = load_checkpoint(str(out), device="cpu").model
     batch, _ = load_factors(load_zoo(zoo), cache=False)
     with torch.no_grad():

@@ -139,24 +139,30 @@ def _members(config: CheckpointConfig) -> list[str]:
     how = ("Per task a weighted average of candidates, weighed on held-out training adapters (`lolctl train --model "
            "auto --blend`)." if "blend_select" in config.training_data
            else "Chosen per task by validation loss (`lolctl train --model auto`).")
-    lines = ["", "## Members", "", how, "", "| task | member | weight | for |", "|---|---|---|---|"]
+    lines = ["", "## Members", "", how, "", "| task | member | weight | seeds | for |", "|---|---|---|---|---|"]
     ranks = config.model_config.get("seen_ranks") or []
     seen = ", ".join(str(r) for r in ranks)
     backed = {t for m in members if m.get("fallback") for t in m["tasks"]}
+
     def route(m: dict[str, Any]) -> tuple[str, bool]:  # the members one prediction averages
         return ", ".join(m["tasks"]), bool(m.get("fallback"))
 
     totals: dict[tuple[str, bool], float] = {}  # they average with their weights: show each member's share
+    rows: dict[tuple[str, bool, str], list[dict[str, Any]]] = {}  # a seed ensemble's copies: one row
     for m in members:
         totals[route(m)] = totals.get(route(m), 0.0) + float(m.get("weight", 1.0))
-    for m in members:
-        share = float(m.get("weight", 1.0)) / totals[route(m)]
-        where = (f"ranks other than {seen}" if m.get("fallback") else
-                 f"rank{'s' if len(ranks) > 1 else ''} {seen}" if set(m["tasks"]) <= backed else "all ranks")
-        lines.append(f"| {', '.join(m['tasks'])} | {m.get('label') or m['architecture']} | "
-                     f"{share:.2f} | {where} |")
+        rows.setdefault((*route(m), m.get("label") or m["architecture"]), []).append(m)
+    for (tasks, fallback, label), copies in rows.items():
+        share = sum(float(m.get("weight", 1.0)) for m in copies) / totals[tasks, fallback]
+        where = (f"ranks other than {seen}" if fallback else
+                 f"rank{'s' if len(ranks) > 1 else ''} {seen}" if set(copies[0]["tasks"]) <= backed else "all ranks")
+        seeds = ", ".join(str(m.get("seed", "?")) for m in copies)
+        lines.append(f"| {tasks} | {label} | {share:.2f} | {seeds} | {where} |")
     if config.fallback:
         lines += ["", "A fallback member is rank-free (it reads no singular-value slots); the member it stands in for "
                   "reads σ₁…σₖ, which it learned at the training ranks only. The fallback has its own temperatures "
                   "and intervals, fitted on the same held-out adapters."]
+    if any(len(copies) > 1 for copies in rows.values()):
+        lines += ["", "A member with several seeds is a seed ensemble (`--ensemble`): the copies, trained alike from "
+                  "different initialisations and batch orders, share its weight equally."]
     return lines
