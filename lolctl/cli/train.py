@@ -179,9 +179,9 @@ def train(
                      "training settings: tasks=A+B (tried only there), epochs=, patience=, lr=, weight_decay=."),
     ] = None,
     ensemble: Annotated[
-        str, typer.Option("--ensemble", help="With --model auto: train each chosen member with N seeds (seed, seed+1, "
-                          "...) and average them, for every task ('3') or per task ('membership=3,pos_mix=3', the "
-                          "others 1); costs N times those members.")
+        str, typer.Option("--ensemble", metavar="N|TASK=N,...", help="With --model auto: train each chosen member "
+                          "with N seeds (seed, seed+1, ...) and average them, for every task ('3') or per task "
+                          "('membership=3,pos_mix=3', the others 1); costs N times those members.")
     ] = "1",
     blend: Annotated[
         int, typer.Option("--blend", min=1, help="With --model auto: per task, a weighted average of up to N "
