@@ -370,6 +370,40 @@ def test_packed_zoo_grows_by_appended_parts(reference: Path, tmp_path: Path) -> 
     assert err.value.code == "L176" and "same recipe" in str(err.value)
     assert invoke(["zoo", "pack", str(reference), str(grown), "--split", "val", "--append", "--overwrite"])[0] == 2
 
+def test_build_skips_the_loras_of_a_packed_zoo(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    """A build spread over machines that keep only the packed part: ``--skip-packed`` builds only the LoRAs the pack
+    lacks, and ``pack --append`` then gives the same packed zoo as packing the uninterrupted build; a pack of other
+    settings is refused."""
+    from lolctl.nn.data import load_factors
+    from lolctl.zoo.format import load_zoo
+    from lolctl.zoo.pack import pack
+    from tests.clitools import invoke
+
+    grown, whole = tmp_path / "grown", tmp_path / "whole"
+    pack(reference, grown, ["val", "test"])  # what the first machine built and committed
+    later = tmp_path / "later"
+    code, res = invoke(["zoo", "build", str(later), "--recipe", "tiny", "--base", str(tiny_bert),
+                        "--set", f"n_train={SMALL['n_train']}", "--set", f"other_ranks={SMALL['other_ranks']}",
+                        "--set", f"subset={SMALL['subset']}", "--skip-packed", str(grown)])
+    assert code == 0, f"{res.output} {res.exception}"
+    assert json.loads(res.stdout)["built"] == 4  # 3 train + 1 test_r2; the 4 packed ones not again
+    assert {m.split("/")[-1] for m in load_zoo(later).ids} == set(load_zoo(reference).ids) - set(load_zoo(grown).ids)
+    pack(later, grown, ["train", "test_r2"], append=True)
+    pack(reference, whole, ["val", "test", "train", "test_r2"])
+    a, b = load_zoo(grown), load_zoo(whole)
+    assert sorted(a.ids) == sorted(b.ids)
+    fa, _ = load_factors(a, cache=False)
+    fb, _ = load_factors(b, cache=False)
+    order = [a.ids.index(i) for i in b.ids]
+    for ga, gb in zip(fa.groups, fb.groups, strict=True):  # the LoRAs built later equal the uninterrupted build's
+        torch.testing.assert_close(ga.U[order], gb.U, rtol=0, atol=0)
+        torch.testing.assert_close(ga.V[order], gb.V, rtol=0, atol=0)
+    with pytest.raises(LolctlError) as err:
+        build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert), "seed": "7"}), tmp_path / "other",
+              skip_packed=grown)
+    assert err.value.code == "L176" and "not a packed zoo of this recipe" in str(err.value)
+
+
 TINY_V2 = {"n_val": "2", "n_test": "1", "n_train": "2", "n_per_rank": "1", "other_ranks": "2", "eval_per_topic": "4",
            "eval_other": "8", "lemma_tokens": "12", "gloss_tokens": "16", "size_min": "8", "size_max": "32",
            "batches": "4,8", "epochs": "2"}

@@ -57,6 +57,10 @@ def build_cmd(
                                                    help="Override a recipe setting (repeat).")] = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="Build only this split of the plan (repeat), "
                                                     "e.g. test_r8.")] = None,
+    skip_packed: Annotated[Path | None, typer.Option("--skip-packed", metavar="PACKED", help="A packed zoo of this "
+                           "recipe (`lolctl zoo pack`): its LoRAs are not built again; `zoo pack --append` into it "
+                           "afterwards adds the new ones (a build spread over sessions that keep only the pack).")
+                           ] = None,
     engine: EngineOpt = EngineName.local,
     ray_address: RayAddressOpt = None,
 ) -> None:
@@ -77,7 +81,8 @@ def build_cmd(
 
         import_ray()  # not installed: one usage error before any work
     result = build(get_recipe(recipe, overrides), out, workers=workers, limit=limit, splits=split or None,
-                   log=lambda m: print(m, file=sys.stderr, flush=True), engine=engine.value, ray_address=ray_address)
+                   log=lambda m: print(m, file=sys.stderr, flush=True), engine=engine.value, ray_address=ray_address,
+                   skip_packed=skip_packed)
     sys.stdout.write(dumps(result) + "\n")
 
 

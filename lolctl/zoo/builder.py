@@ -43,6 +43,20 @@ def write_manifest(
                        facts=facts, splits=fmt.split_counts(job.split for job in recipe.plan()), metas=metas)
 
 
+def packed_ids(folder: Path, recipe: Any) -> set[str]:
+    """The ids of the LoRAs packed in ``folder``, which must be a packed zoo of ``recipe`` (or of a smaller plan of
+    it: a recipe grown since packs its first LoRAs identically)."""
+    from lolctl.zoo.format import load_zoo
+    from lolctl.zoo.recipes.base import grows
+
+    packed = load_zoo(folder)
+    described = json.loads(json.dumps(recipe.describe()))  # as the manifest holds it (lists, not tuples)
+    if not packed.packed or not grows(packed.manifest.get("recipe"), described):
+        raise LolctlError("L176", str(folder), "not a packed zoo of this recipe and settings",
+                          "pass the folder `lolctl zoo pack` wrote from a build of the same recipe, seed and settings")
+    return set(packed.ids)
+
+
 def check_resume(zoo: Path, recipe: Any) -> None:
     path = zoo / fmt.MANIFEST
     if not path.exists():
@@ -129,10 +143,13 @@ def _run_pool(recipe: Any, zoo: Path, jobs: list[Job], workers: int) -> Iterator
 def build(
     recipe: Any, zoo: Path, workers: int = 1, limit: int | None = None, log: Callable[[str], None] = lambda _: None,
     labels_every: int = 25, splits: list[str] | None = None, engine: str = "local", ray_address: str | None = None,
+    skip_packed: Path | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the zoo. ``limit`` builds only the first ``limit`` LoRAs of the plan (in build order);
     ``splits`` only the LoRAs of those splits (L176 for a split the recipe does not plan). ``engine="ray"`` trains
-    one LoRA per Ray task (lolctl.ray_engine.zoo_tasks; the zoo folder must be on storage every node sees)."""
+    one LoRA per Ray task (lolctl.ray_engine.zoo_tasks; the zoo folder must be on storage every node sees).
+    ``skip_packed``: a packed zoo of this recipe (`lolctl zoo pack`) whose LoRAs are not built again — a build spread
+    over machines that keep only the packed part goes on where it stopped, and `pack --append` adds the rest."""
     zoo = Path(zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     check_resume(zoo, recipe)
@@ -159,7 +176,7 @@ def build(
     base_hash = weights_hash(resolve_base(recipe.settings.base_model))
     check_base(zoo, base_hash)
     write_manifest(zoo, recipe, facts, "building", base_hash, fmt.read_metas(zoo))
-    done = fmt.done_ids(zoo)
+    done = fmt.done_ids(zoo) | (packed_ids(skip_packed, recipe) if skip_packed is not None else set())
     todo = [job for job in plan if job.id not in done]
     if engine == "ray":
         from lolctl.ray_engine import zoo_tasks
