@@ -402,6 +402,7 @@ def test_build_skips_the_loras_of_a_packed_zoo(reference: Path, tiny_bert: Path,
         build(get_recipe("tiny", {**SMALL, "base_model": str(tiny_bert), "seed": "7"}), tmp_path / "other",
               skip_packed=grown)
     assert err.value.code == "L176" and "not a packed zoo of this recipe" in str(err.value)
+    assert "seed is 0 in the pack, 7 now" in err.value.reason  # it names the setting that differs
 
 
 TINY_V2 = {"n_val": "2", "n_test": "1", "n_train": "2", "n_per_rank": "1", "other_ranks": "2", "eval_per_topic": "4",

@@ -220,8 +220,9 @@ def train(
     if model == "auto" and sets:
         raise LolctlError("L180", f"--set {sets[0]}", "--model auto takes each candidate's settings from --candidates",
                           "e.g. --candidates 'glnet:unit_norm=true,singular_values=4;mlp_svd:unit_norm=true'")
-    if model != "auto" and (candidates or ensemble.strip() != "1" or blend > 1):
-        flag = "--candidates" if candidates else "--ensemble" if ensemble.strip() != "1" else "--blend"
+    ensembled = ensemble.strip() != "1"
+    if model != "auto" and (candidates or ensembled or blend > 1):
+        flag = "--candidates" if candidates else "--ensemble" if ensembled else "--blend"
         raise LolctlError("L180", flag, f"only --model auto takes {flag}",
                           f"add --model auto, or drop {flag} and use --set with --model {model}")
     cfg = TrainConfig(

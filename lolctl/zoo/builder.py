@@ -47,12 +47,12 @@ def packed_ids(folder: Path, recipe: Any) -> set[str]:
     """The ids of the LoRAs packed in ``folder``, which must be a packed zoo of ``recipe`` (or of a smaller plan of
     it: a recipe grown since packs its first LoRAs identically)."""
     from lolctl.zoo.format import load_zoo
-    from lolctl.zoo.recipes.base import grows
 
     packed = load_zoo(folder)
-    described = json.loads(json.dumps(recipe.describe()))  # as the manifest holds it (lists, not tuples)
-    if not packed.packed or not grows(packed.manifest.get("recipe"), described):
-        raise LolctlError("L176", str(folder), "not a packed zoo of this recipe and settings",
+    differ = "it is not packed" if not packed.packed else _settings_differ(packed.manifest.get("recipe"), recipe,
+                                                                           "the pack")
+    if differ:
+        raise LolctlError("L176", str(folder), f"not a packed zoo of this recipe and settings: {differ}",
                           "pass the folder `lolctl zoo pack` wrote from a build of the same recipe, seed and settings")
     return set(packed.ids)
 
@@ -61,14 +61,20 @@ def check_resume(zoo: Path, recipe: Any) -> None:
     path = zoo / fmt.MANIFEST
     if not path.exists():
         return
-    old = fmt.read_manifest(path).get("recipe")
-    new = json.loads(json.dumps(recipe.describe()))
-    if not grows(old, new):
-        diffs = _differences(old, new)
-        shown = "; ".join(f"{key} is {a} in the zoo, {b} now" for key, a, b in diffs[:3])
-        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-        raise LolctlError("L176", str(path), f"this zoo was started with other recipe settings: {shown}{more}",
+    differ = _settings_differ(fmt.read_manifest(path).get("recipe"), recipe, "the zoo")
+    if differ:
+        raise LolctlError("L176", str(path), f"this zoo was started with other recipe settings: {differ}",
                           "build into a new folder, or rerun with the same --recipe/--set/--seed")
+
+
+def _settings_differ(old: Any, recipe: Any, where: str) -> str | None:
+    """None when ``recipe`` is the recipe description ``old`` (a manifest's) or grows it, else what differs."""
+    new = json.loads(json.dumps(recipe.describe()))  # as a manifest holds it (lists, not tuples)
+    if grows(old, new):
+        return None
+    diffs = _differences(old, new)
+    shown = "; ".join(f"{key} is {a} in {where}, {b} now" for key, a, b in diffs[:3])
+    return shown + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
 
 
 def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, str, str]]:
@@ -153,6 +159,7 @@ def build(
     zoo = Path(zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     check_resume(zoo, recipe)
+    packed = packed_ids(skip_packed, recipe) if skip_packed is not None else set()  # before the slow frozen work
     fmt.remove_partial(zoo)
     plan = recipe.plan()
     if splits:
@@ -176,7 +183,7 @@ def build(
     base_hash = weights_hash(resolve_base(recipe.settings.base_model))
     check_base(zoo, base_hash)
     write_manifest(zoo, recipe, facts, "building", base_hash, fmt.read_metas(zoo))
-    done = fmt.done_ids(zoo) | (packed_ids(skip_packed, recipe) if skip_packed is not None else set())
+    done = fmt.done_ids(zoo) | packed
     todo = [job for job in plan if job.id not in done]
     if engine == "ray":
         from lolctl.ray_engine import zoo_tasks
